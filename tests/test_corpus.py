@@ -1,0 +1,91 @@
+import json
+
+import pytest
+import zstandard
+
+from ttt_core.config import StudyConfig
+from ttt_core.corpus import assign_splits, build_corpus, chunk_text, load_corpus, read_pile_jsonl
+
+
+def test_chunks_cover_the_text_exactly_and_cut_at_line_breaks():
+    text = "\n".join(f"line {i} " + "word " * (i % 7) for i in range(300))
+    chunks = chunk_text(text, 200)
+    assert "".join(chunks) == text
+    assert all(len(c) <= 200 + 50 for c in chunks)
+    assert all(c.endswith("\n") for c in chunks[:-1])
+    assert chunk_text("short", 200) == ["short"] and chunk_text(text, None) == [text]
+
+
+def test_reads_jsonl_and_zstd(tmp_path, pile_file):
+    records = list(read_pile_jsonl(pile_file))
+    zst = tmp_path / "tiny.jsonl.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(pile_file.read_bytes()))
+    assert list(read_pile_jsonl(zst)) == records
+    assert records[0]["meta"]["pile_set_name"] == "code"
+
+
+def test_split_is_by_source_document_and_deterministic():
+    sources = {"a": [f"doc{i}" for i in range(20)], "b": ["only1", "only2"], "c": ["single"]}
+    split = assign_splits(sources, 0.1)
+    assert split == assign_splits(sources, 0.1)
+    assert sum(split[("a", s)] == "test" for s in sources["a"]) == 2
+    assert sorted(split[("b", s)] for s in sources["b"]) == ["test", "train"]
+    assert split[("c", "single")] == "train"
+
+
+def test_no_text_of_a_test_document_is_in_the_train_split(tiny_params):
+    corpus = build_corpus(StudyConfig.from_params(**tiny_params), progress=False)
+    table = corpus.dataset.to_pandas()
+    test_sources = set(table[table.split == "test"].source_id)
+    assert test_sources and not test_sources & set(table[table.split == "train"].source_id)
+    assert set(table.domain) == {"code", "prose", "math"}
+    for domain, counts in corpus.manifest["documents per domain"].items():
+        assert counts["test"] > 0 and counts["train"] > 0
+
+
+def test_corpus_is_cached_and_tampering_is_detected(tiny_params):
+    config = StudyConfig.from_params(**tiny_params)
+    first = build_corpus(config, progress=False)
+    again = build_corpus(config, progress=False)
+    assert again.fingerprint == first.fingerprint and again.path == first.path
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    manifest["fingerprint"] = "0" * 16
+    (first.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RuntimeError, match="fingerprint"):
+        load_corpus(first.path)
+
+
+def test_test_documents_are_a_prefix_stable_sample(tiny_params):
+    corpus = build_corpus(StudyConfig.from_params(**tiny_params), progress=False)
+    one = [d["id"] for d in corpus.test_documents(1, seed=0)]
+    two = [d["id"] for d in corpus.test_documents(2, seed=0)]
+    assert len(one) == 3 and set(one) <= set(two)
+    assert all(d["split"] == "test" for d in corpus.test_documents(2, seed=0))
+
+
+def test_empty_corpus_is_a_clear_error(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    config = StudyConfig.from_params(corpus=str(empty), work_dir=str(tmp_path / "w"))
+    with pytest.raises(ValueError, match="corpus=.*yielded no documents"):
+        build_corpus(config, progress=False)
+
+
+def test_a_datasets_folder_stands_in_for_a_hub_dataset_id(tmp_path, pile_file):
+    """`corpus="<datasets id>"` streams through datasets.load_dataset; a local parquet folder takes that path."""
+    import datasets
+
+    records = list(read_pile_jsonl(pile_file))
+    folder = tmp_path / "hub-stand-in"
+    folder.mkdir()
+    datasets.Dataset.from_list(records).to_parquet(str(folder / "train.parquet"))
+    config = StudyConfig.from_params(corpus=str(folder), chunk_chars=300, test_fraction=0.25,
+                                     work_dir=str(tmp_path / "w"))
+    corpus = build_corpus(config, progress=False)
+    assert sorted(corpus.manifest["documents per domain"]) == ["code", "math", "prose"]
+
+
+def test_unknown_minipile_domain_is_rejected_before_any_work(tmp_path):
+    config = StudyConfig.from_params(domains="code_python,klingon", work_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="invalid domains=.*klingon"):
+        build_corpus(config, progress=False)

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from ttt_core.config import StudyConfig
+from ttt_core.corpus import build_corpus
+from ttt_core.index import NeighborIndex, build_index, index_folder
+from ttt_core.models import load_embedder
+from ttt_core.retrieve import retrieve
+
+
+def test_inner_product_distances_equal_squared_l2_for_unit_vectors():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = np.arange(100, 150)
+    ip = NeighborIndex.from_embeddings(vectors, rows, {"metric": "ip"})
+    l2 = NeighborIndex.from_embeddings(vectors, rows, {"metric": "l2"})
+    d_ip, r_ip = ip.search(vectors[:5], 4)
+    d_l2, r_l2 = l2.search(vectors[:5], 4)
+    np.testing.assert_array_equal(r_ip, r_l2)
+    np.testing.assert_allclose(d_ip, d_l2, atol=1e-5)
+    assert (r_ip[:, 0] == rows[:5]).all() and np.all(np.diff(d_l2, axis=1) >= -1e-6)  # nearest first
+
+
+def test_index_round_trip_and_mismatch_errors(tiny_params, tmp_path):
+    config = StudyConfig.from_params(**tiny_params)
+    corpus = build_corpus(config, progress=False)
+    embedder = load_embedder(config.embedder, config.work_path, "cpu")
+    index = build_index(config, corpus, embedder, progress=False)
+    assert len(index) == len(corpus.rows("train")) and set(index.rows) == set(corpus.rows("train"))
+    folder = index_folder(config, corpus)
+    loaded = NeighborIndex.load(folder, config.embedder, corpus.fingerprint, config.embed_max_tokens)
+    assert loaded.meta == index.meta
+    with pytest.raises(ValueError, match="corpus_fingerprint"):
+        NeighborIndex.load(folder, config.embedder, "another-corpus")
+    with pytest.raises(ValueError, match="embedder"):
+        NeighborIndex.load(folder, "minilm", corpus.fingerprint)
+
+
+def test_retrieval_returns_train_documents_nearest_first(tiny_params):
+    config = StudyConfig.from_params(**tiny_params)
+    corpus = build_corpus(config, progress=False)
+    embedder = load_embedder(config.embedder, config.work_path, "cpu")
+    index = build_index(config, corpus, embedder, progress=False)
+    train_doc = corpus.record(int(corpus.rows("train")[0]))
+    neighbors = retrieve(train_doc["text"], 5, embedder, index, corpus)
+    assert len(neighbors) == 5 and neighbors[0].doc_id == train_doc["id"] and neighbors[0].distance < 1e-4
+    assert [n.distance for n in neighbors] == sorted(n.distance for n in neighbors)
+    assert all(corpus.record(n.row)["split"] == "train" for n in neighbors)
+    assert retrieve(train_doc["text"], 0, embedder, index, corpus) == []
+    with pytest.raises(ValueError, match="invalid k=-1"):
+        retrieve(train_doc["text"], -1, embedder, index, corpus)

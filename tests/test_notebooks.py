@@ -1,0 +1,71 @@
+"""Notebooks: jupytext pairs in sync, committed without outputs, executed by papermill, built into a book."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import pytest
+
+from conftest import ROOT
+
+NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_pairs_are_in_sync_and_carry_no_outputs(name):
+    script = jupytext.read(ROOT / "notebooks" / f"{name}.py")
+    notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    assert [(c.cell_type, c.source) for c in script.cells] == [(c.cell_type, c.source) for c in notebook.cells], \
+        f"notebooks/{name}.ipynb is out of sync: run `jupytext --sync notebooks/{name}.py`"
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"{name}.ipynb has outputs"
+    assert any("parameters" in c.metadata.get("tags", []) for c in notebook.cells)
+
+
+@pytest.fixture(scope="module")
+def executed_book(tmp_path_factory):
+    """Every notebook run through papermill with tiny parameters, into a copy of the book."""
+    from conftest import write_pile_jsonl
+
+    root = tmp_path_factory.mktemp("site")
+    pile = write_pile_jsonl(root / "tiny.jsonl")
+    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("executed"))
+    shutil.copy(ROOT / "_config.yml", root / "_config.yml")
+    params = dict(model="tiny-llama", embedder="tiny-bert", corpus=str(pile), k=3, docs_per_domain=1,
+                  chunk_chars=300, learning_rate=1e-3, bootstrap_samples=20, work_dir=str(root / "work"),
+                  device="cpu")
+    (root / "book" / "executed").mkdir()
+    for name in NOTEBOOKS:
+        papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"),
+                                   str(root / "book" / "executed" / f"{name}.ipynb"),
+                                   parameters=params, cwd=str(ROOT), progress_bar=False, kernel_name="python3")
+    return root
+
+
+def test_notebook_02_shows_a_bpb_table_and_a_figure(executed_book):
+    nb = nbformat.read(executed_book / "book" / "executed" / "02_ttt.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "Pile-weighted" in html and "k=3" in html and "change" in html
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_the_book_builds_without_warnings(executed_book):
+    result = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", "book/", "-W",
+                             "--keep-going"], cwd=executed_book, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    page = (executed_book / "_build" / "html" / "executed" / "02_ttt.html").read_text()
+    assert "Pile-weighted" in page and "<img" in page
+    assert (executed_book / "_build" / "html" / "index.html").exists()
+
+
+def test_papermill_reports_a_bad_parameter_clearly(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError, match="invalid k=-1"):
+        papermill.execute_notebook(str(ROOT / "notebooks" / "02_ttt.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters={"k": -1, "model": "tiny-llama", "embedder": "tiny-bert",
+                                               "work_dir": str(tmp_path)},
+                                   cwd=str(ROOT), progress_bar=False, kernel_name="python3")

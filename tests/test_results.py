@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+import ttt_core.study as study_module
+from ttt_core.config import StudyConfig
+from ttt_core.results import ResultsStore, long_frame
+from ttt_core.study import prepare, run_ttt
+
+
+def test_store_appends_resumes_and_drops_a_row_cut_by_a_kill(tmp_path):
+    path = tmp_path / "r.jsonl"
+    store = ResultsStore(path)
+    store.append({"doc_id": "a", "x": 1})
+    store.append({"doc_id": "a", "x": 2})  # no duplicates
+    store.append({"doc_id": "b", "x": 3})
+    with open(path, "a") as f:
+        f.write('{"doc_id": "c", "x"')  # killed mid-write
+    again = ResultsStore(path)
+    assert list(again.rows) == ["a", "b"] and again.rows["a"]["x"] == 1
+    again.append({"doc_id": "c", "x": 4})
+    assert [json.loads(line)["doc_id"] for line in path.read_text().splitlines()] == ["a", "b", "c"]
+
+
+def test_killed_run_resumes_without_lost_or_duplicated_documents(tiny_params, monkeypatch):
+    config = StudyConfig.from_params(**{**tiny_params, "docs_per_domain": 2})
+    study = prepare(config, progress=False)
+    real = study_module.test_time_train
+    calls = []
+
+    def dies_after_two(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        calls.append(args[1]["id"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "test_time_train", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_ttt(study, progress=False)
+    assert len(ResultsStore(study.results_path)) == 2
+
+    monkeypatch.setattr(study_module, "test_time_train", lambda *a, **k: calls.append(a[1]["id"]) or real(*a, **k))
+    rows = run_ttt(study, progress=False)
+    assert len(rows) == 6 and len(set(calls)) == len(calls) == 6  # each document trained exactly once
+    assert len(study.results_path.read_text().splitlines()) == 6
+    frame = long_frame(rows)
+    assert set(frame["k"]) == set(config.ks) and len(frame) == 6 * len(config.ks)
+
+
+def test_more_documents_reuse_the_finished_ones(tiny_params, monkeypatch):
+    study = prepare(StudyConfig.from_params(**tiny_params), progress=False)
+    run_ttt(study, progress=False)
+    calls = []
+    real = study_module.test_time_train
+    monkeypatch.setattr(study_module, "test_time_train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    bigger = prepare(StudyConfig.from_params(**{**tiny_params, "docs_per_domain": 2}), progress=False)
+    assert bigger.results_path == study.results_path
+    assert len(run_ttt(bigger, progress=False)) == 6 and len(calls) == 3

@@ -1,0 +1,79 @@
+import math
+
+import pytest
+import torch
+
+from ttt_core.config import StudyConfig
+from ttt_core.models import load_language_model
+from ttt_core.retrieve import Neighbor
+from ttt_core.ttt import (make_optimizer, reset_weights, snapshot_weights, train_on_text,
+                          training_chunks)
+from ttt_core.ttt import test_time_train as run_ttt_nn  # aliased: pytest would collect test_*
+
+TEXT = "the cat sat on the mat. " * 12
+
+
+@pytest.fixture
+def lm(tmp_path):
+    return load_language_model("tiny-llama", tmp_path, device="cpu")
+
+
+def neighbors(n=3):
+    return [Neighbor(i, f"n{i}", "prose", 0.1 * i, TEXT) for i in range(n)]
+
+
+def test_training_chunks_are_disjoint_max_length_pieces(lm):
+    tokens = lm.tokenizer("x" * 25, add_special_tokens=False)["input_ids"]
+    chunks = training_chunks(lm.tokenizer, "x" * 25, 10)
+    assert [len(c) for c in chunks] == [10, 10, 5] and sum(chunks, []) == tokens
+    assert [len(c) for c in training_chunks(lm.tokenizer, "x" * 21, 10)] == [10, 10]  # 1-token tail skipped
+
+
+def test_one_optimizer_step_per_chunk(lm):
+    config = StudyConfig(max_length=100, learning_rate=1e-3)
+    optimizer = make_optimizer(lm.model, config)
+    train_on_text(lm, TEXT, optimizer, config)  # 288 bytes -> 3 chunks of <= 100 tokens
+    steps = {int(s["step"]) for s in optimizer.state.values()}
+    assert steps == {math.ceil(len(TEXT) / 100)}
+
+
+def test_training_on_neighbours_lowers_bpb_and_weights_are_restored(lm):
+    config = StudyConfig(k=3, learning_rate=3e-3, max_length=128, eval_ks=(0, 1, 3))
+    before = snapshot_weights(lm.model)
+    row = run_ttt_nn(lm, {"id": "d", "domain": "prose", "pile_set_name": "pile-cc", "text": TEXT},
+                          neighbors(), config)
+    assert [e["k"] for e in row["evals"]] == [0, 1, 3]
+    logliks = [e["loglik"] for e in row["evals"]]
+    assert logliks[0] < logliks[1] < logliks[2]  # the neighbours are the document itself: it must help
+    assert row["n_bytes"] == len(TEXT.encode()) and len(row["train_loss"]) == 3 == len(row["train_seconds"])
+    assert all(torch.equal(p, b) for p, b in zip(lm.model.parameters(), before))
+
+
+def test_reset_weights_restores_in_place_and_keeps_ties(lm):
+    snapshot = snapshot_weights(lm.model)
+    with torch.no_grad():
+        for p in lm.model.parameters():
+            p.add_(1.0)
+    reset_weights(lm.model, snapshot)
+    assert all(torch.equal(p, s) for p, s in zip(lm.model.parameters(), snapshot))
+    assert lm.model.lm_head.weight.data_ptr() == lm.model.model.embed_tokens.weight.data_ptr()
+
+
+def test_optimizer_state_is_reset_by_default_and_kept_on_request(lm):
+    doc = {"id": "d", "domain": "prose", "pile_set_name": "pile-cc", "text": TEXT}
+    fresh = StudyConfig(k=2, learning_rate=1e-3)
+    shared = make_optimizer(lm.model, fresh)
+    run_ttt_nn(lm, doc, neighbors(2), fresh, shared)
+    assert len(shared.state) == 0
+    official = StudyConfig(k=2, learning_rate=1e-3, reset_optimizer=False)
+    run_ttt_nn(lm, doc, neighbors(2), official, shared)
+    run_ttt_nn(lm, doc, neighbors(2), official, shared)
+    assert {int(s["step"]) for s in shared.state.values()} == {4}  # moments carried across documents
+
+
+def test_same_seed_same_result(lm):
+    config = StudyConfig(k=2, learning_rate=1e-3)
+    doc = {"id": "d", "domain": "prose", "pile_set_name": "pile-cc", "text": TEXT}
+    a = run_ttt_nn(lm, doc, neighbors(2), config)
+    b = run_ttt_nn(lm, doc, neighbors(2), config)
+    assert a["evals"] == b["evals"]

@@ -1,0 +1,102 @@
+"""A faiss index over the train split: exact flat search, as the paper (IndexFlatL2; inner product when the
+embedder normalises, which ranks identically), saved with the metadata needed to refuse a mismatched use."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import StudyConfig
+from .corpus import Corpus
+from .models import Embedder
+
+
+@dataclass
+class NeighborIndex:
+    index: object  # faiss.Index
+    rows: np.ndarray  # corpus row of each vector
+    meta: dict
+
+    @property
+    def metric(self) -> str:
+        return self.meta["metric"]
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    @classmethod
+    def from_embeddings(cls, embeddings: np.ndarray, rows: np.ndarray, meta: dict) -> "NeighborIndex":
+        import faiss
+
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        index = faiss.IndexFlatIP(embeddings.shape[1]) if meta["metric"] == "ip" else faiss.IndexFlatL2(
+            embeddings.shape[1])
+        index.add(embeddings)
+        return cls(index, np.asarray(rows, dtype=np.int64), dict(meta, size=len(rows)))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(squared L2 distances, corpus rows), nearest first. For unit vectors 2 - 2 * cosine is the squared
+        L2 distance, so distances mean the same whichever faiss metric holds the vectors."""
+        k = min(k, len(self))
+        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        distances = 2.0 - 2.0 * scores if self.metric == "ip" else scores
+        return distances, self.rows[ids]
+
+    def save(self, folder: Path, embeddings: np.ndarray | None = None) -> None:
+        import faiss
+
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        faiss.write_index(self.index, str(tmp / "index.faiss"))
+        np.save(tmp / "rows.npy", self.rows)
+        if embeddings is not None:  # kept so that ablations can build sub-indexes without re-embedding
+            np.save(tmp / "embeddings.npy", embeddings)
+        (tmp / "meta.json").write_text(json.dumps(self.meta, indent=1))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+
+    @classmethod
+    def load(cls, folder: Path, embedder: str | None = None, corpus_fingerprint: str | None = None,
+             embed_max_tokens: int | None = None) -> "NeighborIndex":
+        """Load an index; one built for another corpus or embedder is a clear error, not silent nonsense."""
+        import faiss
+
+        meta = json.loads((Path(folder) / "meta.json").read_text())
+        for name, want in (("embedder", embedder), ("corpus_fingerprint", corpus_fingerprint),
+                           ("embed_max_tokens", embed_max_tokens)):
+            if want is not None and meta.get(name) != want:
+                raise ValueError(f"the index at {folder} was built with {name}={meta.get(name)!r} but this run "
+                                 f"uses {name}={want!r}; rebuild it (delete the folder) or use the matching {name}")
+        return cls(faiss.read_index(str(Path(folder) / "index.faiss")), np.load(Path(folder) / "rows.npy"), meta)
+
+    def embeddings(self, folder: Path) -> np.ndarray:
+        return np.load(Path(folder) / "embeddings.npy")
+
+
+def index_folder(config: StudyConfig, corpus: Corpus) -> Path:
+    safe = config.embedder.replace("/", "--")
+    return corpus.path / "index" / f"{safe}-{config.embed_max_tokens}"
+
+
+def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool = True) -> NeighborIndex:
+    """Build (or load the cached) index of the corpus's train split."""
+    import time
+
+    folder = index_folder(config, corpus)
+    if (folder / "meta.json").exists():
+        return NeighborIndex.load(folder, config.embedder, corpus.fingerprint, config.embed_max_tokens)
+    rows = corpus.rows("train")
+    if len(rows) == 0:
+        raise ValueError(f"corpus={config.corpus!r} has no train documents to index")
+    start = time.perf_counter()
+    embeddings = embedder.encode(corpus.texts(rows), config.embed_max_tokens, progress=progress)
+    meta = {"embedder": config.embedder, "dim": int(embeddings.shape[1]),
+            "metric": "ip" if embedder.normalize else "l2", "corpus_fingerprint": corpus.fingerprint,
+            "embed_max_tokens": config.embed_max_tokens, "embed_seconds": round(time.perf_counter() - start, 1)}
+    index = NeighborIndex.from_embeddings(embeddings, rows, meta)
+    index.save(folder, embeddings)
+    return index

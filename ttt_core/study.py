@@ -1,0 +1,88 @@
+"""The study's stages wired together: config -> corpus -> embedder -> index -> TTT-NN per test document.
+
+Every stage is cached on disk and rebuilt only when its inputs change; names are checked before any
+expensive work so that a typo fails in a second, not after an hour of embedding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from . import metrics
+from .config import StudyConfig
+from .corpus import Corpus, build_corpus
+from .index import NeighborIndex, build_index
+from .models import (PACKAGED, Embedder, LanguageModel, _check_installed, check_model_name, load_embedder,
+                     load_language_model)
+from .results import ResultsStore, long_frame
+from .retrieve import retrieve
+from .ttt import make_optimizer, test_time_train
+
+
+@dataclass
+class Study:
+    config: StudyConfig
+    corpus: Corpus
+    embedder: Embedder
+    index: NeighborIndex
+    lm: LanguageModel | None = None
+
+    @property
+    def pile_set_names(self) -> dict[str, str]:
+        return self.corpus.manifest["pile_set_name"]
+
+    def language_model(self) -> LanguageModel:
+        if self.lm is None:
+            self.lm = load_language_model(self.config.model, self.config.work_path, self.config.device,
+                                          self.config.seed)
+        return self.lm
+
+    @property
+    def results_path(self):
+        return self.config.work_path / "results" / f"{self.config.run_key(self.corpus.fingerprint)}.jsonl"
+
+
+def check(config: StudyConfig) -> StudyConfig:
+    """All cheap checks: parameter values, model and embedder names, their packages."""
+    config.validate()
+    for name, kind in ((config.model, "lm"), (config.embedder, "embedder")):
+        if check_model_name(name, kind) == "packaged":
+            _check_installed(PACKAGED[name])
+    return config
+
+
+def prepare(config: StudyConfig, progress: bool = True) -> Study:
+    """Corpus, embedder and index for `config`, built where missing."""
+    check(config)
+    corpus = build_corpus(config, progress)
+    embedder = load_embedder(config.embedder, config.work_path, config.device, config.seed)
+    index = build_index(config, corpus, embedder, progress)
+    return Study(config, corpus, embedder, index)
+
+
+def run_ttt(study: Study, progress: bool = True) -> list[dict]:
+    """TTT-NN on every sampled test document; finished documents are read back, not recomputed."""
+    from tqdm.auto import tqdm
+
+    config = study.config
+    store = ResultsStore(study.results_path)
+    docs = study.corpus.test_documents(config.docs_per_domain, config.seed, config.domains)
+    pending = [d for d in docs if d["id"] not in store]
+    if pending:
+        lm = study.language_model()
+        shared_optimizer = None if config.reset_optimizer else make_optimizer(lm.model, config)
+        for doc in tqdm(pending, desc=f"TTT-NN k={config.k}", unit="doc", disable=not progress):
+            neighbors = retrieve(doc["text"], config.k, study.embedder, study.index, study.corpus,
+                                 config.embed_max_tokens)
+            store.append(test_time_train(lm, doc, neighbors, config, shared_optimizer))
+    return [store.rows[d["id"]] for d in docs]
+
+
+def summarize(study: Study, rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(bpb table: domains x k with the Pile-weighted row, bootstrap intervals in long form)."""
+    frame = long_frame(rows)
+    table = metrics.bpb_table(frame, study.pile_set_names)
+    intervals = metrics.bootstrap_bpb(frame, study.pile_set_names, study.config.bootstrap_samples,
+                                      study.config.seed)
+    return table, intervals

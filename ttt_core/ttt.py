@@ -1,0 +1,97 @@
+"""Test-time training on nearest neighbours (TTT-NN), the paper's procedure.
+
+For one test document: score it (k = 0); train on its neighbours nearest first, one AdamW step per
+`max_length`-token chunk of each neighbour (batch 1, fp32, full fine-tuning, gradient clipping); score it again
+at each k of the evaluation grid; finally restore the weights from an in-memory snapshot (never from disk)
+and, by default, the optimizer state too.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .config import StudyConfig
+from .metrics import score_text
+from .models import LanguageModel
+from .retrieve import Neighbor
+
+
+def snapshot_weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@torch.no_grad()
+def reset_weights(model: torch.nn.Module, snapshot: list[torch.Tensor]) -> None:
+    """Copy the snapshot back in place: cheap, and tied weights stay tied."""
+    for param, saved in zip(model.parameters(), snapshot):
+        param.copy_(saved)
+
+
+def make_optimizer(model: torch.nn.Module, config: StudyConfig) -> torch.optim.AdamW:
+    # The fused kernel computes the same AdamW update; on a 2-core CPU it is ~5x faster than the default.
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(model.parameters(), lr=config.learning_rate, eps=config.adam_epsilon,
+                             weight_decay=config.weight_decay, fused=fused)
+
+
+def reset_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """Forget Adam's moments and step counts: the next step starts as from a fresh optimizer."""
+    optimizer.state.clear()
+
+
+def training_chunks(tokenizer, text: str, max_length: int) -> list[list[int]]:
+    """The neighbour's tokens (no special tokens) cut into disjoint `max_length` chunks. A trailing 1-token
+    chunk has no next-token target (the official code takes a NaN-loss step on it); it is skipped."""
+    tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [tokens[i:i + max_length] for i in range(0, len(tokens), max_length) if len(tokens[i:i + max_length]) > 1]
+
+
+def train_on_text(lm: LanguageModel, text: str, optimizer: torch.optim.Optimizer, config: StudyConfig) -> float:
+    """One optimizer step per chunk; returns the mean training loss (nats/token) over the chunks."""
+    lm.model.train()
+    losses = []
+    for chunk in training_chunks(lm.tokenizer, text, config.max_length):
+        ids = torch.tensor([chunk], device=lm.device)
+        loss = lm.model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.model.parameters(), config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return sum(losses) / len(losses) if losses else float("nan")
+
+
+def test_time_train(lm: LanguageModel, document: dict, neighbors: list[Neighbor], config: StudyConfig,
+                    optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Run TTT-NN on one document and return its result row; the model is unchanged afterwards.
+
+    `optimizer` is passed only to keep Adam's state across documents (the official code's behaviour,
+    `reset_optimizer=False`); otherwise a fresh one is made and dropped.
+    """
+    torch.manual_seed(config.seed)
+    snapshot = snapshot_weights(lm.model)
+    optimizer = optimizer or make_optimizer(lm.model, config)
+    ks = [k for k in config.ks if k <= len(neighbors)]
+    evals, losses, seconds = [], [], []
+
+    def evaluate(k: int) -> None:
+        score = score_text(lm, document["text"], config.eval_context, config.max_eval_tokens)
+        evals.append({"k": k, "loglik": score["loglik"], "n_tokens": score["n_tokens"]})
+        return score["n_bytes"]
+
+    try:
+        n_bytes = evaluate(0)
+        for i, neighbor in enumerate(neighbors, start=1):
+            start = time.perf_counter()
+            losses.append(train_on_text(lm, neighbor.text, optimizer, config))
+            seconds.append(time.perf_counter() - start)
+            if i in ks:
+                evaluate(i)
+    finally:
+        reset_weights(lm.model, snapshot)
+        if config.reset_optimizer:
+            reset_optimizer(optimizer)
+    return {"doc_id": document["id"], "domain": document["domain"], "pile_set_name": document["pile_set_name"],
+            "n_bytes": n_bytes, "evals": evals, "train_loss": losses, "train_seconds": seconds,
+            "distances": [n.distance for n in neighbors], "neighbors": [n.doc_id for n in neighbors]}
