@@ -48,12 +48,7 @@ from ttt_core.config import StudyConfig
 from ttt_core.plots import plot_bpb_vs_k
 from ttt_core.study import prepare, run_ttt, summarize
 
-config = StudyConfig.from_params(
-    k=k, model=model, embedder=embedder, corpus=corpus, domains=tuple(d for d in domains.split(",") if d),
-    docs_per_domain=docs_per_domain, max_length=max_length, learning_rate=learning_rate, seed=seed,
-    chunk_chars=chunk_chars, domain_bytes=domain_bytes, reset_optimizer=reset_optimizer,
-    max_eval_tokens=max_eval_tokens, bootstrap_samples=bootstrap_samples, device=device, work_dir=work_dir,
-)
+config = StudyConfig.from_namespace(globals())
 started = time.perf_counter()
 study = prepare(config)
 rows = run_ttt(study)

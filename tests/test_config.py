@@ -34,6 +34,12 @@ def test_unknown_parameter_is_an_error():
 def test_from_params_turns_strings_and_lists_into_tuples():
     config = StudyConfig.from_params(domains="a,b", eval_ks=[0, 2])
     assert config.domains == ("a", "b") and config.eval_ks == (0, 2)
+    assert StudyConfig.from_params(domains="").domains == ()
+
+
+def test_from_namespace_takes_the_fields_of_a_notebook_namespace():
+    config = StudyConfig.from_namespace({"k": 3, "model": "tiny-llama", "pd": object(), "__name__": "x"})
+    assert config.k == 3 and config.model == "tiny-llama"
 
 
 def test_run_key_changes_with_results_but_not_with_scale():

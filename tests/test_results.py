@@ -56,3 +56,22 @@ def test_more_documents_reuse_the_finished_ones(tiny_params, monkeypatch):
     bigger = prepare(StudyConfig.from_params(**{**tiny_params, "docs_per_domain": 2}), progress=False)
     assert bigger.results_path == study.results_path
     assert len(run_ttt(bigger, progress=False)) == 6 and len(calls) == 3
+
+
+def test_a_smaller_k_reuses_the_rows_of_a_larger_k_run(tiny_params, monkeypatch):
+    big = prepare(StudyConfig.from_params(**{**tiny_params, "k": 5}), progress=False)
+    big_rows = run_ttt(big, progress=False)
+    calls = []
+    real = study_module.test_time_train
+    monkeypatch.setattr(study_module, "test_time_train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    small = prepare(StudyConfig.from_params(**{**tiny_params, "k": 3}), progress=False)
+    rows = run_ttt(small, progress=False)
+    assert not calls and small.results_path != big.results_path
+    assert [e["k"] for e in rows[0]["evals"]] == [0, 1, 2, 3] and len(rows[0]["train_loss"]) == 3
+    assert rows[0]["evals"] == big_rows[0]["evals"][:4]
+    # ... and they are what a fresh k=3 run computes (nearest-first training is a prefix of the longer run).
+    fresh = prepare(StudyConfig.from_params(**{**tiny_params, "k": 3, "work_dir": tiny_params["work_dir"] + "2"}),
+                    progress=False)
+    again = run_ttt(fresh, progress=False)
+    assert [e["loglik"] for e in again[0]["evals"]] == pytest.approx([e["loglik"] for e in rows[0]["evals"]],
+                                                                      rel=1e-6)

@@ -57,7 +57,7 @@ class StudyConfig:
     domains: tuple[str, ...] = ()  # empty: every available domain
     docs_per_domain: int = 2  # test documents per domain
     # Test-time training (paper: AdamW lr 2e-5, eps 1e-8, wd 0.01, clip 1.0, batch 1, fp32)
-    k: int = 20
+    k: int = 10
     eval_ks: tuple[int, ...] = DEFAULT_EVAL_KS
     learning_rate: float = 2e-5
     adam_epsilon: float = 1e-8
@@ -68,7 +68,7 @@ class StudyConfig:
     seed: int = 0
     # Corpus, embedding and scoring
     chunk_chars: int | None = 1200
-    domain_bytes: int = 400_000  # text per mini-Pile domain before the split
+    domain_bytes: int = 250_000  # text per mini-Pile domain before the split
     test_fraction: float = 0.1  # share of *source documents* held out for testing
     embed_max_tokens: int = 512  # the paper embeds the first 512 tokens
     eval_context: int | None = None
@@ -89,8 +89,14 @@ class StudyConfig:
         for key in ("domains", "eval_ks"):
             if key in params and params[key] is not None and not isinstance(params[key], tuple):
                 value = params[key]
-                params[key] = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
+                params[key] = tuple(v for v in value.split(",") if v) if isinstance(value, str) else tuple(value)
         return cls(**params)
+
+    @classmethod
+    def from_namespace(cls, namespace: dict) -> "StudyConfig":
+        """From a notebook's globals after papermill injected its parameters: every name that is a field."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        return cls.from_params(**{k: v for k, v in namespace.items() if k in names})
 
     def validate(self) -> "StudyConfig":
         """Cheap checks with messages that name the parameter and what would be valid."""
@@ -138,13 +144,17 @@ class StudyConfig:
         d.pop("extra")
         return d
 
-    def run_key(self, corpus_fingerprint: str) -> str:
-        """Hash of everything that changes a per-document result (not how many documents are run)."""
+    def result_inputs(self, corpus_fingerprint: str) -> dict:
+        """Everything that changes a per-document result (not how many documents are run, nor where)."""
         d = self.as_dict()
         for name in ("docs_per_domain", "domains", "bootstrap_samples", "device", "work_dir"):
             d.pop(name)
         d["corpus_fingerprint"] = corpus_fingerprint
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return json.loads(json.dumps(d, default=str))
+
+    def run_key(self, corpus_fingerprint: str) -> str:
+        text = json.dumps(self.result_inputs(corpus_fingerprint), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def deviations(self) -> list[dict]:
         """The deviations table with this run's values beside the paper's."""

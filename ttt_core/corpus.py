@@ -155,6 +155,17 @@ class Corpus:
     def domains(self) -> list[str]:
         return sorted(self.manifest["documents per domain"])
 
+    def summary(self) -> "pd.DataFrame":
+        """Documents and UTF-8 bytes per domain and split, with the Pile task each domain stands in for."""
+        import pandas as pd
+
+        table = self.dataset.select_columns(["domain", "split", "text"]).to_pandas()
+        table["bytes"] = table["text"].str.encode("utf-8").str.len()
+        out = table.pivot_table(index="domain", columns="split", values="bytes", aggfunc=["count", "sum"])
+        out.columns = [f"{'documents' if a == 'count' else 'bytes'} ({b})" for a, b in out.columns]
+        out.insert(0, "Pile task", [self.manifest["pile_set_name"].get(d, "") for d in out.index])
+        return out.fillna(0)
+
     def test_documents(self, docs_per_domain: int, seed: int, domains=()) -> list[dict]:
         """A seeded sample of test chunks per domain; more documents extend the sample (prefix-stable)."""
         table = self.dataset.select_columns(["domain", "split"]).to_pandas()

@@ -25,3 +25,30 @@ def plot_bpb_vs_k(table: pd.DataFrame, intervals: pd.DataFrame | None = None, ti
     ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def plot_training(training: pd.DataFrame):
+    """Training loss on the i-th neighbour and seconds per neighbour (one step per chunk plus re-scoring)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    sns.lineplot(data=training, x="neighbor", y="loss", hue="domain", ax=left, palette="tab20", legend=False)
+    left.set_xlabel("neighbour index i (nearest first)")
+    left.set_ylabel("training loss on neighbour i (nats/token)")
+    sns.barplot(data=training, x="domain", y="seconds", ax=right, errorbar=("pi", 80), color="tab:blue")
+    right.set_xlabel("")
+    right.set_ylabel("seconds per neighbour (training step)")
+    right.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    return fig
+
+
+def plot_domain_sizes(summary: pd.DataFrame):
+    """Bytes per domain in the index (train) and held out (test)."""
+    cols = [c for c in summary.columns if c.startswith("bytes")]
+    long = summary[cols].reset_index().melt(id_vars="domain", var_name="split", value_name="bytes")
+    long["kilobytes"] = long["bytes"] / 1000
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    sns.barplot(data=long, y="domain", x="kilobytes", hue="split", ax=ax)
+    ax.set_xlabel("text (kB of UTF-8)")
+    ax.set_ylabel("")
+    fig.tight_layout()
+    return fig

@@ -52,6 +52,24 @@ class ResultsStore:
         self.rows[row["doc_id"]] = row
 
 
+def cut_row(row: dict, k: int) -> dict:
+    """A result row of a run with more neighbours, as the run with `k` would have produced it: neighbours are
+    trained nearest first, so the first k steps (and the scores after them) are the same."""
+    return dict(row, evals=[e for e in row["evals"] if e["k"] <= k], train_loss=row["train_loss"][:k],
+                train_seconds=row["train_seconds"][:k], distances=row["distances"][:k],
+                neighbors=row["neighbors"][:k])
+
+
+def reusable_stores(folder: Path, inputs: dict) -> list[tuple[int, "ResultsStore"]]:
+    """Result files of runs that differ from `inputs` only by a larger k, as (their k, store)."""
+    found = []
+    for sidecar in sorted(Path(folder).glob("*.config.json")):
+        other = json.loads(sidecar.read_text())
+        if other.get("k", -1) > inputs["k"] and {**other, "k": inputs["k"]} == inputs:
+            found.append((other["k"], ResultsStore(sidecar.with_name(sidecar.name.replace(".config.json", ".jsonl")))))
+    return found
+
+
 def long_frame(rows: list[dict]) -> pd.DataFrame:
     """One line per (document, k): the shape every metric and plot takes."""
     records = []

@@ -5,6 +5,7 @@ expensive work so that a typo fails in a second, not after an hour of embedding.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pandas as pd
@@ -15,7 +16,7 @@ from .corpus import Corpus, build_corpus
 from .index import NeighborIndex, build_index
 from .models import (PACKAGED, Embedder, LanguageModel, _check_installed, check_model_name, load_embedder,
                      load_language_model)
-from .results import ResultsStore, long_frame
+from .results import ResultsStore, cut_row, long_frame, reusable_stores
 from .retrieve import retrieve
 from .ttt import make_optimizer, test_time_train
 
@@ -67,7 +68,14 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
 
     config = study.config
     store = ResultsStore(study.results_path)
+    inputs = config.result_inputs(study.corpus.fingerprint)
+    study.results_path.with_suffix(".config.json").write_text(json.dumps(inputs, indent=1))
     docs = study.corpus.test_documents(config.docs_per_domain, config.seed, config.domains)
+    for _, donor in reusable_stores(study.results_path.parent, inputs):
+        for doc in docs:
+            row = donor.rows.get(doc["id"])
+            if doc["id"] not in store and row and any(e["k"] == config.k for e in row["evals"]):
+                store.append(cut_row(row, config.k))
     pending = [d for d in docs if d["id"] not in store]
     if pending:
         lm = study.language_model()

@@ -1,0 +1,35 @@
+"""The paper's published numbers, for side-by-side display only (other models, other corpus).
+
+Source: the authors' committed aggregates (`results/*/aggregate_stats.pth` of socialfoundations/tttlm),
+as transcribed in shared/reference/PAPER.md section 7. Nothing here is computed by this repository.
+"""
+import pandas as pd
+
+KS = (0, 1, 2, 3, 5, 10, 15, 20, 25, 30, 40, 50)
+PILE_ALL_BY_K = {  # Pile-weighted bits per byte after training on k neighbours
+    "GPT-2 117M": (1.2079, 1.1487, 1.1260, 1.1079, 1.0872, 1.0573, 1.0376, 1.0249, 1.0158, 1.0094, 0.9993, 0.9922),
+    "GPT-2 117M split (leakage control)": (1.2402, 1.1724, 1.1486, 1.1309, 1.1107, 1.0828, 1.0644, 1.0529,
+                                           1.0451, 1.0398, 1.0305, 1.0242),
+    "GPT-2 Large 774M": (1.0724, 0.9843, 0.9591, 0.9387, 0.9171, 0.8914, 0.8733, 0.8669, 0.8629, 0.8611, 0.8566,
+                         0.8537),
+    "GPT-Neo 1.3B": (0.7385, 0.7351, 0.7323, 0.7292, 0.7248, 0.7181, 0.7138, 0.7117, 0.7108, 0.7109, 0.7107, 0.7103),
+}
+# GPT-2 117M, bits per byte before -> after 50 neighbours, for the Pile tasks our mini-Pile stands in for.
+GPT2_TASKS_K50 = {
+    "arxiv": (1.3169, 1.1132), "dm-mathematics": (1.5466, 1.0763), "europarl": (2.3502, 1.3805),
+    "freelaw": (1.0400, 0.8606), "github": (1.9184, 0.6907), "gutenberg": (1.4045, 1.2681),
+    "hackernews": (1.4262, 1.2329), "pile-cc": (1.0831, 1.0218), "stackexchange": (1.2994, 1.0413),
+    "uspto": (0.8647, 0.7372), "wikipedia": (1.1266, 0.9563),
+}
+
+
+def pile_all_frame() -> pd.DataFrame:
+    """Long frame (model, k, bpb) of the paper's Pile-weighted curves."""
+    return pd.DataFrame([{"model": m, "k": k, "bpb": v} for m, vals in PILE_ALL_BY_K.items()
+                         for k, v in zip(KS, vals)])
+
+
+def gpt2_tasks_frame() -> pd.DataFrame:
+    rows = [{"Pile task": t, "before": b, "after k=50": a, "change %": 100 * (a - b) / b}
+            for t, (b, a) in GPT2_TASKS_K50.items()]
+    return pd.DataFrame(rows).set_index("Pile task")
