@@ -50,3 +50,27 @@ def test_retrieval_returns_train_documents_nearest_first(tiny_params):
     assert retrieve(train_doc["text"], 0, embedder, index, corpus) == []
     with pytest.raises(ValueError, match="invalid k=-1"):
         retrieve(train_doc["text"], -1, embedder, index, corpus)
+
+
+def test_nested_subsets_grow_by_inclusion():
+    from ttt_core.index import nested_subset
+
+    masks = [nested_subset(200, f, seed=3) for f in (0.01, 0.05, 0.25, 1.0)]
+    assert [m.sum() for m in masks] == [2, 10, 50, 200]
+    assert all((small <= big).all() for small, big in zip(masks, masks[1:]))
+
+
+def test_index_fraction_builds_a_smaller_index_from_the_cached_embeddings(tiny_params):
+    from ttt_core.index import exact_duplicates, load_embeddings
+
+    config = StudyConfig.from_params(**tiny_params)
+    corpus = build_corpus(config, progress=False)
+    embedder = load_embedder(config.embedder, config.work_path, "cpu")
+    full = build_index(config, corpus, embedder, progress=False)
+    half = build_index(StudyConfig.from_params(**{**tiny_params, "index_fraction": 0.5}), corpus, embedder,
+                       progress=False)
+    assert len(half) == round(len(full) / 2) and set(half.rows) < set(full.rows)
+    queries = load_embeddings(config, corpus)[:10]
+    assert exact_duplicates(full, queries) == 10  # train vectors find themselves
+    profile_full, profile_half = full.distance_profile(queries, 5), half.distance_profile(queries, 5)
+    assert np.all(np.diff(profile_full) >= -1e-6) and np.all(profile_half >= profile_full - 1e-6)

@@ -6,7 +6,7 @@ import torch
 from ttt_core.config import StudyConfig
 from ttt_core.models import load_language_model
 from ttt_core.retrieve import Neighbor
-from ttt_core.ttt import (make_optimizer, reset_weights, snapshot_weights, train_on_text,
+from ttt_core.ttt import (make_optimizer, reset_weights, snapshot_weights, split_query_and_scored, train_on_text,
                           training_chunks)
 from ttt_core.ttt import test_time_train as run_ttt_nn  # aliased: pytest would collect test_*
 
@@ -77,3 +77,11 @@ def test_same_seed_same_result(lm):
     a = run_ttt_nn(lm, doc, neighbors(2), config)
     b = run_ttt_nn(lm, doc, neighbors(2), config)
     assert a["evals"] == b["evals"]
+
+
+def test_split_query_keeps_the_scored_part_out_of_the_query(lm):
+    text = "abcdefghij" * 5
+    query, scored = split_query_and_scored(lm.tokenizer, text)
+    assert query + scored == text and len(query) == 25
+    query, scored = split_query_and_scored(lm.tokenizer, text, max_query_tokens=10)
+    assert query == text[:10] and scored == text[10:]

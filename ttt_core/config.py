@@ -11,6 +11,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Bump when code changes what a per-document result would be, so that cached results are not reused.
+METHOD_VERSION = 1
+
 # The paper's grid of neighbour counts (Hardt & Sun report bpb at these k); cut at `k` for a run.
 DEFAULT_EVAL_KS = (0, 1, 2, 3, 5, 10, 15, 20, 25, 30, 40, 50)
 
@@ -71,8 +74,10 @@ class StudyConfig:
     domain_bytes: int = 250_000  # text per mini-Pile domain before the split
     test_fraction: float = 0.1  # share of *source documents* held out for testing
     embed_max_tokens: int = 512  # the paper embeds the first 512 tokens
+    index_fraction: float = 1.0  # index a nested random subset of the train split (index-size ablation)
     eval_context: int | None = None
     max_eval_tokens: int | None = None
+    split_query: bool = False  # leakage control (paper's GPT-2 "split" run): query with the first part, score the rest
     bootstrap_samples: int = 1000
     # Where and how
     device: str = "auto"
@@ -116,6 +121,7 @@ class StudyConfig:
              "chunk_chars", "None (whole documents, as the paper) or an integer >= 64")
         need(isinstance(self.domain_bytes, int) and self.domain_bytes > 0, "domain_bytes", "a positive integer")
         need(0 < self.test_fraction < 1, "test_fraction", "a float strictly between 0 and 1")
+        need(0 < self.index_fraction <= 1, "index_fraction", "a float in (0, 1] (share of the train split indexed)")
         need(isinstance(self.embed_max_tokens, int) and self.embed_max_tokens >= 1, "embed_max_tokens",
              "a positive integer (paper: 512)")
         need(self.eval_context is None or (isinstance(self.eval_context, int) and self.eval_context >= 2),
@@ -150,6 +156,7 @@ class StudyConfig:
         for name in ("docs_per_domain", "domains", "bootstrap_samples", "device", "work_dir"):
             d.pop(name)
         d["corpus_fingerprint"] = corpus_fingerprint
+        d["method_version"] = METHOD_VERSION
         return json.loads(json.dumps(d, default=str))
 
     def run_key(self, corpus_fingerprint: str) -> str:

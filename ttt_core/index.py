@@ -73,13 +73,38 @@ class NeighborIndex:
                                  f"uses {name}={want!r}; rebuild it (delete the folder) or use the matching {name}")
         return cls(faiss.read_index(str(Path(folder) / "index.faiss")), np.load(Path(folder) / "rows.npy"), meta)
 
-    def embeddings(self, folder: Path) -> np.ndarray:
-        return np.load(Path(folder) / "embeddings.npy")
+    def subset(self, keep: np.ndarray, embeddings: np.ndarray, **meta) -> "NeighborIndex":
+        """A smaller index over the vectors where `keep` is true (no re-embedding)."""
+        return NeighborIndex.from_embeddings(embeddings[keep], self.rows[keep], dict(self.meta, **meta))
+
+    def distance_profile(self, queries: np.ndarray, r_max: int) -> np.ndarray:
+        """Mean squared-L2 distance from the queries to their r-th nearest neighbour, r = 1..r_max."""
+        distances, _ = self.search(queries, r_max)
+        return distances.mean(axis=0)
+
+
+def nested_subset(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of a random `fraction` of n items; masks of growing fractions are nested (one shuffle)."""
+    order = np.random.default_rng(seed).permutation(n)
+    keep = np.zeros(n, dtype=bool)
+    keep[order[:max(1, int(round(fraction * n)))]] = True
+    return keep
+
+
+def exact_duplicates(index: NeighborIndex, queries: np.ndarray, threshold: float = 1e-4) -> int:
+    """Queries whose nearest indexed document is (numerically) the same embedding."""
+    distances, _ = index.search(queries, 1)
+    return int((distances[:, 0] < threshold).sum())
 
 
 def index_folder(config: StudyConfig, corpus: Corpus) -> Path:
     safe = config.embedder.replace("/", "--")
     return corpus.path / "index" / f"{safe}-{config.embed_max_tokens}"
+
+
+def load_embeddings(config: StudyConfig, corpus: Corpus) -> np.ndarray:
+    """Embeddings of the full train split, in the order of the full index's rows."""
+    return np.load(index_folder(config, corpus) / "embeddings.npy")
 
 
 def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool = True) -> NeighborIndex:
@@ -88,7 +113,8 @@ def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progres
 
     folder = index_folder(config, corpus)
     if (folder / "meta.json").exists():
-        return NeighborIndex.load(folder, config.embedder, corpus.fingerprint, config.embed_max_tokens)
+        index = NeighborIndex.load(folder, config.embedder, corpus.fingerprint, config.embed_max_tokens)
+        return _fraction_of(index, config, corpus)
     rows = corpus.rows("train")
     if len(rows) == 0:
         raise ValueError(f"corpus={config.corpus!r} has no train documents to index")
@@ -99,4 +125,13 @@ def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progres
             "embed_max_tokens": config.embed_max_tokens, "embed_seconds": round(time.perf_counter() - start, 1)}
     index = NeighborIndex.from_embeddings(embeddings, rows, meta)
     index.save(folder, embeddings)
-    return index
+    return _fraction_of(index, config, corpus)
+
+
+def _fraction_of(index: NeighborIndex, config: StudyConfig, corpus: Corpus) -> NeighborIndex:
+    """The full index, or the nested random subset `config.index_fraction` of it (built in memory: flat
+    indexes of this size take well under a second to fill)."""
+    if config.index_fraction == 1.0:
+        return index
+    keep = nested_subset(len(index), config.index_fraction, config.seed)
+    return index.subset(keep, load_embeddings(config, corpus), index_fraction=config.index_fraction)

@@ -32,13 +32,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from .metrics import PILE_WEIGHTS
+
 __all__ = ["TextSource", "SOURCES", "available_sources", "PILE_SET_NAMES"]
 
-PILE_SET_NAMES = frozenset(
-    "arxiv bookcorpus2 books3 dm-mathematics enron europarl freelaw github gutenberg "
-    "hackernews nih-exporter opensubtitles openwebtext2 philpapers pile-cc pubmed-abstracts "
-    "pubmed-central stackexchange ubuntu-irc uspto wikipedia youtubesubtitles".split()
-)
+PILE_SET_NAMES = frozenset(PILE_WEIGHTS)  # the 22 Pile tasks, named as in the paper's code
 MIN_CHARS = 200  # documents shorter than this (after cleaning) are skipped
 
 # A "stream" yields (doc_id, raw_text) in sampling order for a seed; iter_documents
@@ -504,9 +502,19 @@ def _metadata_body(dist: importlib.metadata.Distribution) -> str:
     return body
 
 
+def _documented_distributions() -> dict[str, importlib.metadata.Distribution]:
+    """Installed distributions with a real long description, except packages that only carry model weights:
+    installing an optional model (`make models-all`) must not change the corpus."""
+    from .models import PACKAGED
+
+    weights = {re.sub(r"[-_.]+", "-", d).lower() for m in PACKAGED.values() for d in m.distributions}
+    return {key: dist for key, dist in _distributions().items()
+            if key not in weights and len(_metadata_body(dist).strip()) >= 500}
+
+
 def _package_docs(download_dir: Path) -> dict[str, str]:
     docs = {}
-    for key, dist in _distributions().items():
+    for key, dist in _documented_distributions().items():
         body = _strip_html_tags(_metadata_body(dist))
         if len(body.strip()) >= 500:  # skip stub descriptions
             docs[key] = body
@@ -514,8 +522,8 @@ def _package_docs(download_dir: Path) -> dict[str, str]:
 
 
 def _package_docs_version() -> str:
-    """Fingerprint of the installed name==version set (the text changes with it)."""
-    pins = sorted(f"{k}=={d.version}" for k, d in _distributions().items())
+    """Fingerprint of the name==version set the text comes from (the text changes with it)."""
+    pins = sorted(f"{k}=={d.version}" for k, d in _documented_distributions().items())
     return f"{len(pins)}-dists-{hashlib.sha1(chr(10).join(pins).encode()).hexdigest()[:10]}"
 
 

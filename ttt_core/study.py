@@ -18,7 +18,7 @@ from .models import (PACKAGED, Embedder, LanguageModel, _check_installed, check_
                      load_language_model)
 from .results import ResultsStore, cut_row, long_frame, reusable_stores
 from .retrieve import retrieve
-from .ttt import make_optimizer, test_time_train
+from .ttt import make_optimizer, split_query_and_scored, test_time_train
 
 
 @dataclass
@@ -81,8 +81,11 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
         lm = study.language_model()
         shared_optimizer = None if config.reset_optimizer else make_optimizer(lm.model, config)
         for doc in tqdm(pending, desc=f"TTT-NN k={config.k}", unit="doc", disable=not progress):
-            neighbors = retrieve(doc["text"], config.k, study.embedder, study.index, study.corpus,
-                                 config.embed_max_tokens)
+            query = doc["text"]
+            if config.split_query:
+                query, scored = split_query_and_scored(lm.tokenizer, doc["text"])
+                doc = dict(doc, text=scored)
+            neighbors = retrieve(query, config.k, study.embedder, study.index, study.corpus, config.embed_max_tokens)
             store.append(test_time_train(lm, doc, neighbors, config, shared_optimizer))
     return [store.rows[d["id"]] for d in docs]
 

@@ -62,6 +62,17 @@ def train_on_text(lm: LanguageModel, text: str, optimizer: torch.optim.Optimizer
     return sum(losses) / len(losses) if losses else float("nan")
 
 
+def split_query_and_scored(tokenizer, text: str, max_query_tokens: int = 1024) -> tuple[str, str]:
+    """Leakage control of the paper's split run: the first min(1024, n/2) LM tokens are the retrieval query,
+    only the rest is scored, so no scored text was used to find the neighbours."""
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    n_query = min(max_query_tokens, len(offsets) // 2)
+    if n_query == 0:
+        raise ValueError("split_query needs a test document of at least 2 tokens")
+    cut = offsets[n_query][0]
+    return text[:cut], text[cut:]
+
+
 def test_time_train(lm: LanguageModel, document: dict, neighbors: list[Neighbor], config: StudyConfig,
                     optimizer: torch.optim.Optimizer | None = None) -> dict:
     """Run TTT-NN on one document and return its result row; the model is unchanged afterwards.
