@@ -36,7 +36,7 @@ bootstrap_samples = 1000
 device = "auto"
 work_dir = "artifacts"
 
-# %%
+# %% tags=["hide-output"]
 import pandas as pd
 from IPython.display import display
 

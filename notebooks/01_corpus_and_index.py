@@ -31,7 +31,7 @@ seed = 0
 work_dir = "artifacts"
 examples = 3  # test documents shown with their neighbours
 
-# %%
+# %% tags=["hide-output"]
 import pandas as pd
 from IPython.display import display
 

@@ -38,7 +38,7 @@ bootstrap_samples = 1000
 device = "auto"
 work_dir = "artifacts"
 
-# %%
+# %% tags=["hide-output"]
 import time
 
 import pandas as pd
@@ -53,6 +53,8 @@ started = time.perf_counter()
 study = prepare(config)
 rows = run_ttt(study)
 table, intervals = summarize(study, rows)
+
+# %%
 print(f"model={config.model} embedder={config.embedder} k={config.k} documents={len(rows)} "
       f"run key={config.run_key(study.corpus.fingerprint)} wall time={time.perf_counter() - started:.0f} s")
 

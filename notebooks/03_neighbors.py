@@ -33,7 +33,7 @@ chunk_chars = 1200
 domain_bytes = 250_000
 work_dir = "artifacts"
 
-# %%
+# %% tags=["hide-output"]
 import matplotlib.pyplot as plt
 import seaborn as sns
 from IPython.display import display
@@ -49,6 +49,8 @@ study = prepare(config)
 rows = run_ttt(study)
 table, intervals = summarize(study, rows)
 training = training_frame(rows)
+
+# %%
 print(f"{len(rows)} documents, k={config.k}, run key {config.run_key(study.corpus.fingerprint)}")
 
 # %% [markdown]

@@ -38,7 +38,7 @@ gain_k = 5
 gain_docs_per_domain = 1
 compare_embedder = ""  # e.g. "mpnet" (needs `make models-all`; embedding the corpus takes ~25 min on a CPU)
 
-# %%
+# %% tags=["hide-output"]
 import dataclasses
 
 import matplotlib.pyplot as plt
@@ -55,9 +55,12 @@ config = StudyConfig.from_namespace(globals())
 study = prepare(config)
 full, embeddings = study.index, load_embeddings(config, study.corpus)
 sizes = [float(f) for f in fractions.split(",")]
-queries_docs = study.corpus.test_documents(10**6, config.seed)[:max_queries]
+# The same number of held-out queries from every domain (as many as exist, up to max_queries in all).
+queries_docs = study.corpus.test_documents(max(1, max_queries // len(study.corpus.domains)), config.seed)
 queries = study.embedder.encode([d["text"] for d in queries_docs], config.embed_max_tokens, progress=True)
 r_max = min(r_max, int(min(sizes) * len(full)) or 1)
+
+# %%
 print(f"{len(full)} indexed train documents, {len(queries)} held-out queries, r up to {r_max}")
 
 # %% [markdown]

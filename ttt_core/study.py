@@ -14,7 +14,7 @@ from . import metrics
 from .config import StudyConfig
 from .corpus import Corpus, build_corpus
 from .index import NeighborIndex, build_index
-from .models import (PACKAGED, Embedder, LanguageModel, _check_installed, check_model_name, load_embedder,
+from .models import (PACKAGED, Embedder, LanguageModel, check_installed, check_model_name, load_embedder,
                      load_language_model)
 from .results import ResultsStore, cut_row, long_frame, reusable_stores
 from .retrieve import retrieve
@@ -49,7 +49,7 @@ def check(config: StudyConfig) -> StudyConfig:
     config.validate()
     for name, kind in ((config.model, "lm"), (config.embedder, "embedder")):
         if check_model_name(name, kind) == "packaged":
-            _check_installed(PACKAGED[name])
+            check_installed(PACKAGED[name])
     return config
 
 
@@ -64,7 +64,7 @@ def prepare(config: StudyConfig, progress: bool = True) -> Study:
 
 def run_ttt(study: Study, progress: bool = True) -> list[dict]:
     """TTT-NN on every sampled test document; finished documents are read back, not recomputed."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     config = study.config
     store = ResultsStore(study.results_path)
