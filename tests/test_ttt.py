@@ -85,3 +85,11 @@ def test_split_query_keeps_the_scored_part_out_of_the_query(lm):
     assert query + scored == text and len(query) == 25
     query, scored = split_query_and_scored(lm.tokenizer, text, max_query_tokens=10)
     assert query == text[:10] and scored == text[10:]
+
+
+def test_training_chunks_never_exceed_the_model_context(tmp_path):
+    gpt2 = load_language_model("tiny-gpt2", tmp_path, device="cpu")  # 128 positions
+    config = StudyConfig(max_length=512, learning_rate=1e-3)
+    optimizer = make_optimizer(gpt2.model, config)
+    assert math.isfinite(train_on_text(gpt2, "y" * 300, optimizer, config))
+    assert {int(s["step"]) for s in optimizer.state.values()} == {3}  # 128 + 128 + 44 tokens

@@ -51,7 +51,8 @@ def train_on_text(lm: LanguageModel, text: str, optimizer: torch.optim.Optimizer
     """One optimizer step per chunk; returns the mean training loss (nats/token) over the chunks."""
     lm.model.train()
     losses = []
-    for chunk in training_chunks(lm.tokenizer, text, config.max_length):
+    # A model cannot take more tokens than its context (GPT-2: 1024), whatever max_length asks.
+    for chunk in training_chunks(lm.tokenizer, text, min(config.max_length, lm.context_length)):
         ids = torch.tensor([chunk], device=lm.device)
         loss = lm.model(input_ids=ids, labels=ids).loss
         loss.backward()
