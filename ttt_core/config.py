@@ -58,7 +58,7 @@ class StudyConfig:
     embedder: str = "minilm"
     corpus: str = "minipile"
     domains: tuple[str, ...] = ()  # empty: every available domain
-    docs_per_domain: int = 2  # test documents per domain
+    docs_per_domain: int = 1  # test documents per domain (the book uses 2: params/study.yml)
     # Test-time training (paper: AdamW lr 2e-5, eps 1e-8, wd 0.01, clip 1.0, batch 1, fp32)
     k: int = 10
     eval_ks: tuple[int, ...] = DEFAULT_EVAL_KS
