@@ -10,7 +10,6 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import os
 import re
 import shutil
 import zipfile
@@ -21,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-# Packaged models must never reach for the Hub; Hub ids set their own mode in `_from_hub`.
+# Randomly initialised models built from a config, for tests (no files, no downloads).
 TINY_LMS = ("tiny-llama", "tiny-gpt2")
 TINY_EMBEDDERS = ("tiny-bert",)
 
@@ -408,7 +407,3 @@ def load_embedder(name: str, work_dir: Path | str = "artifacts", device: str = "
         record, normalize = {"name": name, "what it is": f"{source}: {name}"}, False  # paper: no normalisation
     return Embedder(model.to(dev).float(), tok, name, dev, normalize, record)
 
-
-def offline_mode() -> None:
-    """Packaged models never need the Hub; failing fast beats retrying a network that is not there."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
