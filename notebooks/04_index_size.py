@@ -48,7 +48,7 @@ import seaborn as sns
 from IPython.display import display
 
 from ttt_core.config import StudyConfig
-from ttt_core.index import exact_duplicates, load_embeddings, nested_subset
+from ttt_core.index import build_index, exact_duplicates, load_embeddings, nested_subset
 from ttt_core.study import prepare, run_ttt, summarize
 
 config = StudyConfig.from_namespace(globals())
@@ -110,7 +110,7 @@ fig.tight_layout()
 gains = []
 for fraction in [float(f) for f in gain_fractions.split(",")]:
     sub = dataclasses.replace(config, k=gain_k, docs_per_domain=gain_docs_per_domain, index_fraction=fraction)
-    sub_study = dataclasses.replace(study, config=sub, index=prepare(sub, progress=False).index)
+    sub_study = dataclasses.replace(study, config=sub, index=build_index(sub, study.corpus, study.embedder))
     table, _ = summarize(sub_study, run_ttt(sub_study))
     overall = table.loc["Pile-weighted"]
     gains.append({"index": config.embedder, "fraction": fraction,
