@@ -58,7 +58,11 @@ sizes = [float(f) for f in fractions.split(",")]
 # The same number of held-out queries from every domain (as many as exist, up to max_queries in all).
 queries_docs = study.corpus.test_documents(max(1, max_queries // len(study.corpus.domains)), config.seed)
 queries = study.embedder.encode([d["text"] for d in queries_docs], config.embed_max_tokens, progress=True)
-r_max = min(r_max, int(min(sizes) * len(full)) or 1)
+query_domains = np.array([d["domain"] for d in queries_docs])
+row_domains = np.array(study.corpus.dataset.select_columns(["domain"]).select(full.rows.tolist())["domain"])
+# Every curve needs r_max neighbours, also from the smallest index with a domain left out.
+smallest = nested_subset(len(full), min(sizes), config.seed)
+r_max = max(1, min([r_max] + [int((smallest & (row_domains != d)).sum()) for d in np.unique(query_domains)]))
 
 # %%
 print(f"{len(full)} indexed train documents, {len(queries)} held-out queries, r up to {r_max}")
@@ -70,8 +74,6 @@ print(f"{len(full)} indexed train documents, {len(queries)} held-out queries, r 
 # contrast (queries unlike anything indexed).
 
 # %%
-query_domains = np.array([d["domain"] for d in queries_docs])
-row_domains = np.array(study.corpus.dataset.select_columns(["domain"]).select(full.rows.tolist())["domain"])
 curves, duplicates = [], []
 for fraction in sizes:
     keep = nested_subset(len(full), fraction, config.seed)
