@@ -37,7 +37,7 @@ def executed_book(tmp_path_factory):
     shutil.copy(ROOT / "_config.yml", root / "_config.yml")
     params = dict(model="tiny-llama", embedder="tiny-bert", corpus=str(pile), k=3, docs_per_domain=1,
                   chunk_chars=300, learning_rate=1e-3, bootstrap_samples=20, work_dir=str(root / "work"),
-                  device="cpu", fractions="0.25,0.5,1.0", gain_fractions="0.5,1.0", gain_k=2, r_max=5,
+                  device="cpu", fractions="0.1,0.5,1.0", gain_fractions="0.5,1.0", gain_k=2, r_max=50,
                   models="tiny-llama,tiny-gpt2", score_only_models="tiny-gpt2", scaling_k=2)
     (root / "book" / "executed").mkdir()
     for name in NOTEBOOKS:
