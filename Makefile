@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 PARAMS  ?= params/study.yml
 EXEC    := book/executed
-NOTEBOOKS := 00_methods 01_corpus_and_index 02_ttt 03_neighbors
+NOTEBOOKS := 00_methods 01_corpus_and_index 02_ttt 03_neighbors 04_index_size
 
 .PHONY: all setup debian-sources prepare run book test models-all clean
 all: book
