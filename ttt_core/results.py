@@ -60,13 +60,13 @@ def cut_row(row: dict, k: int) -> dict:
                 neighbors=row["neighbors"][:k])
 
 
-def reusable_stores(folder: Path, inputs: dict) -> list[tuple[int, "ResultsStore"]]:
-    """Result files of runs that differ from `inputs` only by a larger k, as (their k, store)."""
+def reusable_stores(folder: Path, inputs: dict) -> list["ResultsStore"]:
+    """Result files of runs that differ from `inputs` only by a larger k."""
     found = []
     for sidecar in sorted(Path(folder).glob("*.config.json")):
         other = json.loads(sidecar.read_text())
         if other.get("k", -1) > inputs["k"] and {**other, "k": inputs["k"]} == inputs:
-            found.append((other["k"], ResultsStore(sidecar.with_name(sidecar.name.replace(".config.json", ".jsonl")))))
+            found.append(ResultsStore(sidecar.with_name(sidecar.name.replace(".config.json", ".jsonl"))))
     return found
 
 

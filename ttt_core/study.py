@@ -71,7 +71,7 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
     inputs = config.result_inputs(study.corpus.fingerprint)
     study.results_path.with_suffix(".config.json").write_text(json.dumps(inputs, indent=1))
     docs = study.corpus.test_documents(config.docs_per_domain, config.seed, config.domains)
-    for _, donor in reusable_stores(study.results_path.parent, inputs):
+    for donor in reusable_stores(study.results_path.parent, inputs):
         for doc in docs:
             row = donor.rows.get(doc["id"])
             if doc["id"] not in store and row and any(e["k"] == config.k for e in row["evals"]):
