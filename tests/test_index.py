@@ -74,3 +74,22 @@ def test_index_fraction_builds_a_smaller_index_from_the_cached_embeddings(tiny_p
     assert exact_duplicates(full, queries) == 10  # train vectors find themselves
     profile_full, profile_half = full.distance_profile(queries, 5), half.distance_profile(queries, 5)
     assert np.all(np.diff(profile_full) >= -1e-6) and np.all(profile_half >= profile_full - 1e-6)
+
+
+def test_a_subset_index_without_a_full_one_embeds_only_its_rows(tiny_params):
+    """The second embedder of the index-quality ablation indexes a subset without embedding everything."""
+    half_config = StudyConfig.from_params(**{**tiny_params, "index_fraction": 0.5})
+    corpus = build_corpus(half_config, progress=False)
+    embedder = load_embedder(half_config.embedder, half_config.work_path, "cpu")
+    calls = []
+    encode = embedder.encode
+    embedder.encode = lambda texts, *a, **kw: calls.append(len(texts)) or encode(texts, *a, **kw)
+    half = build_index(half_config, corpus, embedder, progress=False)
+    assert calls == [len(half)] and not (index_folder(half_config, corpus) / "meta.json").exists()
+    assert build_index(half_config, corpus, embedder, progress=False).rows.tolist() == half.rows.tolist()
+    assert calls == [len(half)]  # the second call loaded the cached subset
+    full = build_index(StudyConfig.from_params(**tiny_params), corpus, embedder, progress=False)
+    cut = build_index(half_config, corpus, embedder, progress=False)  # now cut from the full index
+    assert cut.rows.tolist() == half.rows.tolist() and len(full) > len(half)
+    np.testing.assert_allclose(cut.search(np.eye(1, full.index.d, dtype=np.float32), 3)[0],
+                               half.search(np.eye(1, full.index.d, dtype=np.float32), 3)[0], atol=1e-5)

@@ -38,7 +38,8 @@ def executed_book(tmp_path_factory):
     params = dict(model="tiny-llama", embedder="tiny-bert", corpus=str(pile), k=3, docs_per_domain=1,
                   chunk_chars=300, learning_rate=1e-3, bootstrap_samples=20, work_dir=str(root / "work"),
                   device="cpu", fractions="0.1,0.5,1.0", gain_fractions="0.5,1.0", gain_k=2, r_max=50,
-                  models="tiny-llama,tiny-gpt2", score_only_models="tiny-gpt2", scaling_k=2)
+                  models="tiny-llama,tiny-gpt2", score_only_models="tiny-gpt2", scaling_k=2,
+                  compare_embedder="tiny-bert-large", compare_fraction=0.5, leakage_k=2)
     (root / "book" / "executed").mkdir()
     for name in NOTEBOOKS:
         papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"),
@@ -55,6 +56,24 @@ def test_notebook_02_shows_a_bpb_table_and_a_figure(executed_book):
     assert any("image/png" in o.get("data", {}) for o in outputs)
 
 
+@pytest.mark.parametrize("name", [n for n in NOTEBOOKS if n != "00_methods"])
+def test_every_experiment_chapter_shows_a_figure(executed_book, name):
+    nb = nbformat.read(executed_book / "book" / "executed" / f"{name}.ipynb", as_version=4)
+    assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+@pytest.mark.parametrize("name, phrases", [
+    ("04_index_size", ["Growing the index from 10% to 100%", "neighbours; the two share"]),
+    ("05_model_scaling", ["tiny-llama after TTT-NN", "tiny-gpt2", "The paper (other models"]),
+    ("06_leakage_control", ["when only its first half is the query", "The paper's GPT-2 117M changes"]),
+])
+def test_chapters_state_what_our_run_shows_from_its_own_numbers(executed_book, name, phrases):
+    nb = nbformat.read(executed_book / "book" / "executed" / f"{name}.ipynb", as_version=4)
+    text = "".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs)
+    assert all(p in text for p in phrases), text[:2000]
+
+
 def test_the_book_builds_without_warnings(executed_book):
     result = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", "book/", "-W",
                              "--keep-going"], cwd=executed_book, capture_output=True, text=True)
@@ -62,6 +81,8 @@ def test_the_book_builds_without_warnings(executed_book):
     page = (executed_book / "_build" / "html" / "executed" / "02_ttt.html").read_text()
     assert "Pile-weighted" in page and "<img" in page
     assert (executed_book / "_build" / "html" / "index.html").exists()
+    for name in NOTEBOOKS:  # every chapter is in the table of contents and rendered
+        assert (executed_book / "_build" / "html" / "executed" / f"{name}.html").exists(), name
 
 
 def test_papermill_reports_a_bad_parameter_clearly(tmp_path):

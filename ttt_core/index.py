@@ -108,24 +108,32 @@ def load_embeddings(config: StudyConfig, corpus: Corpus) -> np.ndarray:
 
 
 def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool = True) -> NeighborIndex:
-    """Build (or load the cached) index of the corpus's train split."""
+    """Build (or load the cached) index of the corpus's train split, or of its nested subset
+    `config.index_fraction`. Only what is indexed is embedded: a subset is cut from the cached full index
+    where one exists, else its own rows are embedded and cached apart (the rows are the same either way)."""
     import time
 
-    folder = index_folder(config, corpus)
-    if (folder / "meta.json").exists():
-        index = NeighborIndex.load(folder, config.embedder, corpus.fingerprint, config.embed_max_tokens)
+    full_folder = index_folder(config, corpus)
+    if (full_folder / "meta.json").exists():
+        index = NeighborIndex.load(full_folder, config.embedder, corpus.fingerprint, config.embed_max_tokens)
         return _fraction_of(index, config, corpus)
+    fraction = config.index_fraction
+    folder = full_folder if fraction == 1.0 else full_folder.with_name(f"{full_folder.name}-fraction{fraction:g}")
+    if (folder / "meta.json").exists():
+        return NeighborIndex.load(folder, config.embedder, corpus.fingerprint, config.embed_max_tokens)
     rows = corpus.rows("train")
     if len(rows) == 0:
         raise ValueError(f"corpus={config.corpus!r} has no train documents to index")
+    rows = rows[nested_subset(len(rows), fraction, config.seed)]
     start = time.perf_counter()
     embeddings = embedder.encode(corpus.texts(rows), config.embed_max_tokens, progress=progress)
     meta = {"embedder": config.embedder, "dim": int(embeddings.shape[1]),
             "metric": "ip" if embedder.normalize else "l2", "corpus_fingerprint": corpus.fingerprint,
-            "embed_max_tokens": config.embed_max_tokens, "embed_seconds": round(time.perf_counter() - start, 1)}
+            "embed_max_tokens": config.embed_max_tokens, "embed_seconds": round(time.perf_counter() - start, 1),
+            "index_fraction": fraction, "embedded_documents": len(rows)}
     index = NeighborIndex.from_embeddings(embeddings, rows, meta)
     index.save(folder, embeddings)
-    return _fraction_of(index, config, corpus)
+    return index
 
 
 def _fraction_of(index: NeighborIndex, config: StudyConfig, corpus: Corpus) -> NeighborIndex:

@@ -22,7 +22,7 @@ import torch
 
 # Randomly initialised models built from a config, for tests (no files, no downloads).
 TINY_LMS = ("tiny-llama", "tiny-gpt2")
-TINY_EMBEDDERS = ("tiny-bert",)
+TINY_EMBEDDERS = ("tiny-bert", "tiny-bert-large")  # the larger one stands in for mpnet in tests
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -220,8 +220,9 @@ def tiny_model(name: str, seed: int = 0):
         cfg = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_positions=128,
                          eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
         return AutoModelForCausalLM.from_config(cfg), tok
-    if name == "tiny-bert":
-        cfg = BertConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    if name in ("tiny-bert", "tiny-bert-large"):
+        width, layers = (32, 2) if name == "tiny-bert" else (64, 3)
+        cfg = BertConfig(vocab_size=vocab, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
                          num_attention_heads=2, max_position_embeddings=256, pad_token_id=tok.pad_token_id)
         return AutoModel.from_config(cfg), tok
     raise ValueError(f"unknown tiny model {name!r}; valid: {TINY_LMS + TINY_EMBEDDERS}")
