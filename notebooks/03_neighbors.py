@@ -36,7 +36,7 @@ work_dir = "artifacts"
 # %% tags=["hide-output"]
 import matplotlib.pyplot as plt
 import seaborn as sns
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from ttt_core import paper
 from ttt_core.config import StudyConfig
@@ -92,3 +92,22 @@ ax.set_ylabel("Pile bits per byte (paper)")
 ax.set_title("Hardt & Sun (2024): Pile-weighted bits per byte against k")
 fig.tight_layout()
 display(paper.gpt2_tasks_frame().round(4))
+
+# %% [markdown]
+# ## What this run shows
+
+# %%
+overall = table.loc["Pile-weighted"]
+by_domain = relative.drop(index="Pile-weighted")[f"k={config.k}"].sort_values()
+top = [f"{d} ({study.pile_set_names.get(d, '?')}, {v:+.1f} %)" for d, v in by_domain.head(3).items()]
+paper_gpt2 = paper.PILE_ALL_BY_K["GPT-2 117M"]
+paper_top = paper.gpt2_tasks_frame().sort_values("change %").head(3)
+display(Markdown(
+    f"On {len(rows)} test documents ({config.docs_per_domain} per domain), the Pile-weighted bits per byte of "
+    f"{config.model} fall from {overall[0]:.4f} at k = 0 to {overall[config.k]:.4f} at k = {config.k} "
+    f"({100 * (overall[config.k] / overall[0] - 1):+.1f} %), and are lower at k = {config.k} than at k = 0 on "
+    f"{int((by_domain < 0).sum())} of {len(by_domain)} domains. The largest relative gains are on "
+    f"{', '.join(top)}. In the paper (GPT-2 117M on the Pile, paper's numbers) Pile bits per byte fall from "
+    f"{paper_gpt2[0]} to {paper_gpt2[paper.KS.index(config.k)] if config.k in paper.KS else paper_gpt2[-1]} at "
+    f"k = {config.k if config.k in paper.KS else 50} and to {paper_gpt2[-1]} at k = 50, with the largest gains on "
+    f"{', '.join(f'{t} ({v:+.1f} %)' for t, v in paper_top['change %'].items())} at k = 50."))

