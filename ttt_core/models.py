@@ -319,11 +319,19 @@ def _load_converted(folder: Path, gguf_sha256: str):
             AutoTokenizer.from_pretrained(folder))
 
 
+def _quiet_weight_loading() -> None:
+    """transformers draws a 'Loading weights' bar on every load; in a chapter's output it buries the tables."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def load_language_model(name: str, work_dir: Path | str = "artifacts", device: str = "auto",
                         seed: int = 0) -> LanguageModel:
     """Load an LM in fp32 for training: packaged (offline), tiny (tests), local folder or Hub id."""
     source = check_model_name(name, "lm")
     dev = resolve_device(device)
+    _quiet_weight_loading()
     if source == "packaged":
         cache = Path(work_dir) / "models"
         gguf, record = assemble_packaged(name, cache)
@@ -395,6 +403,7 @@ def load_embedder(name: str, work_dir: Path | str = "artifacts", device: str = "
                   seed: int = 0) -> Embedder:
     source = check_model_name(name, "embedder")
     dev = resolve_device(device)
+    _quiet_weight_loading()
     from transformers import AutoModel, AutoTokenizer
 
     if source == "packaged":
