@@ -114,15 +114,19 @@ fig.tight_layout()
 # domain (the full-size run reuses the results of the TTT-NN chapter where the configuration matches).
 
 # %%
+def ttt_gain(sub_study) -> tuple[dict, list[dict]]:
+    """Pile-weighted bits per byte at k=0 and at gain_k over one index, and the per-document rows."""
+    rows = run_ttt(sub_study)
+    overall = summarize(sub_study, rows)[0].loc["Pile-weighted"]
+    return {"bpb k=0": overall[0], f"bpb k={gain_k}": overall[gain_k],
+            "gain %": 100 * (overall[0] - overall[gain_k]) / overall[0]}, rows
+
+
 gains = []
 for fraction in [float(f) for f in gain_fractions.split(",")]:
     sub = dataclasses.replace(config, k=gain_k, docs_per_domain=gain_docs_per_domain, index_fraction=fraction)
-    sub_study = dataclasses.replace(study, config=sub, index=build_index(sub, study.corpus, study.embedder))
-    table, _ = summarize(sub_study, run_ttt(sub_study))
-    overall = table.loc["Pile-weighted"]
-    gains.append({"embedder": config.embedder, "fraction": fraction,
-                  "bpb k=0": overall[0], f"bpb k={gain_k}": overall[gain_k],
-                  "gain %": 100 * (overall[0] - overall[gain_k]) / overall[0]})
+    gain, _ = ttt_gain(dataclasses.replace(study, config=sub, index=build_index(sub, study.corpus, study.embedder)))
+    gains.append({"embedder": config.embedder, "fraction": fraction, **gain})
 gains = pd.DataFrame(gains)
 display(gains.round(4))
 fig, ax = plt.subplots(figsize=(7, 4))
@@ -145,15 +149,11 @@ for name in [config.embedder, compare_embedder] if compare_embedder else []:
     sub = dataclasses.replace(config, embedder=name, k=gain_k, docs_per_domain=gain_docs_per_domain,
                               index_fraction=compare_fraction)
     sub_study = prepare(sub)  # embeds only the subset for an embedder without a full index
-    rows = run_ttt(sub_study)
-    table, _ = summarize(sub_study, rows)
-    overall = table.loc["Pile-weighted"]
+    gain, rows = ttt_gain(sub_study)
     neighbour_lists[name] = {r["doc_id"]: set(r["neighbors"]) for r in rows}
     meta = sub_study.index.meta
     quality.append({"embedder": name, "dimensions": meta["dim"], "indexed documents": len(sub_study.index),
-                    "embedding seconds per document": meta["embed_seconds"] / meta["embedded_documents"],
-                    "bpb k=0": overall[0], f"bpb k={gain_k}": overall[gain_k],
-                    "gain %": 100 * (overall[0] - overall[gain_k]) / overall[0]})
+                    "embedding seconds per document": meta["embed_seconds"] / meta["embedded_documents"], **gain})
 if quality:
     quality = pd.DataFrame(quality).set_index("embedder")
     weak, strong = neighbour_lists.values()
