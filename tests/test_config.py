@@ -19,6 +19,9 @@ def test_defaults_validate_and_grid_is_cut_at_k():
     ("test_fraction", 1.0, "between 0 and 1"),
     ("device", "tpu", "'auto', 'cpu'"),
     ("max_eval_tokens", 0, "positive integer"),
+    ("score_prefix", "", "'lm-eval', 'endoftext'"),
+    ("train_with_bos", "yes", "True (BOS before each training chunk"),
+    ("reset_optimizer", 1, "True (fresh AdamW"),
 ])
 def test_bad_values_name_the_parameter_and_what_is_valid(name, value, valid):
     with pytest.raises(ValueError) as err:

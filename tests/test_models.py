@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from ttt_core.models import (PACKAGED, check_installed, byte_tokenizer, check_model_name,
-                             document_prefix_token, load_embedder, load_language_model)
+                             load_embedder, load_language_model,
+                             scoring_prefix_token)
 
 
 def test_byte_tokenizer_round_trips_utf8():
@@ -50,9 +51,27 @@ def test_missing_package_is_named_with_its_install_command(monkeypatch):
         check_installed(spec)
 
 
-def test_prefix_token_is_endoftext_when_no_bos_is_added():
-    tok = byte_tokenizer()
-    assert document_prefix_token(tok) == tok.convert_tokens_to_ids("<|endoftext|>")
+def test_scoring_prefix_follows_lm_eval_bos_else_eos():
+    plain, with_bos = byte_tokenizer(), byte_tokenizer(add_bos=True)
+    eot = plain.convert_tokens_to_ids("<|endoftext|>")
+    assert scoring_prefix_token(plain) == eot == plain.eos_token_id  # no BOS: EOS (GPT-2: <|endoftext|>)
+    assert scoring_prefix_token(with_bos) == with_bos.bos_token_id != eot
+    assert scoring_prefix_token(with_bos, "endoftext") == eot  # method version 1's rule, kept as an option
+    assert scoring_prefix_token(with_bos, "<pad>") == with_bos.pad_token_id
+    with pytest.raises(ValueError, match="invalid score_prefix='<nope>'"):
+        scoring_prefix_token(with_bos, "<nope>")
+
+
+def test_score_prefix_reaches_the_loaded_model(tmp_path):
+    lm = load_language_model("tiny-llama-bos", tmp_path, device="cpu", score_prefix="endoftext")
+    assert lm.prefix_token_id == lm.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert load_language_model("tiny-llama-bos", tmp_path, device="cpu").prefix_token_id == lm.bos_token_id
+
+
+def test_packaged_language_models_say_whether_they_are_base_or_instruction_tuned():
+    lms = {n: m for n, m in PACKAGED.items() if m.kind == "lm"}
+    assert {m.training for m in lms.values()} == {"pretrained base", "instruction-tuned"}
+    assert lms["gemma3-270m"].training == "pretrained base" and lms["smollm2-135m"].training == "instruction-tuned"
 
 
 def test_embedder_masked_mean_pooling_ignores_padding(tmp_path):

@@ -94,3 +94,32 @@ def test_training_chunks_never_exceed_the_model_context(tmp_path):
     optimizer = make_optimizer(gpt2.model, config)
     assert math.isfinite(train_on_text(gpt2, "y" * 300, optimizer, config))
     assert {int(s["step"]) for s in optimizer.state.values()} == {3}  # 128 + 128 + 44 tokens
+
+
+def test_every_training_chunk_starts_with_bos_when_the_tokenizer_adds_one(tmp_path):
+    """Gemma's convention: a tokenizer that prefixes BOS gets it on every training chunk, counted in max_length."""
+    lm = load_language_model("tiny-llama-bos", tmp_path, device="cpu")
+    bos = lm.tokenizer.bos_token_id
+    assert lm.bos_token_id == bos is not None and lm.tokenizer("ab")["input_ids"][0] == bos
+    fed = []
+    hook = lm.model.model.embed_tokens.register_forward_pre_hook(lambda module, args: fed.append(args[0][0].tolist()))
+    config = StudyConfig(max_length=100, learning_rate=1e-3)
+    optimizer = make_optimizer(lm.model, config)
+    train_on_text(lm, TEXT, optimizer, config)  # 288 text tokens -> 99 + 99 + 90, each after a BOS
+    hook.remove()
+    assert [len(ids) for ids in fed] == [100, 100, 91]
+    assert all(ids[0] == bos and bos not in ids[1:] for ids in fed)
+    assert sum((ids[1:] for ids in fed), []) == lm.tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    # train_with_bos=False is method version 1: plain text chunks
+    fed.clear()
+    hook = lm.model.model.embed_tokens.register_forward_pre_hook(lambda module, args: fed.append(args[0][0].tolist()))
+    train_on_text(lm, TEXT, optimizer, StudyConfig(max_length=100, learning_rate=1e-3, train_with_bos=False))
+    hook.remove()
+    assert [len(ids) for ids in fed] == [100, 100, 88] and all(bos not in ids for ids in fed)
+
+
+def test_a_tokenizer_without_bos_trains_on_plain_text_chunks(lm):
+    assert lm.bos_token_id is None  # GPT-2-style: the paper's configuration is unchanged
+    assert training_chunks(lm.tokenizer, "x" * 25, 10, lm.bos_token_id) == training_chunks(lm.tokenizer, "x" * 25, 10)
+    with_bos = training_chunks(lm.tokenizer, "x" * 19, 10, bos_token_id=7)
+    assert [len(c) for c in with_bos] == [10, 10, 2] and all(c[0] == 7 for c in with_bos)  # BOS + 1 token: a target

