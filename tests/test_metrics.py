@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ttt_core.metrics import (PILE_WEIGHTS, bits_per_byte, bootstrap_bpb, bpb_table, domain_bpb,
-                              loglikelihood_rolling, pile_weighted, rolling_windows)
+from ttt_core.metrics import (PILE_WEIGHTS, bits_per_byte, bootstrap_bpb, bootstrap_mean, bpb_table, documents_at,
+                              domain_bpb, loglikelihood_rolling, paired_change, pile_weighted, relative_change,
+                              rolling_windows, score_text, ttt_change)
 from ttt_core.models import tiny_model
 
 
@@ -87,3 +88,78 @@ def test_table_and_bootstrap_intervals_bracket_the_estimate():
         assert row["low"] - 1e-9 <= table.loc[row["domain"], row["k"]] <= row["high"] + 1e-9
     single = intervals[(intervals.domain == "books")]
     np.testing.assert_allclose(single["low"], single["high"])  # one document: no spread
+
+
+def one_document_per_domain():
+    """Six domains, one document each, every document 2 %, 4 %, ... 12 % better at k = 1."""
+    rows = []
+    for i, domain in enumerate(["code", "books", "math", "law", "web", "wiki"]):
+        before = -100.0 - 10 * i
+        rows += [{"doc_id": f"d{i}", "domain": domain, "k": 0, "loglik": before, "n_bytes": 100 + i},
+                 {"doc_id": f"d{i}", "domain": domain, "k": 1, "loglik": before * (1 - 0.02 * (i + 1)),
+                  "n_bytes": 100 + i}]
+    return pd.DataFrame(rows)
+
+
+NAMES = {"code": "github", "books": "gutenberg", "math": "dm-mathematics", "law": "freelaw", "web": "pile-cc",
+         "wiki": "wikipedia"}
+
+
+def test_paired_change_gives_an_interval_with_one_document_per_domain():
+    change = ttt_change(one_document_per_domain(), 1, NAMES, samples=500, seed=0)
+    assert change.percent == pytest.approx(-7.0) and change.n_documents == 6 and change.share_lower == 1
+    assert change.percent_low < change.percent < change.percent_high < 0  # resampled across domains
+    assert change.excludes_zero and "the interval excludes zero" in change.describe()
+    # the Pile-weighted point estimate is the bpb table's, and its within-domain interval is degenerate here
+    table = bpb_table(one_document_per_domain(), NAMES)
+    assert change.pile_before == pytest.approx(table.loc["Pile-weighted", 0])
+    assert change.pile == pytest.approx(relative_change(table.loc["Pile-weighted", 0], table.loc["Pile-weighted", 1]))
+    assert change.pile_low == pytest.approx(change.pile) and change.pile_high == pytest.approx(change.pile)
+
+
+def test_paired_change_says_when_its_interval_includes_zero():
+    frame = one_document_per_domain()
+    after = frame["k"] == 1
+    frame.loc[after, "loglik"] = frame.loc[after, "loglik"] * np.array([0.9, 1.1, 0.95, 1.05, 0.97, 1.03]) / \
+        (1 - 0.02 * np.arange(1, 7))
+    change = ttt_change(frame, 1, NAMES, samples=500)
+    assert change.percent_low < 0 < change.percent_high and not change.excludes_zero
+    assert "cannot tell it from no change" in change.describe()
+
+
+def test_paired_change_refuses_different_documents():
+    frame = one_document_per_domain()
+    with pytest.raises(ValueError, match="same documents"):
+        paired_change(documents_at(frame, 0), documents_at(frame[frame.doc_id != "d0"], 1), NAMES)
+
+
+def test_pile_interval_resamples_within_domains_when_there_are_several_documents():
+    frame = pd.concat([one_document_per_domain(), one_document_per_domain().assign(
+        doc_id=lambda f: f.doc_id + "b", loglik=lambda f: f.loglik * np.where(f.k == 1, 0.97, 1.0))])
+    change = ttt_change(frame, 1, NAMES, samples=500)
+    assert change.pile_low < change.pile < change.pile_high
+
+
+def test_bootstrap_mean_is_seeded_and_brackets_the_mean():
+    values = [1.0, 2.0, 3.0, 10.0]
+    assert bootstrap_mean(values, 300, seed=3) == bootstrap_mean(values, 300, seed=3)
+    mean, low, high = bootstrap_mean(values, 300)
+    assert mean == 4.0 and low < mean < high
+
+
+def test_rolling_bits_per_byte_equal_lm_evaluation_harness(tmp_path):
+    """Our rolling log-likelihood against lm-eval 0.4's own HFLM.loglikelihood_rolling, several windows."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from ttt_core.models import load_language_model
+
+    lm = load_language_model("tiny-llama", tmp_path, device="cpu")
+    text = "Test-time training on nearest neighbours, scored in rolling windows. " * 9  # 630 byte tokens
+    ours = score_text(lm, text, eval_context=64)
+    assert ours["n_tokens"] > 5 * 64  # many windows, the last one partial
+    harness = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, max_length=64, batch_size=1, device="cpu")
+    assert harness.prefix_token_id == lm.prefix_token_id
+    request = Instance(request_type="loglikelihood_rolling", doc={}, arguments=(text,), idx=0)
+    [theirs] = harness.loglikelihood_rolling([request], disable_tqdm=True)
+    assert ours["loglik"] == pytest.approx(theirs, rel=1e-5)

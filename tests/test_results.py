@@ -4,7 +4,7 @@ import pytest
 
 import ttt_core.study as study_module
 from ttt_core.config import StudyConfig
-from ttt_core.results import ResultsStore, long_frame
+from ttt_core.results import ResultsStore, cut_row, long_frame
 from ttt_core.study import prepare, run_ttt
 
 
@@ -75,3 +75,18 @@ def test_a_smaller_k_reuses_the_rows_of_a_larger_k_run(tiny_params, monkeypatch)
     again = run_ttt(fresh, progress=False)
     assert [e["loglik"] for e in again[0]["evals"]] == pytest.approx([e["loglik"] for e in rows[0]["evals"]],
                                                                       rel=1e-6)
+
+
+def test_rows_trained_with_carried_adam_moments_are_never_cut_for_a_smaller_k(tiny_params, monkeypatch):
+    """With reset_optimizer=False the moments entering a document depend on how many steps came before, so
+    a row cut from a k=5 run is not what a k=3 run computes: it must be recomputed, not reused."""
+    official = {**tiny_params, "reset_optimizer": False, "docs_per_domain": 2}
+    big_rows = run_ttt(prepare(StudyConfig.from_params(**{**official, "k": 5}), progress=False), progress=False)
+    calls = []
+    real = study_module.test_time_train
+    monkeypatch.setattr(study_module, "test_time_train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rows = run_ttt(prepare(StudyConfig.from_params(**{**official, "k": 3}), progress=False), progress=False)
+    assert len(calls) == len(rows) == 6  # every document trained again
+    cut = [cut_row(r, 3) for r in big_rows]
+    assert cut[0]["evals"] == rows[0]["evals"]  # the first document starts from a fresh optimizer in both runs
+    assert any(c["evals"] != r["evals"] for c, r in zip(cut[1:], rows[1:]))  # later ones do not

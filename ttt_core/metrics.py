@@ -1,13 +1,21 @@
-"""Bits per byte, defined once, exactly as lm-evaluation-harness's rolling log-likelihood used by the paper.
+"""Bits per byte and the paired change of bits per byte, each defined once and reused by every chapter.
 
-A document is tokenised without special tokens and cut into disjoint windows of the model's context; the
-first window is prefixed with the end-of-text (or BOS) token, the last is left-filled with preceding context,
-and every token is scored exactly once. A domain's bpb is -sum(LL) / sum(UTF-8 bytes) / ln 2 over its
-documents (long documents weigh more), and the Pile aggregate is the Pile-weighted mean of domain bpbs.
+Bits per byte follow lm-evaluation-harness 0.4's rolling log-likelihood (the paper's metric): a document is
+tokenised without special tokens and cut into disjoint windows of the model's context; the first window is
+prefixed with one token (lm-eval's rule: the tokenizer's BOS, else its EOS; see `models.scoring_prefix_token`),
+the last is left-filled with preceding context, and every token is scored exactly once. (lm-eval 0.4.13 encodes
+with the tokenizer's default special tokens, so for a tokenizer that adds BOS itself, as Gemma's, it would also
+score that BOS as a text token; we score text tokens only. For GPT-2, SmolLM2 and Qwen the two are identical.)
+A domain's bpb is -sum(LL) / sum(UTF-8 bytes) / ln 2 over its documents (long documents weigh more), and the
+Pile aggregate is the Pile-weighted mean of domain bpbs, renormalised over the Pile tasks present.
+
+A comparison (TTT-NN against none, one index or embedder or model against another) is paired: the same
+documents scored both ways, the per-document change summarised with a 10-90 % bootstrap interval.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -76,15 +84,20 @@ def domain_bpb(results: pd.DataFrame) -> pd.DataFrame:
     return g[["domain", "k", "bpb"]]
 
 
-def pile_weighted(bpb_by_domain: pd.Series, pile_set_names: dict[str, str]) -> float:
-    """Pile-weighted mean of domain bpbs, renormalised over the domains present (several mini-Pile domains
-    can stand in for one Pile task; they share its weight equally)."""
-    tasks = pd.Series({d: pile_set_names.get(d, d) for d in bpb_by_domain.index})
+def pile_weights(domains, pile_set_names: dict[str, str]) -> pd.Series:
+    """Weight of each domain in the Pile aggregate, summing to 1 over `domains`: the Pile weight of the task it
+    stands in for, shared equally by the domains standing in for one task, renormalised over the tasks present."""
+    tasks = pd.Series({d: pile_set_names.get(d, d) for d in domains}, dtype=object)
     share = tasks.map(tasks.value_counts())
     weights = tasks.map(lambda t: PILE_WEIGHTS.get(t, 0.0)) / share
     if weights.sum() == 0:  # no domain maps to a Pile task: plain mean
         weights[:] = 1.0
-    return float((bpb_by_domain * weights).sum() / weights.sum())
+    return weights / weights.sum()
+
+
+def pile_weighted(bpb_by_domain: pd.Series, pile_set_names: dict[str, str]) -> float:
+    """Pile-weighted mean of domain bpbs (`pile_weights`)."""
+    return float((bpb_by_domain * pile_weights(bpb_by_domain.index, pile_set_names)).sum())
 
 
 def bpb_table(results: pd.DataFrame, pile_set_names: dict[str, str]) -> pd.DataFrame:
@@ -120,3 +133,109 @@ def bootstrap_bpb(results: pd.DataFrame, pile_set_names: dict[str, str], samples
             lo, hi = np.quantile(stacked[k], quantiles)
             rows.append({"domain": name, "k": k, "low": lo, "high": hi})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------- paired changes
+def relative_change(before, after):
+    """Relative change in percent, 100 * (after / before - 1); negative means fewer bits per byte (better)."""
+    return 100 * (after / before - 1)
+
+
+def documents_at(frame: pd.DataFrame, k: int) -> pd.DataFrame:
+    """One row per document (index doc_id: domain, loglik, n_bytes, bpb) at neighbour count k of a long frame."""
+    docs = frame[frame["k"] == k].set_index("doc_id")[["domain", "loglik", "n_bytes"]]
+    if docs.index.has_duplicates:
+        raise ValueError("a document appears twice at the same k; pass one run's rows")
+    return docs.assign(bpb=-docs["loglik"] / docs["n_bytes"] / math.log(2))
+
+
+def bootstrap_mean(values, samples: int = 1000, seed: int = 0, quantiles=(0.1, 0.9)) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of `values` with a bootstrap interval, values resampled with replacement."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("no values to bootstrap")
+    draws = values[np.random.default_rng(seed).integers(0, values.size, (samples, values.size))].mean(axis=1)
+    low, high = np.quantile(draws, quantiles)
+    return float(values.mean()), float(low), float(high)
+
+
+@dataclass(frozen=True)
+class PairedChange:
+    """B against A on the same documents. `percent*`: mean over documents of each document's relative change
+    of bits per byte (documents resampled across all domains, so one document per domain still gives an
+    interval); `bpb*`: the same for the change in bits per byte; `pile*`: the Pile-weighted aggregate's relative
+    change (documents resampled within each domain: degenerate with one document per domain)."""
+    n_documents: int
+    n_domains: int
+    percent: float
+    percent_low: float
+    percent_high: float
+    bpb: float
+    bpb_low: float
+    bpb_high: float
+    pile_before: float
+    pile_after: float
+    pile: float
+    pile_low: float
+    pile_high: float
+    share_lower: float  # share of documents whose bits per byte fell
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.percent_high < 0 or self.percent_low > 0
+
+    def describe(self) -> str:
+        """One sentence fragment, the same words in every chapter."""
+        verdict = ("the interval excludes zero" if self.excludes_zero else
+                   "the interval includes zero, so this run cannot tell it from no change")
+        return (f"{self.percent:+.1f} % per document on average (10-90 % bootstrap interval {self.percent_low:+.1f} "
+                f"to {self.percent_high:+.1f} %, {self.n_documents} documents; {verdict}; lower on "
+                f"{self.share_lower:.0%} of them), Pile-weighted {self.pile_before:.4f} to {self.pile_after:.4f} "
+                f"bits per byte ({self.pile:+.1f} %)")
+
+    def as_row(self) -> dict:
+        return {"documents": self.n_documents, "mean change %": self.percent, "low %": self.percent_low,
+                "high %": self.percent_high, "excludes 0": self.excludes_zero, "mean change bpb": self.bpb,
+                "Pile-weighted A": self.pile_before, "Pile-weighted B": self.pile_after,
+                "Pile-weighted change %": self.pile, "Pile low %": self.pile_low, "Pile high %": self.pile_high}
+
+
+def paired_change(before: pd.DataFrame, after: pd.DataFrame, pile_set_names: dict[str, str],
+                  samples: int = 1000, seed: int = 0, quantiles=(0.1, 0.9)) -> PairedChange:
+    """Compare two scorings of the same documents (`documents_at` frames: A = `before`, B = `after`)."""
+    if set(before.index) != set(after.index):
+        raise ValueError(f"a paired change needs the same documents on both sides: {len(before)} vs {len(after)} "
+                         f"documents, {len(set(before.index) ^ set(after.index))} not shared")
+    after = after.loc[before.index]
+    percent = relative_change(before["bpb"], after["bpb"])
+    pct, pct_lo, pct_hi = bootstrap_mean(percent, samples, seed, quantiles)
+    delta, delta_lo, delta_hi = bootstrap_mean(after["bpb"] - before["bpb"], samples, seed, quantiles)
+    # Pile-weighted aggregate, documents resampled within their domain (the paper's bootstrap), paired.
+    rng = np.random.default_rng(seed)
+    domains = sorted(before["domain"].unique())
+    weights = pile_weights(domains, pile_set_names).loc[domains].to_numpy()
+    sums = {side: np.zeros((samples + 1, len(domains), 2)) for side in ("a", "b")}
+    for j, domain in enumerate(domains):
+        rows = np.flatnonzero((before["domain"] == domain).to_numpy())
+        picks = np.vstack([rows, rows[rng.integers(0, rows.size, (samples, rows.size))]])  # row 0: no resampling
+        for side, frame in (("a", before), ("b", after)):
+            ll, nb = frame["loglik"].to_numpy()[picks], frame["n_bytes"].to_numpy()[picks]
+            sums[side][:, j] = np.stack([ll.sum(axis=1), nb.sum(axis=1)], axis=1)
+    pile = {side: (-s[..., 0] / s[..., 1] / math.log(2)) @ weights for side, s in sums.items()}
+    pile_change = relative_change(pile["a"], pile["b"])
+    pile_lo, pile_hi = np.quantile(pile_change[1:], quantiles)
+    return PairedChange(len(before), len(domains), pct, pct_lo, pct_hi, delta, delta_lo, delta_hi,
+                        float(pile["a"][0]), float(pile["b"][0]), float(pile_change[0]), float(pile_lo),
+                        float(pile_hi), float((after["bpb"] < before["bpb"]).mean()))
+
+
+def document_changes(before: pd.DataFrame, after: pd.DataFrame) -> pd.Series:
+    """Each document's relative change of bits per byte (%), B against A, on the documents both sides share."""
+    shared = before.index.intersection(after.index)
+    return relative_change(before.loc[shared, "bpb"], after.loc[shared, "bpb"])
+
+
+def ttt_change(frame: pd.DataFrame, k: int, pile_set_names: dict[str, str], samples: int = 1000,
+               seed: int = 0) -> PairedChange:
+    """TTT-NN at k against no training (k = 0), on the documents of one run's long frame."""
+    return paired_change(documents_at(frame, 0), documents_at(frame, k), pile_set_names, samples, seed)

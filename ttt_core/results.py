@@ -61,7 +61,13 @@ def cut_row(row: dict, k: int) -> dict:
 
 
 def reusable_stores(folder: Path, inputs: dict) -> list["ResultsStore"]:
-    """Result files of runs that differ from `inputs` only by a larger k."""
+    """Result files of runs that differ from `inputs` only by a larger k.
+
+    Only when every document starts from a fresh optimizer: with `reset_optimizer=False` the Adam moments
+    carried in from earlier documents differ between the two runs, so a cut row is not what the smaller run
+    computes."""
+    if not inputs.get("reset_optimizer", True):
+        return []
     found = []
     for sidecar in sorted(Path(folder).glob("*.config.json")):
         other = json.loads(sidecar.read_text())

@@ -36,7 +36,7 @@ class Study:
     def language_model(self) -> LanguageModel:
         if self.lm is None:
             self.lm = load_language_model(self.config.model, self.config.work_path, self.config.device,
-                                          self.config.seed)
+                                          self.config.seed, self.config.score_prefix)
         return self.lm
 
     @property
@@ -88,6 +88,21 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
             neighbors = retrieve(query, config.k, study.embedder, study.index, study.corpus, config.embed_max_tokens)
             store.append(test_time_train(lm, doc, neighbors, config, shared_optimizer))
     return [store.rows[d["id"]] for d in docs]
+
+
+def ttt_change(study: Study, rows: list[dict], k: int | None = None) -> metrics.PairedChange:
+    """TTT-NN at k (default: the run's k) against no training, paired on the run's documents."""
+    config = study.config
+    return metrics.ttt_change(long_frame(rows), config.k if k is None else k, study.pile_set_names,
+                              config.bootstrap_samples, config.seed)
+
+
+def compare(study: Study, rows_a: list[dict], k_a: int, rows_b: list[dict], k_b: int) -> metrics.PairedChange:
+    """Two runs on the same documents (another index, embedder or model): B at k_b against A at k_a."""
+    config = study.config
+    return metrics.paired_change(metrics.documents_at(long_frame(rows_a), k_a),
+                                 metrics.documents_at(long_frame(rows_b), k_b), study.pile_set_names,
+                                 config.bootstrap_samples, config.seed)
 
 
 def summarize(study: Study, rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
