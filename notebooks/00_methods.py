@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -31,6 +33,8 @@ seed = 0
 chunk_chars = 1200
 domain_bytes = 250_000
 reset_optimizer = True
+score_prefix = "lm-eval"  # first scoring window: lm-eval 0.4 (BOS, else EOS), "endoftext", or a token
+train_with_bos = True  # BOS before each training chunk where the tokenizer adds one (Gemma)
 max_eval_tokens = None
 bootstrap_samples = 1000
 provenance_models = "all"  # packaged models listed below: "all", or a comma-separated list of names
@@ -42,7 +46,8 @@ import pandas as pd
 from IPython.display import display
 
 from ttt_core.config import StudyConfig
-from ttt_core.models import PACKAGED, assemble_packaged
+from ttt_core.metrics import bits_per_byte, relative_change, score_text
+from ttt_core.models import PACKAGED, assemble_packaged, scoring_prefix_token
 from ttt_core.study import prepare
 
 config = StudyConfig.from_namespace(globals())
@@ -65,6 +70,29 @@ display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}
 # %%
 with pd.option_context("display.max_colwidth", None):
     display(pd.DataFrame(config.deviations()).set_index("parameter"))
+
+# %% [markdown]
+# The first scoring window's prefix (`score_prefix`), measured: the same model and test document scored with
+# lm-evaluation-harness 0.4's rule (BOS, else EOS; the default) and with the vocabulary's `<|endoftext|>`
+# (this study's first rule). The tests check the default against lm-eval's own `loglikelihood_rolling`.
+
+# %%
+lm = study.language_model()
+probe = max(study.corpus.test_documents(1, config.seed), key=lambda d: len(d["text"]))
+prefix_rows = []
+for rule in ("lm-eval", "endoftext"):
+    lm.prefix_token_id = scoring_prefix_token(lm.tokenizer, rule)
+    score = score_text(lm, probe["text"], config.eval_context, config.max_eval_tokens)
+    prefix_rows.append({"score_prefix": rule, "prefix token": lm.tokenizer.convert_ids_to_tokens(lm.prefix_token_id),
+                        "bits per byte": bits_per_byte(score["loglik"], score["n_bytes"]),
+                        "tokens": score["n_tokens"], "bytes": score["n_bytes"]})
+lm.prefix_token_id = scoring_prefix_token(lm.tokenizer, config.score_prefix)
+prefix_rows = pd.DataFrame(prefix_rows).set_index("score_prefix")
+prefix_rows["change % vs lm-eval"] = relative_change(prefix_rows["bits per byte"].iloc[0], prefix_rows["bits per byte"])
+display(prefix_rows.round(6))
+print(f"{config.model} on test document {probe['id']} ({probe['domain']}); the default language model is "
+      f"{PACKAGED[config.model].training if config.model in PACKAGED else 'not packaged'} "
+      f"(the paper's GPT-2 is a pretrained base model)")
 
 # %% [markdown]
 # ## Provenance of the models

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -33,6 +35,8 @@ seed = 0
 chunk_chars = 1200
 domain_bytes = 250_000
 reset_optimizer = True
+score_prefix = "lm-eval"  # first scoring window: lm-eval 0.4 (BOS, else EOS), "endoftext", or a token
+train_with_bos = True  # BOS before each training chunk where the tokenizer adds one (Gemma)
 max_eval_tokens = None
 bootstrap_samples = 1000
 device = "auto"
@@ -46,14 +50,17 @@ from IPython.display import Markdown, display
 
 from ttt_core import paper
 from ttt_core.config import StudyConfig
+from ttt_core.metrics import relative_change
+from ttt_core.models import PACKAGED
 from ttt_core.plots import plot_bpb_vs_k
-from ttt_core.study import prepare, run_ttt, summarize
+from ttt_core.study import prepare, run_ttt, summarize, ttt_change
 
 config = StudyConfig.from_namespace(globals())
 started = time.perf_counter()
 study = prepare(config)
 rows = run_ttt(study)
 table, intervals = summarize(study, rows)
+change = ttt_change(study, rows)  # paired on the same documents: k neighbours against none
 
 # %%
 print(f"model={config.model} embedder={config.embedder} k={config.k} documents={len(rows)} "
@@ -68,7 +75,7 @@ print(f"model={config.model} embedder={config.embedder} k={config.k} documents={
 summary = table.copy()
 summary.columns = [f"k={c}" for c in summary.columns]
 summary["change"] = table[config.k] - table[0]
-summary["change %"] = 100 * summary["change"] / table[0]
+summary["change %"] = relative_change(table[0], table[config.k])
 summary.insert(0, "Pile task", [study.pile_set_names.get(d, "") for d in summary.index])
 display(summary.round(4))
 
@@ -78,16 +85,24 @@ plot_bpb_vs_k(table, intervals, title=f"{config.model}, {config.embedder} index,
 
 # %%
 lower = int((summary.drop(index="Pile-weighted")["change"] < 0).sum())
-gpt2 = paper.PILE_ALL_BY_K["GPT-2 117M"]
+gpt2 = dict(zip(paper.KS, paper.PILE_ALL_BY_K["GPT-2 117M"]))
+what = PACKAGED[config.model].training if config.model in PACKAGED else "not a packaged model"
 display(Markdown(
-    f"Pile-weighted bits per byte: **{table.loc['Pile-weighted', 0]:.4f} before and "
-    f"{table.loc['Pile-weighted', config.k]:.4f} after** training on {config.k} neighbours "
-    f"({summary.loc['Pile-weighted', 'change %']:+.1f} %); lower on {lower} of {len(summary) - 1} domains. "
-    f"The paper's GPT-2 117M on the Pile (paper's numbers): {gpt2[0]} before, {gpt2[-1]} after 50 neighbours "
-    f"({100 * (gpt2[-1] / gpt2[0] - 1):+.1f} %)."))
+    f"Training {config.model} ({what}) on {config.k} neighbours changes bits per byte by **{change.describe()}**; "
+    f"the domain aggregate is lower on {lower} of {len(summary) - 1} domains. The paper's GPT-2 117M (a "
+    f"pretrained base model) on the Pile (paper's numbers): {gpt2[0]} before, "
+    + (f"{gpt2[config.k]} at k = {config.k} ({relative_change(gpt2[0], gpt2[config.k]):+.1f} %), " if config.k in gpt2 else "")
+    + f"{gpt2[50]} at k = 50 ({relative_change(gpt2[0], gpt2[50]):+.1f} %)."))
 
 # %% [markdown]
-# ## Bootstrap intervals (10-90 %, documents resampled within each domain) at k = 0 and k
+# ## Intervals
+# The finding above is paired: each document's bits per byte after training against its own before, the mean
+# of those relative changes with a 10-90 % bootstrap interval (documents resampled across all domains). Below,
+# the paper's unpaired intervals of each domain's level (documents resampled within each domain; with one
+# document per domain they collapse to a point).
+
+# %%
+display(pd.DataFrame([change.as_row()], index=[f"k={config.k} vs k=0"]).round(4))
 
 # %%
 ends = intervals[intervals["k"].isin([0, config.k])].pivot(index="domain", columns="k", values=["low", "high"])

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -35,6 +37,7 @@ work_dir = "artifacts"
 
 # %% tags=["hide-output"]
 import matplotlib.pyplot as plt
+import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
@@ -42,13 +45,15 @@ from ttt_core import paper
 from ttt_core.config import StudyConfig
 from ttt_core.plots import plot_bpb_vs_k, plot_training
 from ttt_core.results import training_frame
-from ttt_core.study import prepare, run_ttt, summarize
+from ttt_core.metrics import relative_change
+from ttt_core.study import prepare, run_ttt, summarize, ttt_change
 
 config = StudyConfig.from_namespace(globals())
 study = prepare(config)
 rows = run_ttt(study)
 table, intervals = summarize(study, rows)
 training = training_frame(rows)
+changes = {k: ttt_change(study, rows, k) for k in table.columns if k > 0}  # paired with k=0, same documents
 
 # %%
 print(f"{len(rows)} documents, k={config.k}, run key {config.run_key(study.corpus.fingerprint)}")
@@ -63,9 +68,16 @@ plot_bpb_vs_k(table, intervals, title=f"{config.model}: bits per byte against k"
 # Relative change from k = 0, per domain (negative is better), largest gains first:
 
 # %%
-relative = table.div(table[0], axis=0).sub(1).mul(100)
+relative = relative_change(table[0].to_numpy()[:, None], table).astype(float)
 relative.columns = [f"k={c}" for c in relative.columns]
 display(relative.sort_values(f"k={config.k}").round(2))
+
+# %% [markdown]
+# Paired change against k = 0 at each k: the mean over documents of each document's relative change, with its
+# 10-90 % bootstrap interval (documents resampled across all domains), and the Pile-weighted change.
+
+# %%
+display(pd.DataFrame([c.as_row() for c in changes.values()], index=[f"k={k}" for k in changes]).round(3))
 
 # %% [markdown]
 # ## Training loss per neighbour and cost per neighbour
@@ -97,17 +109,20 @@ display(paper.gpt2_tasks_frame().round(4))
 # ## What this run shows
 
 # %%
-overall = table.loc["Pile-weighted"]
 by_domain = relative.drop(index="Pile-weighted")[f"k={config.k}"].sort_values()
 top = [f"{d} ({study.pile_set_names.get(d, '?')}, {v:+.1f} %)" for d, v in by_domain.head(3).items()]
-paper_gpt2 = paper.PILE_ALL_BY_K["GPT-2 117M"]
+paper_gpt2 = dict(zip(paper.KS, paper.PILE_ALL_BY_K["GPT-2 117M"]))
 paper_top = paper.gpt2_tasks_frame().sort_values("change %").head(3)
+first = min(changes)
 display(Markdown(
-    f"On {len(rows)} test documents ({config.docs_per_domain} per domain), the Pile-weighted bits per byte of "
-    f"{config.model} fall from {overall[0]:.4f} at k = 0 to {overall[config.k]:.4f} at k = {config.k} "
-    f"({100 * (overall[config.k] / overall[0] - 1):+.1f} %), and are lower at k = {config.k} than at k = 0 on "
-    f"{int((by_domain < 0).sum())} of {len(by_domain)} domains. The largest relative gains are on "
-    f"{', '.join(top)}. In the paper (GPT-2 117M on the Pile, paper's numbers) Pile bits per byte fall from "
-    f"{paper_gpt2[0]} to {paper_gpt2[paper.KS.index(config.k)] if config.k in paper.KS else paper_gpt2[-1]} at "
-    f"k = {config.k if config.k in paper.KS else 50} and to {paper_gpt2[-1]} at k = 50, with the largest gains on "
-    f"{', '.join(f'{t} ({v:+.1f} %)' for t, v in paper_top['change %'].items())} at k = 50."))
+    f"On {len(rows)} test documents ({config.docs_per_domain} per domain), training {config.model} on "
+    f"{config.k} neighbours changes bits per byte by {changes[config.k].describe()}. With {first} neighbour(s) "
+    f"the change is {changes[first].percent:+.1f} % ({changes[first].percent_low:+.1f} to "
+    f"{changes[first].percent_high:+.1f} %). By domain, bits per byte are lower at k = {config.k} than at "
+    f"k = 0 on {int((by_domain < 0).sum())} of {len(by_domain)} domains; the largest relative gains are on "
+    f"{', '.join(top)} (domain figures rest on {config.docs_per_domain} document(s) each). In the paper "
+    f"(GPT-2 117M on the Pile, paper's numbers) Pile bits per byte fall from {paper_gpt2[0]} to "
+    + (f"{paper_gpt2[config.k]} at k = {config.k} "
+       f"({relative_change(paper_gpt2[0], paper_gpt2[config.k]):+.1f} %) and to " if config.k in paper_gpt2 else "")
+    + f"{paper_gpt2[50]} at k = 50 ({relative_change(paper_gpt2[0], paper_gpt2[50]):+.1f} %), with the largest "
+    f"gains on {', '.join(f'{t} ({v:+.1f} %)' for t, v in paper_top['change %'].items())} at k = 50."))

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -51,7 +53,7 @@ from IPython.display import Markdown, display
 
 from ttt_core.config import StudyConfig
 from ttt_core.index import build_index, exact_duplicates, load_embeddings, nested_subset
-from ttt_core.study import prepare, run_ttt, summarize
+from ttt_core.study import compare, prepare, run_ttt, ttt_change
 
 config = StudyConfig.from_namespace(globals())
 study = prepare(config)
@@ -115,26 +117,40 @@ fig.tight_layout()
 
 # %%
 def ttt_gain(sub_study) -> tuple[dict, list[dict]]:
-    """Pile-weighted bits per byte at k=0 and at gain_k over one index, and the per-document rows."""
+    """TTT-NN at gain_k over one index, paired with k=0 on the same documents, and the per-document rows."""
     rows = run_ttt(sub_study)
-    overall = summarize(sub_study, rows)[0].loc["Pile-weighted"]
-    return {"bpb k=0": overall[0], f"bpb k={gain_k}": overall[gain_k],
-            "gain %": 100 * (overall[0] - overall[gain_k]) / overall[0]}, rows
+    change = ttt_change(sub_study, rows)
+    return {"bpb k=0": change.pile_before, f"bpb k={gain_k}": change.pile_after, "Pile-weighted gain %": -change.pile,
+            "mean change %": change.percent, "low %": change.percent_low, "high %": change.percent_high,
+            "change": change}, rows
 
 
-gains = []
+gains, gain_rows = [], {}
 for fraction in [float(f) for f in gain_fractions.split(",")]:
     sub = dataclasses.replace(config, k=gain_k, docs_per_domain=gain_docs_per_domain, index_fraction=fraction)
-    gain, _ = ttt_gain(dataclasses.replace(study, config=sub, index=build_index(sub, study.corpus, study.embedder)))
+    gain, gain_rows[fraction] = ttt_gain(dataclasses.replace(study, config=sub,
+                                                             index=build_index(sub, study.corpus, study.embedder)))
     gains.append({"embedder": config.embedder, "fraction": fraction, **gain})
 gains = pd.DataFrame(gains)
-display(gains.round(4))
+display(gains.drop(columns="change").round(4))
 fig, ax = plt.subplots(figsize=(7, 4))
-sns.lineplot(data=gains, x="fraction", y="gain %", marker="o", ax=ax)
+ax.errorbar(gains["fraction"], gains["mean change %"], marker="o", capsize=4,
+            yerr=[gains["mean change %"] - gains["low %"], gains["high %"] - gains["mean change %"]])
+ax.axhline(0, color="grey", lw=0.8)
 ax.set_xscale("log")
 ax.set_xlabel("share of the train split indexed (log scale)")
-ax.set_ylabel(f"Pile-weighted bpb reduction at k={gain_k} (%)")
+ax.set_ylabel(f"bpb change per document at k={gain_k} (%), 10-90 %")
 fig.tight_layout()
+
+# %% [markdown]
+# The same documents trained on neighbours from the smallest and from the largest index: each document's bits
+# per byte after TTT-NN with the larger index against its bits per byte after TTT-NN with the smaller one
+# (negative: the larger index helps more).
+
+# %%
+small, large = gains["fraction"].min(), gains["fraction"].max()
+size_effect = compare(study, gain_rows[small], gain_k, gain_rows[large], gain_k)
+display(pd.DataFrame([size_effect.as_row()], index=[f"{large:.0%} vs {small:.0%} index, k={gain_k}"]).round(4))
 
 # %% [markdown]
 # ## Index quality: a weaker and a stronger embedder over the same subset
@@ -144,13 +160,13 @@ fig.tight_layout()
 # neighbour lists and the cost of embedding.
 
 # %%
-quality, neighbour_lists = [], {}
+quality, neighbour_lists, quality_rows = [], {}, {}
 for name in [config.embedder, compare_embedder] if compare_embedder else []:
     sub = dataclasses.replace(config, embedder=name, k=gain_k, docs_per_domain=gain_docs_per_domain,
                               index_fraction=compare_fraction)
     sub_study = prepare(sub)  # embeds only the subset for an embedder without a full index
-    gain, rows = ttt_gain(sub_study)
-    neighbour_lists[name] = {r["doc_id"]: set(r["neighbors"]) for r in rows}
+    gain, quality_rows[name] = ttt_gain(sub_study)
+    neighbour_lists[name] = {r["doc_id"]: set(r["neighbors"]) for r in quality_rows[name]}
     meta = sub_study.index.meta
     quality.append({"embedder": name, "dimensions": meta["dim"], "indexed documents": len(sub_study.index),
                     "embedding seconds per document": meta["embed_seconds"] / meta["embedded_documents"], **gain})
@@ -158,7 +174,10 @@ if quality:
     quality = pd.DataFrame(quality).set_index("embedder")
     weak, strong = neighbour_lists.values()
     overlap = np.mean([len(weak[d] & strong[d]) / gain_k for d in weak])
-    display(quality.round(4))
+    embedder_effect = compare(study, quality_rows[config.embedder], gain_k, quality_rows[compare_embedder], gain_k)
+    display(quality.drop(columns="change").round(4))
+    display(pd.DataFrame([embedder_effect.as_row()],
+                         index=[f"{compare_embedder} vs {config.embedder} neighbours, k={gain_k}"]).round(4))
     print(f"share of the {gain_k} neighbours both embedders retrieve: {overlap:.0%} "
           f"(mean over {len(weak)} test documents; index = {compare_fraction:.0%} of the train split)")
 
@@ -171,13 +190,16 @@ text = (f"Growing the index from {first['fraction']:.0%} to {last['fraction']:.0
         f"({first['indexed documents']} to {last['indexed documents']} documents) brings the nearest neighbour of "
         f"a held-out query from a mean squared distance of {first['mean distance to 1st neighbour']:.3f} to "
         f"{last['mean distance to 1st neighbour']:.3f}; {last['exact duplicates (d < 1e-4)']} of {len(queries)} "
-        f"queries have an exact duplicate in the full index. With k = {gain_k} the Pile-weighted gain of TTT-NN is "
-        + ", ".join(f"{g:.1f} % at {f:.0%}" for f, g in zip(gains["fraction"], gains["gain %"]))
-        + f" ({gain_docs_per_domain} test document(s) per domain, so single-document noise is large).")
+        f"queries have an exact duplicate in the full index. With k = {gain_k}, TTT-NN changes bits per byte by "
+        + "; ".join(f"{c.percent:+.1f} % ({c.percent_low:+.1f} to {c.percent_high:+.1f} %) with the {f:.0%} index"
+                    for f, c in zip(gains["fraction"], gains["change"]))
+        + f" (mean per-document change, 10-90 % interval, {gains['change'].iloc[0].n_documents} documents). "
+        f"On the same documents, training on neighbours from the {large:.0%} index instead of the {small:.0%} index "
+        f"changes bits per byte after TTT-NN by {size_effect.describe()}.")
 if len(quality):
-    text += (f" Over the same {compare_fraction:.0%} subset, the gain is {quality['gain %'].iloc[0]:.1f} % with "
-             f"{quality.index[0]} neighbours and {quality['gain %'].iloc[1]:.1f} % with {quality.index[1]} "
-             f"neighbours; the two share {overlap:.0%} of their neighbours.")
+    text += (f" Over the same {compare_fraction:.0%} subset, {compare_embedder} neighbours instead of "
+             f"{config.embedder} neighbours change bits per byte after TTT-NN by {embedder_effect.describe()}; "
+             f"the two embedders share {overlap:.0%} of their neighbours.")
 display(Markdown(text))
 
 # %% [markdown]

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -34,6 +36,7 @@ models = "smollm2-135m,gemma3-270m,qwen2.5-coder-0.5b"  # smallest first; traine
 score_only_models = "qwen2.5-coder-1.5b"  # scored at k=0 only on a CPU (trained too where CUDA is present)
 scaling_k = 5
 scaling_docs_per_domain = 1
+bos_ablation_models = ""  # also train these without BOS on training chunks (method version 1), e.g. "gemma3-270m"
 
 # %% tags=["hide-output"]
 import dataclasses
@@ -47,7 +50,9 @@ from IPython.display import Markdown, display
 
 from ttt_core import paper
 from ttt_core.config import StudyConfig
-from ttt_core.study import prepare, run_ttt, summarize
+from ttt_core.metrics import relative_change
+from ttt_core.models import PACKAGED
+from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 
 config = StudyConfig.from_namespace(globals())
 study = prepare(config)
@@ -55,12 +60,18 @@ trained = [m for m in models.split(",") if m]
 score_only = [m for m in score_only_models.split(",") if m]
 if torch.cuda.is_available():
     trained, score_only = trained + score_only, []
-tables, parameter_counts = {}, {}
+tables, model_rows, changes, parameter_counts, no_bos = {}, {}, {}, {}, {}
 for name in trained + score_only:
     run = dataclasses.replace(config, model=name, k=scaling_k if name in trained else 0,
                               docs_per_domain=scaling_docs_per_domain)
     model_study = dataclasses.replace(study, config=run, lm=None)
-    tables[name], _ = summarize(model_study, run_ttt(model_study))
+    model_rows[name] = run_ttt(model_study)
+    tables[name], _ = summarize(model_study, model_rows[name])
+    if name in trained:
+        changes[name] = ttt_change(model_study, model_rows[name])
+    if name in bos_ablation_models.split(","):  # the same run with training chunks as method version 1 made them
+        ablation = dataclasses.replace(model_study, config=dataclasses.replace(run, train_with_bos=False))
+        no_bos[name] = (run_ttt(ablation), model_study.language_model().bos_token_id is not None)
     parameter_counts[name] = sum(p.numel() for p in model_study.language_model().model.parameters())
     del model_study
     gc.collect()
@@ -78,9 +89,13 @@ for name, table in tables.items():
                      "after": table.loc[domain, trained_k] if trained_k > 0 else float("nan")})
 results = pd.DataFrame(rows)
 overall = results[results["domain"] == "Pile-weighted"].set_index("model")[["before", "after"]]
-overall["change %"] = 100 * (overall["after"] / overall["before"] - 1)
+overall["change %"] = relative_change(overall["before"], overall["after"])
+overall["mean change % per document"] = [changes[m].percent if m in changes else float("nan") for m in overall.index]
+overall["low %"] = [changes[m].percent_low if m in changes else float("nan") for m in overall.index]
+overall["high %"] = [changes[m].percent_high if m in changes else float("nan") for m in overall.index]
 overall["k"] = [tables[m].columns.max() for m in overall.index]
 overall["parameters (M)"] = [round(parameter_counts[m] / 1e6, 1) for m in overall.index]
+overall["training"] = [PACKAGED[m].training if m in PACKAGED else "test model" for m in overall.index]
 display(overall.round(4))
 display(results.pivot(index="domain", columns="model", values=["before", "after"]).round(4))
 
@@ -115,12 +130,17 @@ def gap_closed(small_before: float, small_after: float, large_before: float) -> 
 
 
 ladder = list(tables)
+pairs = [(small, large) for i, small in enumerate(ladder) for large in ladder[i + 1:] if small in trained]
+# Paired on the same documents: the smaller model after TTT-NN (B) against the larger model before it (A).
+reach = {(small, large): compare(study, model_rows[large], 0, model_rows[small], scaling_k) for small, large in pairs}
 comparison = pd.DataFrame([
     {"smaller": small, "larger": large, "smaller after TTT-NN": overall.loc[small, "after"],
      "larger before": overall.loc[large, "before"], "smaller before": overall.loc[small, "before"],
      "gap closed %": gap_closed(overall.loc[small, "before"], overall.loc[small, "after"], overall.loc[large, "before"]),
-     "reached": overall.loc[small, "after"] <= overall.loc[large, "before"]}
-    for i, small in enumerate(ladder) for large in ladder[i + 1:] if small in trained])
+     "reached": overall.loc[small, "after"] <= overall.loc[large, "before"],
+     "smaller after vs larger before, mean % per document": reach[small, large].percent,
+     "low %": reach[small, large].percent_low, "high %": reach[small, large].percent_high}
+    for small, large in pairs])
 display(comparison.round(4))
 
 # %% [markdown]
@@ -138,6 +158,28 @@ display(pd.DataFrame([{"smaller": small, "larger": large, "smaller after TTT-NN 
                       for large in ("GPT-2 Large 774M", "GPT-Neo 1.3B")]).round(4))
 
 # %% [markdown]
+# ## Training chunks with and without BOS
+# A tokenizer such as Gemma's puts `<bos>` in front of every text; the model never saw text without it in
+# pretraining. Since method version 2 every training chunk of such a model starts with BOS
+# (`train_with_bos=True`); `bos_ablation_models` runs the same documents, neighbours and k with the chunks of
+# method version 1 (no special tokens), so the effect of the fix is measured, not assumed.
+
+# %%
+bos_effects = {}
+for name, (rows_without, adds_bos) in no_bos.items():
+    without = ttt_change(dataclasses.replace(study, config=dataclasses.replace(config, k=scaling_k)), rows_without)
+    bos_effects[name] = (without, compare(study, rows_without, scaling_k, model_rows[name], scaling_k), adds_bos)
+if bos_effects:
+    display(pd.DataFrame([{"model": n, "tokenizer adds BOS": b, "TTT-NN change %, without BOS": w.percent,
+                           "low %": w.percent_low, "high %": w.percent_high,
+                           "TTT-NN change %, with BOS": changes[n].percent, "low % ": changes[n].percent_low,
+                           "high % ": changes[n].percent_high, "with vs without, after TTT-NN %": e.percent,
+                           "low  %": e.percent_low, "high  %": e.percent_high} for n, (w, e, b) in bos_effects.items()]
+                         ).set_index("model").round(3))
+else:
+    print("not run: set bos_ablation_models (for example gemma3-270m) to measure it")
+
+# %% [markdown]
 # ## What this run shows
 
 # %%
@@ -145,22 +187,25 @@ lines = [f"On {scaling_docs_per_domain} test document(s) in each of {len(study.c
          f"with k = {scaling_k} neighbours from the {config.embedder} index:"]
 for name in ladder:
     row = overall.loc[name]
-    after = f"{row['after']:.4f} after TTT-NN ({row['change %']:+.1f} %)" if row["k"] > 0 else "not trained here"
-    lines.append(f"- {name} ({row['parameters (M)']:.0f} M parameters): {row['before']:.4f} bits per byte before, {after}.")
-for _, c in comparison.iterrows():
+    after = (f"TTT-NN changes bits per byte by {changes[name].describe()}" if name in changes
+             else "not trained here")
+    lines.append(f"- {name} ({row['parameters (M)']:.0f} M parameters, {row['training']}): {row['before']:.4f} "
+                 f"bits per byte before; {after}.")
+for (small, large), effect in reach.items():
+    c = comparison[(comparison["smaller"] == small) & (comparison["larger"] == large)].iloc[0]
     verdict = "reaches" if c["reached"] else "does not reach"
     gap = "the larger was not better before" if pd.isna(c["gap closed %"]) else f"gap closed {c['gap closed %']:.0f} %"
-    lines.append(f"- {c['smaller']} after TTT-NN {verdict} {c['larger']} before it "
-                 f"({c['smaller after TTT-NN']:.4f} vs {c['larger before']:.4f}; {gap}).")
-lines.append(f"\nThe paper (other models, the Pile, k = 50): GPT-2 117M goes from {paper_k[small][0]} to "
-             f"{paper_k[small][50]}, below GPT-2 Large before TTT ({paper_k['GPT-2 Large 774M'][0]}) but not "
-             f"GPT-Neo 1.3B ({paper_k['GPT-Neo 1.3B'][0]}). Our ladder mixes families and training data "
-             f"(SmolLM2 and the Qwen models are instruct-tuned, see the methods page), so model size is not the "
-             f"only difference between its rungs.")
-worse = [m for m in trained if overall.loc[m, "change %"] > 0]
-if worse:  # a known difference between how BOS models are scored and trained; untested as a cause
-    lines.append(f"\n{', '.join(worse)} got worse after TTT-NN. Where a tokenizer adds a `<bos>` token (Gemma-3), "
-                 f"scoring prefixes each window with it (as lm-eval prefixes GPT-2's end-of-text), while training "
-                 f"chunks are the neighbour's tokens without special tokens, as GPT-2's tokenizer gives them; "
-                 f"whether that explains it has not been tested.")
+    lines.append(f"- {small} after TTT-NN {verdict} {large} before it in the Pile-weighted aggregate "
+                 f"({c['smaller after TTT-NN']:.4f} vs {c['larger before']:.4f}; {gap}); per document, {small} after "
+                 f"against {large} before: {effect.percent:+.1f} % ({effect.percent_low:+.1f} to "
+                 f"{effect.percent_high:+.1f} %, {'excludes' if effect.excludes_zero else 'includes'} zero).")
+for name, (without, effect, adds_bos) in bos_effects.items():
+    lines.append(f"- {name} without BOS on its training chunks (method version 1): {without.describe()}; with BOS, "
+                 f"bits per byte after TTT-NN differ from that run by {effect.describe()}.")
+gpt2 = paper_k["GPT-2 117M"]
+lines.append(f"\nThe paper (other models, the Pile, k = 50): GPT-2 117M goes from {gpt2[0]} to "
+             f"{gpt2[50]}, below GPT-2 Large before TTT ({paper_k['GPT-2 Large 774M'][0]}) but not "
+             f"GPT-Neo 1.3B ({paper_k['GPT-Neo 1.3B'][0]}). The paper's models are pretrained base models; our ladder "
+             f"mixes families, training data and tuning (the 'training' column), so model size is not the only "
+             f"difference between its rungs.")
 display(Markdown("\n".join(lines)))

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -43,17 +45,26 @@ from IPython.display import Markdown, display
 
 from ttt_core import paper
 from ttt_core.config import StudyConfig
-from ttt_core.study import prepare, run_ttt, summarize
+from ttt_core.metrics import bootstrap_mean, document_changes, documents_at, relative_change
+from ttt_core.results import long_frame
+from ttt_core.study import prepare, run_ttt, summarize, ttt_change
 
 config = StudyConfig.from_namespace(globals())
 config = dataclasses.replace(config, k=leakage_k, docs_per_domain=leakage_docs_per_domain)
 study = prepare(config)
-tables = {}
+tables, changes, per_document = {}, {}, {}
 for split in (False, True):
     protocol = dataclasses.replace(study, config=dataclasses.replace(config, split_query=split))
-    tables["split: first half queries, rest scored" if split else "whole document queries and is scored"], _ = \
-        summarize(protocol, run_ttt(protocol))
+    name = "split: first half queries, rest scored" if split else "whole document queries and is scored"
+    rows = run_ttt(protocol)
+    tables[name], _ = summarize(protocol, rows)
+    changes[name] = ttt_change(protocol, rows)  # paired with k=0 within the protocol
+    frame = long_frame(rows)
+    per_document[name] = document_changes(documents_at(frame, 0), documents_at(frame, leakage_k))
     study.lm = protocol.lm  # load the model once for both protocols
+# The two protocols score different text, so they are compared by each document's relative gain.
+whole_name, split_name = tables
+difference = bootstrap_mean(per_document[split_name] - per_document[whole_name], config.bootstrap_samples, config.seed)
 
 # %% [markdown]
 # ## Pile-weighted bits per byte against k in both protocols
@@ -62,12 +73,12 @@ for split in (False, True):
 
 # %%
 curves = pd.DataFrame([{"protocol": name, "k": k, "bpb": table.loc["Pile-weighted", k],
-                        "change %": 100 * (table.loc["Pile-weighted", k] / table.loc["Pile-weighted", 0] - 1)}
+                        "change %": relative_change(table.loc["Pile-weighted", 0], table.loc["Pile-weighted", k])}
                        for name, table in tables.items() for k in table.columns])
 display(curves.pivot(index="k", columns="protocol", values=["bpb", "change %"]).round(4))
 paper_curves = paper.pile_all_frame()
 paper_curves = paper_curves[paper_curves["model"].str.startswith("GPT-2 117M")].copy()
-paper_curves["change %"] = 100 * (paper_curves["bpb"] / paper_curves.groupby("model")["bpb"].transform("first") - 1)
+paper_curves["change %"] = relative_change(paper_curves.groupby("model")["bpb"].transform("first"), paper_curves["bpb"])
 
 fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
 sns.lineplot(data=curves, x="k", y="change %", hue="protocol", marker="o", ax=axes[0])
@@ -83,7 +94,7 @@ fig.tight_layout()
 # ## Per domain at k
 
 # %%
-per_domain = pd.DataFrame({name: 100 * (table[table.columns.max()] / table[0] - 1) for name, table in tables.items()})
+per_domain = pd.DataFrame({name: relative_change(table[0], table[table.columns.max()]) for name, table in tables.items()})
 per_domain.columns = [f"{c}: change % at k={leakage_k}" for c in per_domain.columns]
 display(per_domain.round(2))
 
@@ -91,12 +102,17 @@ display(per_domain.round(2))
 # ## What this run shows
 
 # %%
-whole, split = (curves[(curves["protocol"] == p) & (curves["k"] == leakage_k)]["change %"].item() for p in tables)
-paper_whole, paper_split = (100 * (v[-1] / v[0] - 1) for v in (paper.PILE_ALL_BY_K["GPT-2 117M"],
-                                                              paper.PILE_ALL_BY_K["GPT-2 117M split (leakage control)"]))
+display(pd.DataFrame([c.as_row() for c in changes.values()], index=list(changes)).round(4))
+paper_whole, paper_split = (relative_change(v[0], v[-1]) for v in (paper.PILE_ALL_BY_K["GPT-2 117M"],
+                                                                  paper.PILE_ALL_BY_K["GPT-2 117M split (leakage control)"]))
+mean_diff, low_diff, high_diff = difference
 display(Markdown(
-    f"With {leakage_k} neighbours, the Pile-weighted bits per byte change by **{whole:+.1f} %** when the whole "
-    f"document is the query and the scored text, and by **{split:+.1f} %** when only its first half is the "
-    f"query and only the second half is scored ({len(study.corpus.domains)} domains, {leakage_docs_per_domain} "
-    f"test document(s) each). The paper's GPT-2 117M changes by {paper_whole:+.1f} % (whole document) and "
-    f"{paper_split:+.1f} % (split) at k = 50 on the Pile (paper's numbers, other model and corpus)."))
+    f"With {leakage_k} neighbours, bits per byte change by **{changes[whole_name].describe()}** when the whole "
+    f"document is the query and the scored text, and by **{changes[split_name].describe()}** when only its first "
+    f"half is the query and only the second half is scored ({len(study.corpus.domains)} domains, "
+    f"{leakage_docs_per_domain} test document(s) each). Per document, the split protocol's relative change minus "
+    f"the whole-document protocol's is {mean_diff:+.1f} points (10-90 % interval {low_diff:+.1f} to {high_diff:+.1f}; "
+    + ("the interval excludes zero" if high_diff < 0 or low_diff > 0 else
+       "the interval includes zero, so this run cannot tell the two protocols apart")
+    + f"). The paper's GPT-2 117M changes by {paper_whole:+.1f} % (whole document) and {paper_split:+.1f} % (split) "
+    f"at k = 50 on the Pile (paper's numbers, other model and corpus)."))

@@ -40,6 +40,7 @@ def executed_book(tmp_path_factory):
                   device="cpu", fractions="0.1,0.5,1.0", gain_fractions="0.5,1.0", gain_k=2, r_max=50,
                   models="tiny-llama,tiny-gpt2", score_only_models="tiny-gpt2", scaling_k=2,
                   compare_embedder="tiny-bert-large", compare_fraction=0.5, leakage_k=2,
+                  bos_ablation_models="tiny-llama",
                   provenance_models="smollm2-135m")
     (root / "book" / "executed").mkdir()
     for name in NOTEBOOKS:
@@ -73,17 +74,22 @@ def test_every_experiment_chapter_shows_a_figure(executed_book, name):
 
 
 @pytest.mark.parametrize("name, phrases", [
-    ("02_ttt", ["Pile-weighted bits per byte: **", "The paper's GPT-2 117M on the Pile"]),
-    ("03_neighbors", ["The largest relative gains are on", "In the paper (GPT-2 117M"]),
-    ("04_index_size", ["Growing the index from 10% to 100%", "neighbours; the two share"]),
-    ("05_model_scaling", ["tiny-llama after TTT-NN", "tiny-gpt2", "The paper (other models"]),
-    ("06_leakage_control", ["when only its first half is the query", "The paper's GPT-2 117M changes"]),
+    ("02_ttt", ["per document on average (10-90 % bootstrap interval", "The paper's GPT-2 117M (a pretrained base"]),
+    ("03_neighbors", ["the largest relative gains are on", "per document on average", "In the paper (GPT-2 117M"]),
+    ("04_index_size", ["Growing the index from 10% to 100%", "instead of the 50% index changes bits per byte after",
+                       "the two embedders share"]),
+    ("05_model_scaling", ["tiny-llama after TTT-NN", "tiny-gpt2", "per document on average", "(10-90 % bootstrap",
+                          "without BOS on its training chunks", "The paper (other models"]),
+    ("06_leakage_control", ["when only its first half is the query", "the split protocol's relative change minus",
+                            "The paper's GPT-2 117M changes"]),
 ])
 def test_chapters_state_what_our_run_shows_from_its_own_numbers(executed_book, name, phrases):
     nb = nbformat.read(executed_book / "book" / "executed" / f"{name}.ipynb", as_version=4)
     text = "".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.outputs)
     assert all(p in text for p in phrases), text[:2000]
+    # every stated comparison carries an interval and says whether it excludes zero
+    assert "interval" in text and ("excludes zero" in text or "includes zero" in text), text[:2000]
 
 
 def test_the_book_builds_without_warnings(executed_book):
