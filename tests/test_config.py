@@ -58,3 +58,17 @@ def test_every_deviation_is_a_parameter_with_a_paper_value():
     rows = config.deviations()
     assert [r["parameter"] for r in rows] == [d.parameter for d in DEVIATIONS]
     assert all(hasattr(config, r["parameter"]) for r in rows)
+
+
+def test_parameter_files_name_only_known_parameters():
+    """`make` prepares from params/*.yml: experiment parameters of a notebook pass, a typo is an error."""
+    import yaml
+
+    from conftest import ROOT
+    from ttt_core.__main__ import study_parameters
+
+    for path in (ROOT / "params").glob("*.yml"):
+        StudyConfig.from_params(**study_parameters(yaml.safe_load(path.read_text()))).validate()
+    assert study_parameters({"k": 5, "leakage_k": 5}) == {"k": 5}
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['leakage_kk'\]"):
+        study_parameters({"leakage_kk": 5})

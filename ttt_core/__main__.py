@@ -3,12 +3,37 @@ the corpus and the index of a configuration (what the notebooks would otherwise 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import time
+from pathlib import Path
 
 import yaml
 
 from .config import StudyConfig
 from .study import prepare
+
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def notebook_parameters(folder: Path = NOTEBOOKS) -> set[str]:
+    """Names the notebooks' parameters cells declare (experiment parameters such as gain_k live only there)."""
+    names = set()
+    for script in folder.glob("*.py"):
+        cell = re.search(r'# %% tags=\["parameters"\]\n(.*?)(?=\n# %%)', script.read_text(), re.S)
+        names |= set(re.findall(r"^(\w+)\s*=", cell.group(1), re.M)) if cell else set()
+    return names
+
+
+def study_parameters(params: dict) -> dict:
+    """The StudyConfig fields of a parameter file; a name no notebook declares either is a typo: an error."""
+    fields = {f.name for f in dataclasses.fields(StudyConfig)}
+    unknown = sorted(set(params) - fields - notebook_parameters())
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} in the parameter file: neither a StudyConfig field "
+                         f"{sorted(fields - {'extra'})} nor a parameter of a notebook ({sorted(notebook_parameters())})")
+    return {k: v for k, v in params.items() if k in fields}
 
 
 def main(argv=None) -> None:
@@ -19,7 +44,7 @@ def main(argv=None) -> None:
     with open(args.params) as f:
         params = yaml.safe_load(f) or {}
     started = time.perf_counter()
-    study = prepare(StudyConfig.from_params(**params))
+    study = prepare(StudyConfig.from_params(**study_parameters(params)))
     lm = study.language_model()  # assembles and converts the packaged LM once
     print(f"corpus {study.corpus.path} ({len(study.corpus)} documents), index {len(study.index)} vectors, "
           f"model {lm.name} ({lm.n_params / 1e6:.1f} M parameters) ready in {time.perf_counter() - started:.0f} s")
