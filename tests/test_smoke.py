@@ -49,3 +49,23 @@ def test_minilm_embeds_similar_sentences_close():
     assert v.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert v[0] @ v[1] > 0.4 > v[0] @ v[2]
+
+
+def test_bits_per_byte_equal_lm_evaluation_harness_on_a_long_text(smollm):
+    """SmolLM2 on more than 2,000 tokens in 256-token windows: ours against lm-eval 0.4's own implementation."""
+    import argparse
+    import inspect
+
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    text = inspect.getsource(argparse)[:9000]  # a fixed text every Python ships
+    ours = score_text(smollm, text, eval_context=256)
+    assert ours["n_tokens"] >= 2000
+    harness = HFLM(pretrained=smollm.model, tokenizer=smollm.tokenizer, max_length=256, batch_size=1, device="cpu")
+    assert harness.prefix_token_id == smollm.prefix_token_id  # lm-eval's rule: BOS, else EOS
+    [theirs] = harness.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)], disable_tqdm=True)
+    relative = abs(ours["loglik"] - theirs) / abs(theirs)
+    print(f"SmolLM2 {ours['n_tokens']} tokens, 256-token windows: ours {bits_per_byte(ours['loglik'], ours['n_bytes']):.6f}"
+          f" vs lm-eval {bits_per_byte(theirs, ours['n_bytes']):.6f} bits per byte, relative difference {relative:.2e}")
+    assert relative < 1e-4

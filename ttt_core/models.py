@@ -376,8 +376,32 @@ def load_language_model(name: str, work_dir: Path | str = "artifacts", device: s
     model.to(dev).eval()  # from_config models start in train mode; training switches explicitly
     cfg = model.config
     context = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 1024
-    return LanguageModel(model, tok, name, dev, int(context), scoring_prefix_token(tok, score_prefix), record,
-                         added_bos_token(tok))
+    lm = LanguageModel(model, tok, name, dev, int(context), scoring_prefix_token(tok, score_prefix), record,
+                       added_bos_token(tok))
+    if source == "packaged":
+        check_plausible(lm)
+    return lm
+
+
+PLAUSIBILITY_TEXT = ("The history of the city goes back more than two thousand years. It was founded on the banks of "
+                     "the river, where merchants met to trade grain, wine and cloth, and it grew into a busy port.")
+
+
+def check_plausible(lm: LanguageModel, limit: float = 3.0) -> float:
+    """Bits per byte of a plain English paragraph; a pretrained model scores it near 1. A GGUF conversion that
+    went wrong (seen once: Gemma-3 at 9 bits per byte under another transformers version) fails here, before
+    any result is computed with it, instead of showing up as a too-good TTT-NN gain."""
+    from .metrics import bits_per_byte, score_text
+
+    score = score_text(lm, PLAUSIBILITY_TEXT)
+    bpb = bits_per_byte(score["loglik"], score["n_bytes"])
+    if not bpb < limit:
+        import transformers
+
+        raise RuntimeError(f"{lm.name} scores {bpb:.2f} bits per byte on plain English (a pretrained model: about 1; "
+                           f"limit {limit}); its weights did not load correctly on {lm.device} with transformers "
+                           f"{transformers.__version__} (this project pins the version in pyproject.toml)")
+    return bpb
 
 
 # ---------------------------------------------------------------------------------------------- embedders
