@@ -91,7 +91,7 @@ display(Markdown(
     f"Training {config.model} ({what}) on {config.k} neighbours changes bits per byte by **{change.describe()}**; "
     f"the domain aggregate is lower on {lower} of {len(summary) - 1} domains. The paper's GPT-2 117M (a "
     f"pretrained base model) on the Pile (paper's numbers): {gpt2[0]} before, "
-    + (f"{gpt2[config.k]} at k = {config.k} ({relative_change(gpt2[0], gpt2[config.k]):+.1f} %), " if config.k in gpt2 else "")
+    + (f"{gpt2[config.k]} at k = {config.k} ({relative_change(gpt2[0], gpt2[config.k]):+.1f} %), " if config.k in gpt2 and config.k != 50 else "")
     + f"{gpt2[50]} at k = 50 ({relative_change(gpt2[0], gpt2[50]):+.1f} %)."))
 
 # %% [markdown]

@@ -49,6 +49,8 @@ from ttt_core.metrics import relative_change
 from ttt_core.study import prepare, run_ttt, summarize, ttt_change
 
 config = StudyConfig.from_namespace(globals())
+if config.k < 1:
+    raise ValueError(f"invalid k={config.k}: this chapter plots bits per byte against k, so k must be >= 1")
 study = prepare(config)
 rows = run_ttt(study)
 table, intervals = summarize(study, rows)
@@ -110,7 +112,7 @@ display(paper.gpt2_tasks_frame().round(4))
 
 # %%
 by_domain = relative.drop(index="Pile-weighted")[f"k={config.k}"].sort_values()
-top = [f"{d} ({study.pile_set_names.get(d, '?')}, {v:+.1f} %)" for d, v in by_domain.head(3).items()]
+top = [f"{d} ({study.pile_set_names.get(d, '?')}, {v:+.1f} %)" for d, v in by_domain.head(3).items() if v < 0]
 paper_gpt2 = dict(zip(paper.KS, paper.PILE_ALL_BY_K["GPT-2 117M"]))
 paper_top = paper.gpt2_tasks_frame().sort_values("change %").head(3)
 first = min(changes)
@@ -120,9 +122,9 @@ display(Markdown(
     f"the change is {changes[first].percent:+.1f} % ({changes[first].percent_low:+.1f} to "
     f"{changes[first].percent_high:+.1f} %). By domain, bits per byte are lower at k = {config.k} than at "
     f"k = 0 on {int((by_domain < 0).sum())} of {len(by_domain)} domains; the largest relative gains are on "
-    f"{', '.join(top)} (domain figures rest on {config.docs_per_domain} document(s) each). In the paper "
+    f"{', '.join(top) or 'none (no domain improved)'} (domain figures rest on {config.docs_per_domain} document(s) each). In the paper "
     f"(GPT-2 117M on the Pile, paper's numbers) Pile bits per byte fall from {paper_gpt2[0]} to "
     + (f"{paper_gpt2[config.k]} at k = {config.k} "
-       f"({relative_change(paper_gpt2[0], paper_gpt2[config.k]):+.1f} %) and to " if config.k in paper_gpt2 else "")
+       f"({relative_change(paper_gpt2[0], paper_gpt2[config.k]):+.1f} %) and to " if config.k in paper_gpt2 and config.k != 50 else "")
     + f"{paper_gpt2[50]} at k = 50 ({relative_change(paper_gpt2[0], paper_gpt2[50]):+.1f} %), with the largest "
     f"gains on {', '.join(f'{t} ({v:+.1f} %)' for t, v in paper_top['change %'].items())} at k = 50."))

@@ -69,7 +69,7 @@ for name in trained + score_only:
     tables[name], _ = summarize(model_study, model_rows[name])
     if name in trained:
         changes[name] = ttt_change(model_study, model_rows[name])
-    if name in bos_ablation_models.split(","):  # the same run with training chunks as method version 1 made them
+    if name in trained and name in bos_ablation_models.split(","):  # the same run with training chunks as method version 1 made them
         ablation = dataclasses.replace(model_study, config=dataclasses.replace(run, train_with_bos=False))
         no_bos[name] = (run_ttt(ablation), model_study.language_model().bos_token_id is not None)
     parameter_counts[name] = sum(p.numel() for p in model_study.language_model().model.parameters())

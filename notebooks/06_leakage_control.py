@@ -62,14 +62,15 @@ for split in (False, True):
     frame = long_frame(rows)
     per_document[name] = document_changes(documents_at(frame, 0), documents_at(frame, leakage_k))
     study.lm = protocol.lm  # load the model once for both protocols
-# The two protocols score different text, so they are compared by each document's relative gain.
+# The two protocols score different text, so they are compared by each document's relative change (split minus
+# whole: negative means the split protocol improved more).
 whole_name, split_name = tables
 difference = bootstrap_mean(per_document[split_name] - per_document[whole_name], config.bootstrap_samples, config.seed)
 
 # %% [markdown]
 # ## Pile-weighted bits per byte against k in both protocols
 # The two protocols score different text (the whole document vs its second half), so their levels differ;
-# what matters is the relative gain from k = 0.
+# what matters is the relative change from k = 0.
 
 # %%
 curves = pd.DataFrame([{"protocol": name, "k": k, "bpb": table.loc["Pile-weighted", k],

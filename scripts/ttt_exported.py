@@ -3,7 +3,7 @@
     # here, where the corpus and index are built: test documents and their k nearest neighbours as JSON
     .venv/bin/python scripts/ttt_exported.py export -f params/study.yml --k 20 --docs-per-domain 3 --out run.json
     # there: the same TTT-NN code (ttt_core.ttt.test_time_train), one pass per variant of the configuration
-    python scripts/ttt_exported.py run run.json --model gemma3-270m --variants train_with_bos=True,train_with_bos=False
+    python scripts/ttt_exported.py run run.json --model gemma3-270m --variants train_with_bos=True train_with_bos=False
 
 `run` writes one JSON line per document and variant (the rows the study's results store holds) and prints each
 variant's paired change against k = 0 and each variant against the first, with `ttt_core.metrics`. Retrieval is

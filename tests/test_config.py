@@ -72,3 +72,9 @@ def test_parameter_files_name_only_known_parameters():
     assert study_parameters({"k": 5, "leakage_k": 5}) == {"k": 5}
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['leakage_kk'\]"):
         study_parameters({"leakage_kk": 5})
+
+
+def test_with_carried_adam_moments_the_sampled_documents_are_part_of_the_run_key():
+    fresh = [StudyConfig(docs_per_domain=n).run_key("fp") for n in (1, 2)]
+    carried = [StudyConfig(docs_per_domain=n, reset_optimizer=False).run_key("fp") for n in (1, 2)]
+    assert fresh[0] == fresh[1] and carried[0] != carried[1]

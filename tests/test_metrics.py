@@ -163,3 +163,14 @@ def test_rolling_bits_per_byte_equal_lm_evaluation_harness(tmp_path):
     request = Instance(request_type="loglikelihood_rolling", doc={}, arguments=(text,), idx=0)
     [theirs] = harness.loglikelihood_rolling([request], disable_tqdm=True)
     assert ours["loglik"] == pytest.approx(theirs, rel=1e-5)
+
+
+def test_pile_interval_pairs_each_document_with_itself():
+    """Every document 3 % better: paired draws give exactly -3 % in every resample, also when the after-frame's
+    rows come in another order; unpaired draws would spread."""
+    frame = pd.concat([one_document_per_domain(), one_document_per_domain().assign(doc_id=lambda f: f.doc_id + "b")])
+    before = frame[frame.k == 0].assign(k=1)
+    after = before.assign(loglik=before.loglik * 0.97).sample(frac=1, random_state=0)
+    change = paired_change(documents_at(before, 1), documents_at(after, 1), NAMES, samples=300)
+    assert change.pile == pytest.approx(-3.0) and change.percent == pytest.approx(-3.0)
+    assert change.pile_low == pytest.approx(-3.0) and change.pile_high == pytest.approx(-3.0)

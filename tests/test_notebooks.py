@@ -38,9 +38,9 @@ def executed_book(tmp_path_factory):
     params = dict(model="tiny-llama", embedder="tiny-bert", corpus=str(pile), k=3, docs_per_domain=1,
                   chunk_chars=300, learning_rate=1e-3, bootstrap_samples=20, work_dir=str(root / "work"),
                   device="cpu", fractions="0.1,0.5,1.0", gain_fractions="0.5,1.0", gain_k=2, r_max=50,
-                  models="tiny-llama,tiny-gpt2", score_only_models="tiny-gpt2", scaling_k=2,
+                  models="tiny-llama-bos,tiny-gpt2", score_only_models="tiny-gpt2", scaling_k=2,
                   compare_embedder="tiny-bert-large", compare_fraction=0.5, leakage_k=2,
-                  bos_ablation_models="tiny-llama",
+                  bos_ablation_models="tiny-llama-bos",
                   provenance_models="smollm2-135m")
     (root / "book" / "executed").mkdir()
     for name in NOTEBOOKS:
@@ -78,7 +78,7 @@ def test_every_experiment_chapter_shows_a_figure(executed_book, name):
     ("03_neighbors", ["the largest relative gains are on", "per document on average", "In the paper (GPT-2 117M"]),
     ("04_index_size", ["Growing the index from 10% to 100%", "instead of the 50% index changes bits per byte after",
                        "the two embedders share"]),
-    ("05_model_scaling", ["tiny-llama after TTT-NN", "tiny-gpt2", "per document on average", "(10-90 % bootstrap",
+    ("05_model_scaling", ["tiny-llama-bos after TTT-NN", "tiny-gpt2", "per document on average", "(10-90 % bootstrap",
                           "without BOS on its training chunks", "The paper (other models"]),
     ("06_leakage_control", ["when only its first half is the query", "the split protocol's relative change minus",
                             "The paper's GPT-2 117M changes"]),

@@ -69,3 +69,14 @@ def test_bits_per_byte_equal_lm_evaluation_harness_on_a_long_text(smollm):
     print(f"SmolLM2 {ours['n_tokens']} tokens, 256-token windows: ours {bits_per_byte(ours['loglik'], ours['n_bytes']):.6f}"
           f" vs lm-eval {bits_per_byte(theirs, ours['n_bytes']):.6f} bits per byte, relative difference {relative:.2e}")
     assert relative < 1e-4
+
+
+def test_packaged_models_are_checked_for_plausible_bits_per_byte(monkeypatch):
+    import ttt_core.models as models
+
+    def refuse(lm, limit=3.0):
+        raise RuntimeError("checked")
+
+    monkeypatch.setattr(models, "check_plausible", refuse)
+    with pytest.raises(RuntimeError, match="checked"):
+        load_language_model("smollm2-135m", WORK, device="cpu")

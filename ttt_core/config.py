@@ -176,7 +176,10 @@ class StudyConfig:
     def result_inputs(self, corpus_fingerprint: str) -> dict:
         """Everything that changes a per-document result (not how many documents are run, nor where)."""
         d = self.as_dict()
-        for name in ("docs_per_domain", "domains", "bootstrap_samples", "device", "work_dir"):
+        # With carried Adam moments (reset_optimizer=False) a document's result depends on the documents before
+        # it, so the sampled documents are part of what changes a result.
+        scale = ("docs_per_domain", "domains") if self.reset_optimizer else ()
+        for name in scale + ("bootstrap_samples", "device", "work_dir"):
             d.pop(name)
         d["corpus_fingerprint"] = corpus_fingerprint
         d["method_version"] = METHOD_VERSION

@@ -6,6 +6,7 @@ expensive work so that a typo fails in a second, not after an hour of embedding.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 
 import pandas as pd
@@ -77,6 +78,9 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
             if doc["id"] not in store and row and any(e["k"] == config.k for e in row["evals"]):
                 store.append(cut_row(row, config.k))
     pending = [d for d in docs if d["id"] not in store]
+    if pending and not config.reset_optimizer and len(pending) < len(docs):
+        warnings.warn("resuming a run with reset_optimizer=False: the Adam moments carried from the finished "
+                      "documents are lost, so the remaining rows are not what an uninterrupted run gives")
     if pending:
         lm = study.language_model()
         shared_optimizer = None if config.reset_optimizer else make_optimizer(lm.model, config)
