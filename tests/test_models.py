@@ -62,6 +62,19 @@ def test_scoring_prefix_follows_lm_eval_bos_else_eos():
         scoring_prefix_token(with_bos, "<nope>")
 
 
+def test_endoftext_is_found_also_when_it_is_the_unknown_token():
+    """SmolLM2's tokenizer uses <|endoftext|> (id 0) as its unk token too."""
+    from transformers import PreTrainedTokenizerFast
+
+    plain = byte_tokenizer()
+    tok = PreTrainedTokenizerFast(tokenizer_object=plain.backend_tokenizer, unk_token="<|endoftext|>",
+                                  eos_token="<pad>", bos_token="<bos>")
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    assert tok.unk_token_id == eot and scoring_prefix_token(tok, "endoftext") == eot != scoring_prefix_token(tok)
+    with pytest.raises(ValueError, match="invalid score_prefix"):
+        scoring_prefix_token(tok, "<nope>")
+
+
 def test_score_prefix_reaches_the_loaded_model(tmp_path):
     lm = load_language_model("tiny-llama-bos", tmp_path, device="cpu", score_prefix="endoftext")
     assert lm.prefix_token_id == lm.tokenizer.convert_tokens_to_ids("<|endoftext|>")

@@ -307,7 +307,8 @@ def scoring_prefix_token(tokenizer, rule: str = "lm-eval") -> int:
         return lm_eval_rule()
     token = "<|endoftext|>" if rule == "endoftext" else rule
     token_id = tokenizer.convert_tokens_to_ids(token)
-    if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+    # An unknown token maps to the unk id; SmolLM2's unk token *is* <|endoftext|>, so compare the round trip.
+    if isinstance(token_id, int) and tokenizer.convert_ids_to_tokens(token_id) == token:
         return token_id
     if rule == "endoftext":
         return lm_eval_rule()
