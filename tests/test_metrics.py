@@ -174,3 +174,10 @@ def test_pile_interval_pairs_each_document_with_itself():
     change = paired_change(documents_at(before, 1), documents_at(after, 1), NAMES, samples=300)
     assert change.pile == pytest.approx(-3.0) and change.percent == pytest.approx(-3.0)
     assert change.pile_low == pytest.approx(-3.0) and change.pile_high == pytest.approx(-3.0)
+
+
+def test_one_document_is_never_a_finding():
+    frame = one_document_per_domain()
+    change = ttt_change(frame[frame.doc_id == "d0"], 1, NAMES, samples=50)
+    assert change.percent_low == change.percent_high and not change.excludes_zero
+    assert "one document gives no interval" in change.describe()

@@ -182,11 +182,13 @@ class PairedChange:
 
     @property
     def excludes_zero(self) -> bool:
-        return self.percent_high < 0 or self.percent_low > 0
+        """One document has no interval: never a finding."""
+        return self.n_documents > 1 and (self.percent_high < 0 or self.percent_low > 0)
 
     def describe(self) -> str:
         """One sentence fragment, the same words in every chapter."""
         verdict = ("the interval excludes zero" if self.excludes_zero else
+                   "one document gives no interval, so this is not a finding" if self.n_documents < 2 else
                    "the interval includes zero, so this run cannot tell it from no change")
         return (f"{self.percent:+.1f} % per document on average (10-90 % bootstrap interval {self.percent_low:+.1f} "
                 f"to {self.percent_high:+.1f} %, {self.n_documents} documents; {verdict}; lower on "
