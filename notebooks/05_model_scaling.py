@@ -167,7 +167,7 @@ display(pd.DataFrame([{"smaller": small, "larger": large, "smaller after TTT-NN 
 # %%
 bos_effects = {}
 for name, (rows_without, adds_bos) in no_bos.items():
-    without = ttt_change(dataclasses.replace(study, config=dataclasses.replace(config, k=scaling_k)), rows_without)
+    without = ttt_change(study, rows_without, scaling_k)
     bos_effects[name] = (without, compare(study, rows_without, scaling_k, model_rows[name], scaling_k), adds_bos)
 if bos_effects:
     display(pd.DataFrame([{"model": n, "tokenizer adds BOS": b, "TTT-NN change %, without BOS": w.percent,

@@ -22,12 +22,12 @@ import yaml
 
 
 def export(args) -> None:
+    from ttt_core.__main__ import study_parameters
     from ttt_core.config import StudyConfig
     from ttt_core.retrieve import retrieve
     from ttt_core.study import prepare
 
-    params = yaml.safe_load(Path(args.params).read_text()) if args.params else {}
-    params = {k: v for k, v in params.items() if k in {f.name for f in dataclasses.fields(StudyConfig)}}
+    params = study_parameters(yaml.safe_load(Path(args.params).read_text()) if args.params else {})
     config = StudyConfig.from_params(**{**params, "k": args.k, "docs_per_domain": args.docs_per_domain})
     study = prepare(config)
     docs = study.corpus.test_documents(config.docs_per_domain, config.seed, config.domains)
@@ -71,8 +71,7 @@ def run(args) -> None:
         Path(args.gguf).replace(cache / args.gguf_name)
         models.check_installed = lambda spec: None  # hash verified above; assemble_packaged verifies it again
     exported = json.loads(Path(args.exported).read_text())
-    base = StudyConfig.from_params(**{k: tuple(v) if isinstance(v, list) else v
-                                      for k, v in exported["config"].items()})
+    base = StudyConfig.from_params(**exported["config"])  # from_params turns JSON lists back into tuples
     base = dataclasses.replace(base, model=args.model, device=args.device, work_dir=args.work_dir).validate()
     lm = load_language_model(base.model, base.work_path, base.device, base.seed, base.score_prefix)
     print(f"{base.model} on {lm.device} ({torch.cuda.get_device_name() if lm.device.type == 'cuda' else 'cpu'}), "

@@ -28,11 +28,11 @@ def notebook_parameters(folder: Path = NOTEBOOKS) -> set[str]:
 
 def study_parameters(params: dict) -> dict:
     """The StudyConfig fields of a parameter file; a name no notebook declares either is a typo: an error."""
-    fields = {f.name for f in dataclasses.fields(StudyConfig)}
-    unknown = sorted(set(params) - fields - notebook_parameters())
+    fields, declared = {f.name for f in dataclasses.fields(StudyConfig)}, notebook_parameters()
+    unknown = sorted(set(params) - fields - declared)
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} in the parameter file: neither a StudyConfig field "
-                         f"{sorted(fields - {'extra'})} nor a parameter of a notebook ({sorted(notebook_parameters())})")
+                         f"{sorted(fields - {'extra'})} nor a parameter of a notebook ({sorted(declared)})")
     return {k: v for k, v in params.items() if k in fields}
 
 
