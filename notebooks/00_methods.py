@@ -27,10 +27,10 @@ embedder = "minilm"
 corpus = "minipile"
 domains = ""
 docs_per_domain = 1
-max_length = 512
+max_length = 1024
 learning_rate = 2e-5
 seed = 0
-chunk_chars = 1200
+chunk_bytes = 1000
 domain_bytes = 250_000
 reset_optimizer = True
 score_prefix = "lm-eval"  # first scoring window: lm-eval 0.4 (BOS, else EOS), "endoftext", or a token
@@ -46,7 +46,7 @@ import pandas as pd
 from IPython.display import display
 
 from ttt_core.config import StudyConfig
-from ttt_core.metrics import bits_per_byte, relative_change, score_text
+from ttt_core.metrics import PILE_WEIGHTS, bits_per_byte, pile_weights, relative_change, score_text
 from ttt_core.models import PACKAGED, assemble_packaged, scoring_prefix_token
 from ttt_core.study import prepare
 
@@ -64,12 +64,36 @@ display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}
 # Each row is a parameter of `StudyConfig`; setting it to the paper's value restores the paper's choice
 # (where the machine allows: the paper's GPT-2, RoBERTa index and Pile need the Hugging Face Hub).
 # Fixed procedure details that follow the paper exactly: AdamW (eps 1e-8, weight decay 0.01), gradient
-# clipping 1.0, batch 1, fp32, full fine-tuning, neighbours nearest first, one step per `max_length` chunk,
+# clipping 1.0, batch 1, fp32, full fine-tuning, neighbours nearest first, one step per `max_length` chunk
+# (every default neighbour is one chunk: at most 1,000 bytes, and every result row records its steps),
 # weights restored after every document, lm-eval rolling bits per byte over the whole document.
 
 # %%
 with pd.option_context("display.max_colwidth", None):
     display(pd.DataFrame(config.deviations()).set_index("parameter"))
+
+# %% [markdown]
+# ## How the aggregates are formed
+# *Per-document change* (every chapter's headline): each test document's relative change of bits per byte,
+# averaged over documents; its 10-90 % interval resamples sources (content groups: one file, or one message block
+# or handbook page in every language), then chunks within each drawn source, because chunks of one source are not
+# independent. *Pile-weighted*: each domain's bits per byte (summed log-likelihood over summed bytes) weighted by
+# the Pile weight of the task it stands in for (the paper's `pile_all`), a task's weight split equally among the
+# domains standing in for it, then **renormalised over the tasks present**: the mini-Pile covers only some of the
+# Pile's 22 tasks, so each present task's weight is divided by their sum, and the tasks with the largest Pile
+# weights (Pile-CC, arXiv, GitHub) dominate. *Plain mean*: every domain weighs the same. The table gives each
+# domain's share of the Pile-weighted figure in this configuration.
+
+# %%
+weights = pile_weights(study.corpus.domains, study.pile_set_names)
+weight_table = pd.DataFrame({"Pile task": [study.pile_set_names.get(d, "") for d in weights.index],
+                             "Pile weight %": [PILE_WEIGHTS.get(study.pile_set_names.get(d, d), 0.0) for d in weights.index],
+                             "share of Pile-weighted %": 100 * weights, "share of plain mean %": 100 / len(weights)},
+                            index=weights.index).sort_values("share of Pile-weighted %", ascending=False)
+display(weight_table.round(2))
+present = sorted(set(weight_table["Pile task"]))
+print(f"{len(present)} of the Pile's 22 tasks are present; their Pile weights sum to "
+      f"{sum(PILE_WEIGHTS.get(t, 0) for t in present):.2f} %, renormalised to 100 %")
 
 # %% [markdown]
 # The first scoring window's prefix (`score_prefix`), measured: the same model and test document scored with
@@ -134,6 +158,6 @@ with pd.option_context("display.max_colwidth", None):
 counts = pd.DataFrame(study.corpus.manifest["documents per domain"]).T
 counts["Pile task"] = [study.pile_set_names.get(d, "") for d in counts.index]
 display(counts)
-print(f"{len(study.corpus)} documents ({config.chunk_chars} characters per chunk); index: {len(study.index)} "
+print(f"{len(study.corpus)} documents (at most {config.chunk_bytes} UTF-8 bytes per chunk); index: {len(study.index)} "
       f"train vectors, {study.index.meta['dim']}-d, metric {study.index.metric}, "
       f"embedded in {study.index.meta['embed_seconds']} s")

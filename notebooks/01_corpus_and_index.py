@@ -17,8 +17,9 @@
 # # The corpus and the index
 #
 # The mini-Pile that every other chapter uses: where each domain's text comes from, how much of it is
-# indexed (train split) and held out (test split, split by source document so no test text is indexed),
-# what the faiss index costs, and what retrieval returns for a few test documents.
+# indexed (train split) and held out (test split, split by content group so that no test text, nor its
+# translation, is indexed), how much of each test document the index still holds, what the faiss index costs,
+# and what retrieval returns for a few test documents.
 
 # %% tags=["parameters"]
 k = 10
@@ -27,18 +28,22 @@ embedder = "minilm"
 corpus = "minipile"
 domains = ""
 docs_per_domain = 1
-chunk_chars = 1200
+chunk_bytes = 1000
 domain_bytes = 250_000
 seed = 0
 work_dir = "artifacts"
 examples = 3  # test documents shown with their neighbours
 
 # %% tags=["hide-output"]
-import pandas as pd
-from IPython.display import display
+import dataclasses
 
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from ttt_core import decontaminate
 from ttt_core.config import StudyConfig
-from ttt_core.index import index_folder
+from ttt_core.index import index_folder, indexed_mask
 from ttt_core.plots import plot_domain_sizes
 from ttt_core.retrieve import retrieve
 from ttt_core.study import prepare
@@ -63,6 +68,64 @@ if not sources.empty:
     with pd.option_context("display.max_colwidth", None):
         display(sources[["domain", "pile analogue", "origin", "package", "version", "license", "what it is"]]
                 .set_index("domain"))
+
+# %% [markdown]
+# ## Sources behind the test split
+# A chunk is a document of the study, but chunks of one source (a file, a page in one language) are not
+# independent evidence. Test documents are sampled from distinct sources first, and every interval resamples
+# sources (content groups) before chunks. Domains with one test source rest on one text, however many chunks.
+
+# %%
+behind = study.corpus.sources_per_domain("test").join(study.corpus.sources_per_domain("train"), rsuffix=" (train)")
+display(behind)
+
+# %% [markdown]
+# ## Leakage: how much of each test document the index holds
+# For the sampled test documents, the share of their 50-character n-grams (whitespace collapsed, so unspaced
+# scripts count too) found in: any chunk of another source (what a split by file, this study's first split, let
+# into the index: the same message or page in another language is another source); the train split of the
+# split by content group; the decontaminated index (train chunks sharing more than `decontam_threshold` of their
+# n-grams with the test split are left out); the k neighbours retrieved from the leaky index (every other
+# source's chunk) and from the decontaminated index. Means per domain, in percent.
+
+# %%
+n = config.decontam_ngram
+test_docs = study.corpus.test_documents(config.docs_per_domain, config.seed, config.domains)
+leaky = dataclasses.replace(config, leaky_index=True)
+leaky_study = prepare(leaky)  # shares the corpus and the train embeddings; embeds the test chunks once
+texts = [d["text"] for d in test_docs]
+overlap = pd.DataFrame({
+    "domain": [d["domain"] for d in test_docs],
+    "another source (split by file)": decontaminate.other_source_overlap(study.corpus, test_docs, n),
+    "train split (by content group)": decontaminate.train_split_overlap(study.corpus, texts, n),
+    "decontaminated index": decontaminate.train_split_overlap(study.corpus, texts, n,
+                                                              indexed_mask(config, study.corpus)),
+    f"{config.k} neighbours, leaky index": [decontaminate.document_overlap(d["text"], [x.text for x in retrieve(
+        d["text"], config.k, study.embedder, leaky_study.index, study.corpus, config.embed_max_tokens,
+        leaky_study.own_source_rows(d))], n) for d in test_docs],
+    f"{config.k} neighbours, decontaminated index": [decontaminate.document_overlap(d["text"], [x.text for x in retrieve(
+        d["text"], config.k, study.embedder, study.index, study.corpus, config.embed_max_tokens)], n)
+        for d in test_docs]})
+by_domain_overlap = 100 * overlap.groupby("domain").mean()
+display(by_domain_overlap.round(1))
+
+train_domains = np.asarray(study.corpus.dataset["domain"])[study.corpus.rows("train")]
+scores = decontaminate.train_overlap(study.corpus, n)
+left_out = pd.DataFrame({"train chunks": pd.Series(train_domains).value_counts(),
+                         "left out": pd.Series(train_domains[~indexed_mask(config, study.corpus)]).value_counts(),
+                         "max n-gram share with the test split %": 100 * pd.Series(scores).groupby(train_domains).max()}
+                        ).fillna(0).astype({"left out": int})
+display(left_out.round(1))
+worst = by_domain_overlap.iloc[:, 0].sort_values(ascending=False)
+display(Markdown(
+    f"Under a split by file, test documents of {', '.join(f'{d} ({v:.0f} %)' for d, v in worst.head(3).items())} "
+    f"had that share of their {n}-character n-grams in another source that the index could hold. Split by content "
+    f"group, the most any domain keeps in the train split is {by_domain_overlap.iloc[:, 1].max():.1f} %, and "
+    f"{by_domain_overlap.iloc[:, 2].max():.1f} % in the decontaminated index; decontamination leaves out "
+    f"{int(left_out['left out'].sum())} of {len(scores)} train chunks (threshold {config.decontam_threshold}). "
+    f"Their retrieved neighbours hold on average {overlap.iloc[:, 4].mean():.0%} of a test document's n-grams from "
+    f"the leaky index and {overlap.iloc[:, 5].mean():.1%} from the decontaminated one. The leakage chapter "
+    f"measures what the leak does to the gain."))
 
 # %% [markdown]
 # ## The index

@@ -29,7 +29,7 @@ model = "smollm2-135m"
 embedder = "minilm"
 corpus = "minipile"
 docs_per_domain = 1
-chunk_chars = 1200
+chunk_bytes = 1000
 domain_bytes = 250_000
 seed = 0
 work_dir = "artifacts"
@@ -52,12 +52,13 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from ttt_core.config import StudyConfig
-from ttt_core.index import build_index, exact_duplicates, load_embeddings, nested_subset
+from ttt_core.index import build_index, exact_duplicates, indexed_mask, load_embeddings, nested_subset
 from ttt_core.study import compare, prepare, run_ttt, ttt_change
 
 config = StudyConfig.from_namespace(globals())
 study = prepare(config)
-full, embeddings = study.index, load_embeddings(config, study.corpus)
+# The decontaminated index and its vectors (the full train split's embeddings, less the left-out chunks).
+full, embeddings = study.index, load_embeddings(config, study.corpus)[indexed_mask(config, study.corpus)]
 sizes = [float(f) for f in fractions.split(",")]
 # The same number of held-out queries from every domain (as many as exist, up to max_queries in all).
 queries_docs = study.corpus.test_documents(max(1, max_queries // len(study.corpus.domains)), config.seed)

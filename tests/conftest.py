@@ -36,5 +36,5 @@ def pile_file(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_params(pile_file, tmp_path) -> dict:
     return dict(model="tiny-llama", embedder="tiny-bert", corpus=str(pile_file), k=3, docs_per_domain=1,
-                chunk_chars=300, test_fraction=0.25, learning_rate=1e-3, bootstrap_samples=20,
+                chunk_bytes=300, test_fraction=0.25, learning_rate=1e-3, bootstrap_samples=20,
                 work_dir=str(tmp_path / "work"), device="cpu")

@@ -15,7 +15,7 @@ def test_defaults_validate_and_grid_is_cut_at_k():
     ("docs_per_domain", 0, "integer >= 1"),
     ("learning_rate", 0.0, "positive"),
     ("max_length", 1, "integer >= 2"),
-    ("chunk_chars", 10, "integer >= 64"),
+    ("chunk_bytes", 10, "integer >= 64"),
     ("test_fraction", 1.0, "between 0 and 1"),
     ("device", "tpu", "'auto', 'cpu'"),
     ("max_eval_tokens", 0, "positive integer"),

@@ -79,7 +79,7 @@ def test_a_datasets_folder_stands_in_for_a_hub_dataset_id(tmp_path, pile_file):
     folder = tmp_path / "hub-stand-in"
     folder.mkdir()
     datasets.Dataset.from_list(records).to_parquet(str(folder / "train.parquet"))
-    config = StudyConfig.from_params(corpus=str(folder), chunk_chars=300, test_fraction=0.25,
+    config = StudyConfig.from_params(corpus=str(folder), chunk_bytes=300, test_fraction=0.25,
                                      work_dir=str(tmp_path / "w"))
     corpus = build_corpus(config, progress=False)
     assert sorted(corpus.manifest["documents per domain"]) == ["code", "math", "prose"]

@@ -36,7 +36,7 @@ def executed_book(tmp_path_factory):
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("executed"))
     shutil.copy(ROOT / "_config.yml", root / "_config.yml")
     params = dict(model="tiny-llama", embedder="tiny-bert", corpus=str(pile), k=3, docs_per_domain=1,
-                  chunk_chars=300, learning_rate=1e-3, bootstrap_samples=20, work_dir=str(root / "work"),
+                  chunk_bytes=300, learning_rate=1e-3, bootstrap_samples=20, work_dir=str(root / "work"),
                   device="cpu", fractions="0.1,0.5,1.0", gain_fractions="0.5,1.0", gain_k=2, r_max=50,
                   models="tiny-llama-bos,tiny-gpt2", score_only_models="tiny-gpt2", scaling_k=2,
                   compare_embedder="tiny-bert-large", compare_fraction=0.5, leakage_k=2,

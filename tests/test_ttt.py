@@ -92,7 +92,7 @@ def test_training_chunks_never_exceed_the_model_context(tmp_path):
     gpt2 = load_language_model("tiny-gpt2", tmp_path, device="cpu")  # 128 positions
     config = StudyConfig(max_length=512, learning_rate=1e-3)
     optimizer = make_optimizer(gpt2.model, config)
-    assert math.isfinite(train_on_text(gpt2, "y" * 300, optimizer, config))
+    assert math.isfinite(train_on_text(gpt2, "y" * 300, optimizer, config)[0])
     assert {int(s["step"]) for s in optimizer.state.values()} == {3}  # 128 + 128 + 44 tokens
 
 

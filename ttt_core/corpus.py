@@ -12,7 +12,7 @@ import io
 import json
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -20,8 +20,8 @@ import numpy as np
 
 from .config import StudyConfig
 
-SPLIT_SALT = "tttlm-split-1216"  # 1216 is the shuffle seed of the official evaluation code
-BUILD_VERSION = 1  # bump when the way a corpus is built changes, to invalidate caches
+SPLIT_SALT = "tttlm-split"
+BUILD_VERSION = 2  # 2: byte-bounded chunks, content groups  # bump when the way a corpus is built changes, to invalidate caches
 
 
 # ---------------------------------------------------------------------------------------------- readers
@@ -43,8 +43,8 @@ def read_pile_jsonl(path: Path) -> Iterator[dict]:
                 yield record
 
 
-def _pile_documents(corpus: str, domain_bytes: int) -> Iterator[tuple[str, str, str, dict]]:
-    """(domain, source_id, text, provenance) from local Pile files or a `datasets` id, capped per domain."""
+def _pile_documents(corpus: str, domain_bytes: int) -> Iterator[tuple[str, str, str, str, dict]]:
+    """(domain, source_id, content group, text, provenance) from local Pile files or a `datasets` id, capped per domain."""
     path = Path(corpus)
     files = sorted(p for p in path.iterdir() if p.name.endswith((".jsonl", ".jsonl.zst"))) if path.is_dir() else []
     if files:
@@ -65,7 +65,7 @@ def _pile_documents(corpus: str, domain_bytes: int) -> Iterator[tuple[str, str, 
             continue
         text = record["text"] or " "  # the official code replaces empty texts by a space
         used[domain] = used.get(domain, 0) + len(text.encode("utf-8"))
-        yield domain, source_id, text, {"source": corpus}
+        yield domain, source_id, source_id, text, {"source": corpus}  # a Pile document is its own group
 
 
 def _minipile_documents(config: StudyConfig, download_dir: Path, provenance: list) -> Iterator:
@@ -81,7 +81,7 @@ def _minipile_documents(config: StudyConfig, download_dir: Path, provenance: lis
         for source_id, text in source.iter_documents(config.domain_bytes, 0, download_dir):
             digest.update(text.encode("utf-8"))
             n_docs, n_bytes = n_docs + 1, n_bytes + len(text.encode("utf-8"))
-            yield source.domain, source_id, text, {"pile_set_name": source.pile_set_name}
+            yield source.domain, source_id, source.group(source_id), text, {"pile_set_name": source.pile_set_name}
         provenance.append({"domain": source.domain, "pile analogue": source.pile_set_name,
                            "origin": source.origin, "package": source.package, "version": source.version(),
                            "license": source.license, "what it is": source.description,
@@ -89,42 +89,59 @@ def _minipile_documents(config: StudyConfig, download_dir: Path, provenance: lis
 
 
 # ---------------------------------------------------------------------------------------------- chunking, split
-def chunk_text(text: str, chunk_chars: int | None) -> list[str]:
-    """Cut a long text into pieces of about `chunk_chars` characters, at a line break (or space) where one
-    falls in the last quarter of the piece, so that code and prose are not cut mid-line."""
-    if chunk_chars is None or len(text) <= chunk_chars:
+def _break_in(data: bytes, lo: int, hi: int, near: int | None = None) -> int:
+    """A cut position in data[lo:hi + 1]: after a line break, else after a space (the last one, or the one nearest
+    `near`), else at a UTF-8 character boundary; never splits a character (continuation bytes are 0b10xxxxxx)."""
+    for sep in (b"\n", b" "):
+        if near is None:
+            at = data.rfind(sep, lo, hi)
+        else:  # the separator nearest `near`, looking both ways
+            left, right = data.rfind(sep, lo, near), data.find(sep, near, hi)
+            at = min((x for x in (left, right) if x >= 0), key=lambda x: abs(x - near), default=-1)
+        if at >= 0:
+            return at + 1
+    cut = hi if near is None else near
+    while cut > lo and 0x80 <= data[cut] < 0xC0:
+        cut -= 1
+    return cut
+
+
+def chunk_text(text: str, chunk_bytes: int | None) -> list[str]:
+    """Cut a long text into pieces of at most `chunk_bytes` UTF-8 bytes, at a line break (or space) in the last
+    quarter of a piece, so that code and prose are not cut mid-line. The bound is in bytes because every tokenizer
+    (byte-level BPE, SentencePiece with byte fallback) spends at least one byte per token: a piece of n bytes is
+    at most n tokens (+1 for a SentencePiece dummy prefix), so it fits one training step of n + 2 tokens."""
+    data = text.encode("utf-8")
+    if chunk_bytes is None or len(data) <= chunk_bytes:
         return [text]
-    chunks, start = [], 0
-    while start < len(text):
-        end = min(start + chunk_chars, len(text))
-        if end < len(text):
-            lo = start + (3 * chunk_chars) // 4
-            cut = text.rfind("\n", lo, end)
-            if cut < 0:
-                cut = text.rfind(" ", lo, end)
-            end = cut + 1 if cut >= 0 else end
-        chunks.append(text[start:end])
-        start = end
-    # A short tail is merged into its predecessor rather than becoming a near-empty document.
-    if len(chunks) > 1 and len(chunks[-1]) < chunk_chars // 4:
-        tail = chunks.pop()
-        chunks[-1] += tail
-    return chunks
+    cuts, start = [0], 0
+    while len(data) - start > chunk_bytes:
+        start = _break_in(data, start + (3 * chunk_bytes) // 4, start + chunk_bytes)
+        cuts.append(start)
+    # A short tail would be a near-empty document: re-cut the last two pieces near their joint middle instead
+    # (both stay within the bound, since together they are at most 1.25 pieces).
+    if len(cuts) > 1 and len(data) - cuts[-1] < chunk_bytes // 4:
+        lo = cuts[-2]
+        cuts[-1] = _break_in(data, len(data) - chunk_bytes, lo + chunk_bytes, near=(lo + len(data)) // 2)
+    bounds = cuts + [len(data)]
+    return [data[a:b].decode("utf-8") for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
-def _split_rank(domain: str, source_id: str) -> str:
-    return hashlib.sha256(f"{SPLIT_SALT}:{domain}:{source_id}".encode()).hexdigest()
+def _split_rank(domain: str, group: str, split_seed: int) -> str:
+    return hashlib.sha256(f"{SPLIT_SALT}-{split_seed}:{domain}:{group}".encode()).hexdigest()
 
 
-def assign_splits(sources_by_domain: dict[str, list[str]], test_fraction: float) -> dict[tuple[str, str], str]:
-    """Deterministic train/test split by *source document*: every chunk of a test source is a test chunk, so
-    no text of a test document is in the index. Each domain with two or more sources gets at least one of each."""
+def assign_splits(groups_by_domain: dict[str, list[str]], test_fraction: float,
+                  split_seed: int = 1216) -> dict[tuple[str, str], str]:
+    """Deterministic train/test split by *content group* (a source document, or the group of documents that hold
+    the same content, such as one page in every language): every chunk of a test group is a test chunk. Each
+    domain with two or more groups gets at least one of each. `split_seed` draws another split."""
     split = {}
-    for domain, ids in sources_by_domain.items():
-        ranked = sorted(ids, key=lambda s: _split_rank(domain, s))
+    for domain, ids in groups_by_domain.items():
+        ranked = sorted(set(ids), key=lambda g: _split_rank(domain, g, split_seed))
         n_test = min(max(1, round(test_fraction * len(ranked))), len(ranked) - 1) if len(ranked) > 1 else 0
-        for i, source_id in enumerate(ranked):
-            split[(domain, source_id)] = "test" if i < n_test else "train"
+        for i, group in enumerate(ranked):
+            split[(domain, group)] = "test" if i < n_test else "train"
     return split
 
 
@@ -134,6 +151,7 @@ class Corpus:
     path: Path
     dataset: object  # datasets.Dataset, memory-mapped from `path`
     manifest: dict
+    cache: dict = field(default_factory=dict, repr=False)  # derived per-corpus arrays (n-gram overlaps)
 
     @property
     def fingerprint(self) -> str:
@@ -167,23 +185,40 @@ class Corpus:
         return out.fillna(0)
 
     def test_documents(self, docs_per_domain: int, seed: int, domains=()) -> list[dict]:
-        """A seeded sample of test chunks per domain; more documents extend the sample (prefix-stable)."""
-        table = self.dataset.select_columns(["domain", "split"]).to_pandas()
+        """A seeded sample of test chunks per domain, from distinct sources first: sources in a seeded order, one
+        chunk of each, then a second chunk of each, and so on. More documents extend the sample (prefix-stable)."""
+        table = self.dataset.select_columns(["domain", "split", "source_id"]).to_pandas()
         picked = []
         for domain in sorted(set(table["domain"])):
             if domains and domain not in domains:
                 continue
-            rows = table.index[(table["domain"] == domain) & (table["split"] == "test")].tolist()
-            random.Random(f"{seed}:{domain}").shuffle(rows)
-            picked += [dict(self.record(r), row=int(r)) for r in rows[:docs_per_domain]]
+            test = table[(table["domain"] == domain) & (table["split"] == "test")]
+            sources = sorted(set(test["source_id"]))
+            random.Random(f"{seed}:{domain}").shuffle(sources)
+            chunks = {}
+            for source in sources:
+                rows = test.index[test["source_id"] == source].tolist()
+                random.Random(f"{seed}:{domain}:{source}").shuffle(rows)
+                chunks[source] = rows
+            order = [chunks[s][i] for i in range(max(map(len, chunks.values()), default=0))
+                     for s in sources if i < len(chunks[s])]
+            picked += [dict(self.record(r), row=int(r)) for r in order[:docs_per_domain]]
         return picked
+
+    def sources_per_domain(self, split: str = "test") -> "pd.DataFrame":
+        """Chunks, source documents and content groups per domain on one side of the split."""
+        table = self.dataset.select_columns(["domain", "split", "source_id", "group"]).to_pandas()
+        table = table[table["split"] == split]
+        return table.groupby("domain").agg(chunks=("source_id", "size"), sources=("source_id", "nunique"),
+                                           groups=("group", "nunique"))
 
 
 def _corpus_key(config: StudyConfig) -> str:
     from . import minipile
 
     inputs = {"corpus": config.corpus, "domains": sorted(config.domains), "domain_bytes": config.domain_bytes,
-              "chunk_chars": config.chunk_chars, "test_fraction": config.test_fraction, "version": BUILD_VERSION}
+              "chunk_bytes": config.chunk_bytes, "test_fraction": config.test_fraction, "split_by": config.split_by,
+              "split_seed": config.split_seed, "version": BUILD_VERSION}
     if config.corpus == "minipile":
         inputs["sources"] = [(s.domain, s.version()) for s in minipile.available_sources()]
     elif Path(config.corpus).exists():
@@ -228,26 +263,28 @@ def build_corpus(config: StudyConfig, progress: bool = True) -> Corpus:
         raise ValueError(f"corpus={config.corpus!r} yielded no documents (domains={list(config.domains)}); "
                          "expected 'minipile', Pile-format .jsonl/.jsonl.zst files or a datasets id with text")
     pile_names = {}
-    sources_by_domain: dict[str, list[str]] = {}
-    for domain, source_id, _, meta in collected:
-        sources_by_domain.setdefault(domain, []).append(source_id)
+    groups_by_domain: dict[str, list[str]] = {}
+    for domain, source_id, group, _, meta in collected:
+        # split_by='source' is this study's first split: by file, blind to translations of the same text.
+        groups_by_domain.setdefault(domain, []).append(group if config.split_by == "group" else source_id)
         pile_names[domain] = meta.get("pile_set_name", domain)
-    split = assign_splits(sources_by_domain, config.test_fraction)
+    split = assign_splits(groups_by_domain, config.test_fraction, config.split_seed)
 
-    columns = {k: [] for k in ("id", "text", "domain", "pile_set_name", "source_id", "chunk", "split")}
+    columns = {k: [] for k in ("id", "text", "domain", "pile_set_name", "source_id", "group", "chunk", "split")}
     digest = hashlib.sha256()
-    for domain, source_id, text, _ in collected:
-        for i, piece in enumerate(chunk_text(text, config.chunk_chars)):
+    for domain, source_id, group, text, _ in collected:
+        side = split[(domain, group if config.split_by == "group" else source_id)]
+        for i, piece in enumerate(chunk_text(text, config.chunk_bytes)):
             doc_id = f"{domain}/{source_id}#{i}"
-            for key, value in zip(columns, (doc_id, piece, domain, pile_names[domain], source_id, i,
-                                            split[(domain, source_id)])):
+            for key, value in zip(columns, (doc_id, piece, domain, pile_names[domain], source_id, group, i, side)):
                 columns[key].append(value)
             digest.update(doc_id.encode() + b"\0" + piece.encode() + b"\0")
     counts = {}
     for domain, s in zip(columns["domain"], columns["split"]):
         counts.setdefault(domain, {"train": 0, "test": 0})[s] += 1
-    manifest = {"corpus": config.corpus, "fingerprint": digest.hexdigest()[:16], "chunk_chars": config.chunk_chars,
+    manifest = {"corpus": config.corpus, "fingerprint": digest.hexdigest()[:16], "chunk_bytes": config.chunk_bytes,
                 "domain_bytes": config.domain_bytes, "test_fraction": config.test_fraction,
+                "split_by": config.split_by, "split_seed": config.split_seed,
                 "documents per domain": counts, "pile_set_name": pile_names, "sources": provenance}
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -2,6 +2,7 @@
 embedder normalises, which ranks identically), saved with the metadata needed to refuse a mismatched use."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -107,39 +108,68 @@ def load_embeddings(config: StudyConfig, corpus: Corpus) -> np.ndarray:
     return np.load(index_folder(config, corpus) / "embeddings.npy")
 
 
+def indexed_mask(config: StudyConfig, corpus: Corpus) -> np.ndarray:
+    """Which train chunks (in `corpus.rows('train')` order) the run's index holds: the nested random share
+    `index_fraction`, less the chunks that decontamination leaves out."""
+    from .decontaminate import clean_train_mask
+
+    n_train = len(corpus.rows("train"))
+    keep = nested_subset(n_train, config.index_fraction, config.seed) if config.index_fraction < 1 else np.ones(
+        n_train, dtype=bool)
+    return keep & clean_train_mask(config, corpus)
+
+
 def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool = True) -> NeighborIndex:
     """Build (or load the cached) index of the corpus's train split, or of its nested subset
-    `config.index_fraction`. Only what is indexed is embedded: a subset is cut from the cached full index
-    where one exists, else its own rows are embedded and cached apart (the rows are the same either way)."""
+    `config.index_fraction`, less the decontaminated chunks. Only what is indexed is embedded: a subset is cut
+    from the cached full index where one exists, else its own rows are embedded and cached apart (the rows are
+    the same either way)."""
     import time
 
     full_folder = index_folder(config, corpus)
+    train_rows = corpus.rows("train")
+    if len(train_rows) == 0:
+        raise ValueError(f"corpus={config.corpus!r} has no train documents to index")
+    if config.leaky_index:
+        return _leaky_index(config, corpus, embedder, progress)
+    keep = indexed_mask(config, corpus)
+    selection = dict(index_fraction=config.index_fraction, decontam_threshold=config.decontam_threshold,
+                     decontam_ngram=config.decontam_ngram, left_out=int((~keep).sum()))
     if (full_folder / "meta.json").exists():
         index = NeighborIndex.load(full_folder, config.embedder, corpus.fingerprint, config.embed_max_tokens)
-        return _fraction_of(index, config, corpus)
+        return index if keep.all() else index.subset(keep, load_embeddings(config, corpus), **selection)
     fraction = config.index_fraction
     folder = full_folder if fraction == 1.0 else full_folder.with_name(f"{full_folder.name}-fraction{fraction:g}")
+    embedded = np.ones(len(train_rows), dtype=bool) if fraction == 1.0 else nested_subset(
+        len(train_rows), fraction, config.seed)
     if (folder / "meta.json").exists():
-        return NeighborIndex.load(folder, config.embedder, corpus.fingerprint, config.embed_max_tokens)
-    rows = corpus.rows("train")
-    if len(rows) == 0:
-        raise ValueError(f"corpus={config.corpus!r} has no train documents to index")
-    rows = rows[nested_subset(len(rows), fraction, config.seed)]
-    start = time.perf_counter()
-    embeddings = embedder.encode(corpus.texts(rows), config.embed_max_tokens, progress=progress)
-    meta = {"embedder": config.embedder, "dim": int(embeddings.shape[1]),
-            "metric": "ip" if embedder.normalize else "l2", "corpus_fingerprint": corpus.fingerprint,
-            "embed_max_tokens": config.embed_max_tokens, "embed_seconds": round(time.perf_counter() - start, 1),
-            "index_fraction": fraction, "embedded_documents": len(rows)}
-    index = NeighborIndex.from_embeddings(embeddings, rows, meta)
-    index.save(folder, embeddings)
-    return index
+        index = NeighborIndex.load(folder, config.embedder, corpus.fingerprint, config.embed_max_tokens)
+        embeddings = np.load(folder / "embeddings.npy")
+    else:
+        start = time.perf_counter()
+        embeddings = embedder.encode(corpus.texts(train_rows[embedded]), config.embed_max_tokens, progress=progress)
+        meta = {"embedder": config.embedder, "dim": int(embeddings.shape[1]),
+                "metric": "ip" if embedder.normalize else "l2", "corpus_fingerprint": corpus.fingerprint,
+                "embed_max_tokens": config.embed_max_tokens, "embed_seconds": round(time.perf_counter() - start, 1),
+                "index_fraction": fraction, "embedded_documents": int(embedded.sum())}
+        index = NeighborIndex.from_embeddings(embeddings, train_rows[embedded], meta)
+        index.save(folder, embeddings)
+    within = keep[embedded]  # the decontamination mask over the embedded rows
+    return index if within.all() else index.subset(within, embeddings, **selection)
 
 
-def _fraction_of(index: NeighborIndex, config: StudyConfig, corpus: Corpus) -> NeighborIndex:
-    """The full index, or the nested random subset `config.index_fraction` of it (built in memory: flat
-    indexes of this size take well under a second to fill)."""
-    if config.index_fraction == 1.0:
-        return index
-    keep = nested_subset(len(index), config.index_fraction, config.seed)
-    return index.subset(keep, load_embeddings(config, corpus), index_fraction=config.index_fraction)
+def _leaky_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool) -> NeighborIndex:
+    """Every chunk of the corpus, train and test, undecontaminated: the leakage control. Retrieval leaves out the
+    test document's own source (`retrieve(exclude=...)`), so what it can find is what a split by file leaves in."""
+    clean = build_index(dataclasses.replace(config, leaky_index=False, decontam_threshold=None, index_fraction=1.0),
+                        corpus, embedder, progress)
+    test_rows = corpus.rows("test")
+    cached = index_folder(config, corpus) / "test_embeddings.npy"
+    if cached.exists():
+        test_embeddings = np.load(cached)
+    else:
+        test_embeddings = embedder.encode(corpus.texts(test_rows), config.embed_max_tokens, progress=progress)
+        np.save(cached, test_embeddings)
+    embeddings = np.concatenate([load_embeddings(config, corpus), test_embeddings])
+    return NeighborIndex.from_embeddings(embeddings, np.concatenate([clean.rows, test_rows]),
+                                         dict(clean.meta, leaky_index=True, decontam_threshold=None))

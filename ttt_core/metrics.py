@@ -10,7 +10,9 @@ A domain's bpb is -sum(LL) / sum(UTF-8 bytes) / ln 2 over its documents (long do
 Pile aggregate is the Pile-weighted mean of domain bpbs, renormalised over the Pile tasks present.
 
 A comparison (TTT-NN against none, one index or embedder or model against another) is paired: the same
-documents scored both ways, the per-document change summarised with a 10-90 % bootstrap interval.
+documents scored both ways, the per-document change summarised with a 10-90 % bootstrap interval. The bootstrap
+is two-stage: content groups (a source document, or one text in every language) are resampled, then documents
+within each drawn group, because chunks of one source are not independent evidence.
 """
 from __future__ import annotations
 
@@ -107,20 +109,35 @@ def bpb_table(results: pd.DataFrame, pile_set_names: dict[str, str]) -> pd.DataF
     return wide
 
 
+def clusters(groups) -> list[np.ndarray]:
+    """Positions of each distinct value of `groups`, in first-seen order."""
+    codes, first = pd.factorize(pd.Series(list(groups)))
+    return [np.flatnonzero(codes == c) for c in range(len(first))]
+
+
+def cluster_draw(rng: np.random.Generator, groups: list[np.ndarray]) -> np.ndarray:
+    """Positions of one two-stage bootstrap draw: groups with replacement, then members within each drawn group."""
+    picked = rng.integers(0, len(groups), len(groups))
+    return np.concatenate([groups[g][rng.integers(0, groups[g].size, groups[g].size)] for g in picked])
+
+
 def bootstrap_bpb(results: pd.DataFrame, pile_set_names: dict[str, str], samples: int = 1000,
                   seed: int = 0, quantiles=(0.1, 0.9)) -> pd.DataFrame:
-    """Bootstrap over documents (resampled within each domain) as the paper: 10-90% quantile intervals of
-    each domain's bpb and of the Pile-weighted aggregate, at every k."""
+    """Bootstrap within each domain, as the paper, but two-stage (content groups, then documents): 10-90%
+    quantile intervals of each domain's bpb and of the Pile-weighted aggregate, at every k."""
     rng = np.random.default_rng(seed)
     ll = results.pivot_table(index="doc_id", columns="k", values="loglik")
-    nb = results.groupby("doc_id")["n_bytes"].first()
-    domain_of = results.groupby("doc_id")["domain"].first()
-    draws = {d: [] for d in sorted(domain_of.unique())}
+    first = results.groupby("doc_id").first()
+    nb, domain_of = first["n_bytes"], first["domain"]
+    group_of = first["group"] if "group" in first else pd.Series(first.index, index=first.index)
+    by_domain = {d: (np.asarray(docs), clusters(group_of.loc[docs])) for d, docs in
+                 domain_of.groupby(domain_of).groups.items()}
+    draws = {d: [] for d in sorted(by_domain)}
     draws["Pile-weighted"] = []
     for _ in range(samples):
         per_domain = {}
-        for domain, docs in domain_of.groupby(domain_of).groups.items():
-            pick = rng.choice(np.asarray(docs), size=len(docs), replace=True)
+        for domain, (docs, groups) in by_domain.items():
+            pick = docs[cluster_draw(rng, groups)]
             per_domain[domain] = -ll.loc[pick].sum() / nb.loc[pick].sum() / math.log(2)
         frame = pd.DataFrame(per_domain).T  # domains x k
         for domain in per_domain:
@@ -142,19 +159,28 @@ def relative_change(before, after):
 
 
 def documents_at(frame: pd.DataFrame, k: int) -> pd.DataFrame:
-    """One row per document (index doc_id: domain, loglik, n_bytes, bpb) at neighbour count k of a long frame."""
-    docs = frame[frame["k"] == k].set_index("doc_id")[["domain", "loglik", "n_bytes"]]
+    """One row per document (index doc_id: domain, group, loglik, n_bytes, bpb) at neighbour count k of a long frame."""
+    if "group" not in frame:
+        frame = frame.assign(group=frame["doc_id"])
+    docs = frame[frame["k"] == k].set_index("doc_id")[["domain", "group", "loglik", "n_bytes"]]
     if docs.index.has_duplicates:
         raise ValueError("a document appears twice at the same k; pass one run's rows")
     return docs.assign(bpb=-docs["loglik"] / docs["n_bytes"] / math.log(2))
 
 
-def bootstrap_mean(values, samples: int = 1000, seed: int = 0, quantiles=(0.1, 0.9)) -> tuple[float, float, float]:
-    """(mean, low, high): the mean of `values` with a bootstrap interval, values resampled with replacement."""
+def bootstrap_mean(values, samples: int = 1000, seed: int = 0, quantiles=(0.1, 0.9),
+                   groups=None) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of `values` with a bootstrap interval. With `groups` (one label per value) the
+    bootstrap is two-stage: groups with replacement, then values within each drawn group."""
     values = np.asarray(values, dtype=float)
     if values.size == 0:
         raise ValueError("no values to bootstrap")
-    draws = values[np.random.default_rng(seed).integers(0, values.size, (samples, values.size))].mean(axis=1)
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        draws = values[rng.integers(0, values.size, (samples, values.size))].mean(axis=1)
+    else:
+        members = clusters(groups)
+        draws = np.array([values[cluster_draw(rng, members)].mean() for _ in range(samples)])
     low, high = np.quantile(draws, quantiles)
     return float(values.mean()), float(low), float(high)
 
@@ -162,11 +188,13 @@ def bootstrap_mean(values, samples: int = 1000, seed: int = 0, quantiles=(0.1, 0
 @dataclass(frozen=True)
 class PairedChange:
     """B against A on the same documents. `percent*`: mean over documents of each document's relative change
-    of bits per byte (documents resampled across all domains, so one document per domain still gives an
-    interval); `bpb*`: the same for the change in bits per byte; `pile*`: the Pile-weighted aggregate's relative
-    change (documents resampled within each domain: degenerate with one document per domain)."""
+    of bits per byte (content groups resampled across all domains, then documents within them, so one document
+    per domain still gives an interval); `bpb*`: the same for the change in bits per byte; `pile*`: the
+    Pile-weighted aggregate's relative change (groups resampled within each domain: degenerate with one group per
+    domain); `plain*`: the plain mean over domains of each domain's bits per byte, the same resampling."""
     n_documents: int
     n_domains: int
+    n_groups: int  # independent sources (content groups) behind the documents
     percent: float
     percent_low: float
     percent_high: float
@@ -179,6 +207,11 @@ class PairedChange:
     pile_low: float
     pile_high: float
     share_lower: float  # share of documents whose bits per byte fell
+    plain_before: float
+    plain_after: float
+    plain: float
+    plain_low: float
+    plain_high: float
 
     @property
     def excludes_zero(self) -> bool:
@@ -191,15 +224,18 @@ class PairedChange:
                    "one document gives no interval, so this is not a finding" if self.n_documents < 2 else
                    "the interval includes zero, so this run cannot tell it from no change")
         return (f"{self.percent:+.1f} % per document on average (10-90 % bootstrap interval {self.percent_low:+.1f} "
-                f"to {self.percent_high:+.1f} %, {self.n_documents} documents; {verdict}; lower on "
-                f"{self.share_lower:.0%} of them), Pile-weighted {self.pile_before:.4f} to {self.pile_after:.4f} "
-                f"bits per byte ({self.pile:+.1f} %)")
+                f"to {self.percent_high:+.1f} %, {self.n_documents} documents from {self.n_groups} sources; {verdict}; "
+                f"lower on {self.share_lower:.0%} of them), Pile-weighted {self.pile_before:.4f} to "
+                f"{self.pile_after:.4f} bits per byte ({self.pile:+.1f} %), plain mean over domains "
+                f"{self.plain_before:.4f} to {self.plain_after:.4f} ({self.plain:+.1f} %)")
 
     def as_row(self) -> dict:
-        return {"documents": self.n_documents, "mean change %": self.percent, "low %": self.percent_low,
+        return {"documents": self.n_documents, "sources": self.n_groups, "mean change %": self.percent,
+                "low %": self.percent_low,
                 "high %": self.percent_high, "excludes 0": self.excludes_zero, "mean change bpb": self.bpb,
                 "Pile-weighted A": self.pile_before, "Pile-weighted B": self.pile_after,
-                "Pile-weighted change %": self.pile, "Pile low %": self.pile_low, "Pile high %": self.pile_high}
+                "Pile-weighted change %": self.pile, "Pile low %": self.pile_low, "Pile high %": self.pile_high,
+                "plain mean A": self.plain_before, "plain mean B": self.plain_after, "plain change %": self.plain}
 
 
 def paired_change(before: pd.DataFrame, after: pd.DataFrame, pile_set_names: dict[str, str],
@@ -210,25 +246,33 @@ def paired_change(before: pd.DataFrame, after: pd.DataFrame, pile_set_names: dic
                          f"documents, {len(set(before.index) ^ set(after.index))} not shared")
     after = after.loc[before.index]
     percent = relative_change(before["bpb"], after["bpb"])
-    pct, pct_lo, pct_hi = bootstrap_mean(percent, samples, seed, quantiles)
-    delta, delta_lo, delta_hi = bootstrap_mean(after["bpb"] - before["bpb"], samples, seed, quantiles)
-    # Pile-weighted aggregate, documents resampled within their domain (the paper's bootstrap), paired.
+    groups = before["group"] if "group" in before else before.index
+    pct, pct_lo, pct_hi = bootstrap_mean(percent, samples, seed, quantiles, groups)
+    delta, delta_lo, delta_hi = bootstrap_mean(after["bpb"] - before["bpb"], samples, seed, quantiles, groups)
+    # Aggregates over domains (Pile-weighted, plain mean), groups then documents resampled within each domain
+    # (the paper's bootstrap is within domain), paired: the same draw scores both sides. Draw 0 is the data.
     rng = np.random.default_rng(seed)
     domains = sorted(before["domain"].unique())
     weights = pile_weights(domains, pile_set_names).loc[domains].to_numpy()
-    sums = {side: np.zeros((samples + 1, len(domains), 2)) for side in ("a", "b")}
-    for j, domain in enumerate(domains):
-        rows = np.flatnonzero((before["domain"] == domain).to_numpy())
-        picks = np.vstack([rows, rows[rng.integers(0, rows.size, (samples, rows.size))]])  # row 0: no resampling
-        for side, frame in (("a", before), ("b", after)):
-            ll, nb = frame["loglik"].to_numpy()[picks], frame["n_bytes"].to_numpy()[picks]
-            sums[side][:, j] = np.stack([ll.sum(axis=1), nb.sum(axis=1)], axis=1)
-    pile = {side: (-s[..., 0] / s[..., 1] / math.log(2)) @ weights for side, s in sums.items()}
-    pile_change = relative_change(pile["a"], pile["b"])
+    members = {d: np.flatnonzero((before["domain"] == d).to_numpy()) for d in domains}
+    member_groups = {d: clusters(np.asarray(groups)[rows]) for d, rows in members.items()}
+    ll = {"a": before["loglik"].to_numpy(), "b": after["loglik"].to_numpy()}
+    nb = before["n_bytes"].to_numpy()
+    bpb = {side: np.zeros((samples + 1, len(domains))) for side in ll}
+    for s in range(samples + 1):
+        for j, d in enumerate(domains):
+            rows = members[d] if s == 0 else members[d][cluster_draw(rng, member_groups[d])]
+            for side in ll:
+                bpb[side][s, j] = -ll[side][rows].sum() / nb[rows].sum() / math.log(2)
+    pile = {side: values @ weights for side, values in bpb.items()}
+    plain = {side: values.mean(axis=1) for side, values in bpb.items()}
+    pile_change, plain_change = relative_change(pile["a"], pile["b"]), relative_change(plain["a"], plain["b"])
     pile_lo, pile_hi = np.quantile(pile_change[1:], quantiles)
-    return PairedChange(len(before), len(domains), pct, pct_lo, pct_hi, delta, delta_lo, delta_hi,
+    plain_lo, plain_hi = np.quantile(plain_change[1:], quantiles)
+    return PairedChange(len(before), len(domains), len(set(groups)), pct, pct_lo, pct_hi, delta, delta_lo, delta_hi,
                         float(pile["a"][0]), float(pile["b"][0]), float(pile_change[0]), float(pile_lo),
-                        float(pile_hi), float((after["bpb"] < before["bpb"]).mean()))
+                        float(pile_hi), float((after["bpb"] < before["bpb"]).mean()), float(plain["a"][0]),
+                        float(plain["b"][0]), float(plain_change[0]), float(plain_lo), float(plain_hi))
 
 
 def document_changes(before: pd.DataFrame, after: pd.DataFrame) -> pd.Series:

@@ -55,6 +55,12 @@ class TextSource:
     stream: Stream = field(repr=False, compare=False, default=None)
     is_available: Callable[[], bool] = field(repr=False, compare=False, default=None)
     get_version: Callable[[], str] = field(repr=False, compare=False, default=None)
+    # Content group of a document id: documents of one group hold the same content (a page or a block of messages
+    # in every language) and must fall on one side of the train/test split. Default: the document itself.
+    content_group: Callable[[str], str] = field(repr=False, compare=False, default=None)
+
+    def group(self, doc_id: str) -> str:
+        return self.content_group(doc_id) if self.content_group else doc_id
 
     def available(self) -> bool:
         """Cheap check, no downloads (download sources: True if pip is usable)."""
@@ -450,33 +456,53 @@ def _sphinx_locale_dir() -> Path | None:
     return Path(list(spec.submodule_search_locations)[0]) / "locale"
 
 
-def _po_parallel_text(path: Path) -> str:
-    """English msgid line followed by its translation; one blank line between pairs.
+PO_BLOCK = 25  # messages per translations_po document: block j holds the same messages in every language
 
-    Looks like sentence-aligned parallel text (the EuroParl stand-in); untranslated
-    and fuzzy entries are skipped.
-    """
+
+def _po_pairs(path: Path) -> dict[str, str]:
+    """English msgid -> its translation; untranslated and fuzzy entries are skipped."""
     from babel.messages.pofile import read_po  # babel is a Sphinx dependency
 
     with path.open("rb") as fh:
         catalog = read_po(fh)
-    pairs = []
+    pairs = {}
     for message in catalog:
         if not message.id or message.fuzzy:
             continue
         source = message.id[0] if isinstance(message.id, (tuple, list)) else message.id
         target = message.string[0] if isinstance(message.string, (tuple, list)) else message.string
         if target and target.strip():
-            pairs.append(f"{source}\n{target}\n")
-    return "\n".join(pairs)
+            pairs[source] = target
+    return pairs
 
 
 def _po_docs(download_dir: Path) -> dict[str, str]:
+    """Sentence-aligned parallel text (the EuroParl stand-in): each English message followed by its translation,
+    one blank line between pairs. Document '<lang>/<block>' holds the messages of block `block` of the catalogue
+    order, the same messages in every language, so that a block is one content group (`_po_group`) and the same
+    English text never sits on both sides of the split."""
     root = _sphinx_locale_dir()
-    return {
-        po.parent.parent.name: _po_parallel_text(po)  # id = language code
-        for po in sorted(root.glob("*/LC_MESSAGES/sphinx.po"))
-    }
+    catalogues = {po.parent.parent.name: _po_pairs(po) for po in sorted(root.glob("*/LC_MESSAGES/sphinx.po"))}
+    order = {}
+    for pairs in catalogues.values():
+        for msgid in pairs:
+            order.setdefault(msgid, len(order))
+    docs = {}
+    for lang, pairs in catalogues.items():
+        blocks: dict[int, list[str]] = {}
+        for msgid, target in pairs.items():
+            blocks.setdefault(order[msgid] // PO_BLOCK, []).append(f"{msgid}\n{target}\n")
+        for block, lines in blocks.items():
+            docs[f"{lang}/{block:03d}"] = "\n".join(lines)
+    return docs
+
+
+def _po_group(doc_id: str) -> str:
+    return "messages-" + doc_id.split("/")[1]
+
+
+def _handbook_group(doc_id: str) -> str:
+    return "page-" + doc_id.split("/", 1)[1]  # '<lang>/<page>.html': the page in every language
 
 
 # --------------------------------------------------------------------------- package_docs
@@ -737,13 +763,15 @@ SOURCES: tuple[TextSource, ...] = (
     TextSource(
         domain="translations_po",
         pile_set_name="europarl",
-        description="Sphinx's UI message catalogues: per language, each English message followed by its translation.",
+        description=f"Sphinx's UI message catalogues: per language and block of {PO_BLOCK} messages, each English "
+        "message followed by its translation.",
         origin="pypi",
         package="sphinx",
         license="BSD-2-Clause",
         stream=_from_dict(_po_docs),
         is_available=lambda: (d := _sphinx_locale_dir()) is not None and d.is_dir() and _module_present("babel")(),
         get_version=_module_version("sphinx"),
+        content_group=_po_group,
     ),
     TextSource(
         domain="package_docs",
@@ -781,6 +809,7 @@ SOURCES: tuple[TextSource, ...] = (
         pile_set_name="europarl",
         description="The Debian Administrator's Handbook as plain text, one document per page per language (26 languages).",
         stream=_handbook_stream,
+        content_group=_handbook_group,
         license="GPL-2.0+ or CC-BY-SA-3.0",
         **_debian("debian-handbook", _HANDBOOK_ROOT),
     ),

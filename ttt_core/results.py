@@ -56,8 +56,8 @@ def cut_row(row: dict, k: int) -> dict:
     """A result row of a run with more neighbours, as the run with `k` would have produced it: neighbours are
     trained nearest first, so the first k steps (and the scores after them) are the same."""
     return dict(row, evals=[e for e in row["evals"] if e["k"] <= k], train_loss=row["train_loss"][:k],
-                train_seconds=row["train_seconds"][:k], distances=row["distances"][:k],
-                neighbors=row["neighbors"][:k])
+                train_steps=row["train_steps"][:k], train_seconds=row["train_seconds"][:k],
+                distances=row["distances"][:k], neighbors=row["neighbors"][:k])
 
 
 def reusable_stores(folder: Path, inputs: dict) -> list["ResultsStore"]:
@@ -76,13 +76,33 @@ def reusable_stores(folder: Path, inputs: dict) -> list["ResultsStore"]:
     return found
 
 
+# Parameters that only choose which train chunks the index holds: with the same neighbours retrieved, a document's
+# result is the same whatever they are.
+INDEX_SELECTION = ("index_fraction", "decontam_threshold", "leaky_index")
+
+
+def same_neighbor_stores(folder: Path, inputs: dict) -> list["ResultsStore"]:
+    """Result files of runs that differ from `inputs` only in which chunks were indexed (and by a k at least as
+    large): a row of theirs whose first k neighbours are the ones this run retrieves is exactly this run's row
+    (`run_ttt` checks the neighbours). Only nearest-neighbour runs with a fresh optimizer per document qualify."""
+    if not inputs.get("reset_optimizer", True) or inputs.get("neighbors", "nearest") != "nearest":
+        return []
+    found = []
+    for sidecar in sorted(Path(folder).glob("*.config.json")):
+        other = json.loads(sidecar.read_text())
+        aligned = {**other, "k": inputs["k"], **{name: inputs.get(name) for name in INDEX_SELECTION}}
+        if other.get("k", -1) >= inputs["k"] and aligned == inputs and other != inputs:
+            found.append(ResultsStore(sidecar.with_name(sidecar.name.replace(".config.json", ".jsonl"))))
+    return found
+
+
 def long_frame(rows: list[dict]) -> pd.DataFrame:
     """One line per (document, k): the shape every metric and plot takes."""
     records = []
     for row in rows:
         for point in row["evals"]:
             records.append({"doc_id": row["doc_id"], "domain": row["domain"], "pile_set_name": row["pile_set_name"],
-                            "n_bytes": row["n_bytes"], **point})
+                            "group": row.get("group", row["doc_id"]), "n_bytes": row["n_bytes"], **point})
     return pd.DataFrame(records)
 
 
@@ -90,7 +110,8 @@ def training_frame(rows: list[dict]) -> pd.DataFrame:
     """One line per (document, neighbour): training loss, distance and seconds of each TTT step."""
     records = []
     for row in rows:
-        for i, (loss, seconds, dist) in enumerate(zip(row["train_loss"], row["train_seconds"], row["distances"])):
+        for i, (loss, steps, seconds, dist) in enumerate(zip(row["train_loss"], row["train_steps"],
+                                                             row["train_seconds"], row["distances"])):
             records.append({"doc_id": row["doc_id"], "domain": row["domain"], "neighbor": i + 1, "loss": loss,
-                            "seconds": seconds, "distance": dist})
+                            "steps": steps, "seconds": seconds, "distance": dist})
     return pd.DataFrame(records)

@@ -19,13 +19,38 @@ class Neighbor:
 
 
 def retrieve(query: str, k: int, embedder: Embedder, index: NeighborIndex, corpus: Corpus,
-             embed_max_tokens: int = 512) -> list[Neighbor]:
+             embed_max_tokens: int = 512, exclude=()) -> list[Neighbor]:
+    """The k nearest indexed chunks, nearest first, leaving out the corpus rows in `exclude` (the leaky index
+    holds the test document's own source, which must never be its own neighbour)."""
     if k < 0:
         raise ValueError(f"invalid k={k!r}: expected an integer >= 0")
     if k == 0:
         return []
+    exclude = {int(r) for r in exclude}
     vector = embedder.encode([query], embed_max_tokens)
-    distances, rows = index.search(vector, k)
-    records = corpus.dataset.select([int(r) for r in rows[0]])
-    return [Neighbor(int(r), rec["id"], rec["domain"], float(d), rec["text"])
-            for r, d, rec in zip(rows[0], distances[0], records)]
+    distances, rows = index.search(vector, k + len(exclude))
+    kept = [(int(r), float(d)) for r, d in zip(rows[0], distances[0]) if int(r) not in exclude][:k]
+    records = corpus.dataset.select([r for r, _ in kept])
+    return [Neighbor(r, rec["id"], rec["domain"], d, rec["text"]) for (r, d), rec in zip(kept, records)]
+
+
+def random_neighbors(document: dict, k: int, rule: str, index: NeighborIndex, corpus: Corpus,
+                     seed: int = 0) -> list[Neighbor]:
+    """The controls for retrieval itself: k indexed train chunks drawn at random, from the test document's own
+    domain ('random-domain') or from the whole index ('random-any'), seeded by the run's seed and the document, so
+    that every run draws the same chunks for a document. Distances are not defined (NaN)."""
+    import hashlib
+
+    import numpy as np
+
+    if rule not in ("random-domain", "random-any"):
+        raise ValueError(f"invalid neighbors={rule!r}: expected 'random-domain' or 'random-any'")
+    candidates = index.rows
+    if rule == "random-domain":
+        domains = np.asarray(corpus.dataset.select_columns(["domain"]).select(candidates.tolist())["domain"])
+        candidates = candidates[domains == document["domain"]]
+    doc_seed = int.from_bytes(hashlib.sha256(f"{seed}:{rule}:{document['id']}".encode()).digest()[:8], "little")
+    # A permutation cut at k, so that the chunks of a run with fewer neighbours are the first ones of a larger run.
+    picked = np.random.default_rng(doc_seed).permutation(candidates)[:k]
+    records = corpus.dataset.select([int(r) for r in picked])
+    return [Neighbor(int(r), rec["id"], rec["domain"], float("nan"), rec["text"]) for r, rec in zip(picked, records)]

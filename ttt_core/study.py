@@ -17,8 +17,8 @@ from .corpus import Corpus, build_corpus
 from .index import NeighborIndex, build_index
 from .models import (PACKAGED, Embedder, LanguageModel, check_installed, check_model_name, load_embedder,
                      load_language_model)
-from .results import ResultsStore, cut_row, long_frame, reusable_stores
-from .retrieve import retrieve
+from .results import ResultsStore, cut_row, long_frame, reusable_stores, same_neighbor_stores
+from .retrieve import random_neighbors, retrieve
 from .ttt import make_optimizer, split_query_and_scored, test_time_train
 
 
@@ -39,6 +39,13 @@ class Study:
             self.lm = load_language_model(self.config.model, self.config.work_path, self.config.device,
                                           self.config.seed, self.config.score_prefix)
         return self.lm
+
+    def own_source_rows(self, document: dict) -> list[int]:
+        """Corpus rows of the document's own source file (left out of the leaky index's results)."""
+        sources = self.corpus.cache.setdefault("source_ids", self.corpus.dataset["source_id"])
+        domains = self.corpus.cache.setdefault("domains", self.corpus.dataset["domain"])
+        return [i for i, (s, d) in enumerate(zip(sources, domains))
+                if s == document["source_id"] and d == document["domain"]]
 
     @property
     def results_path(self):
@@ -82,15 +89,30 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
         warnings.warn("resuming a run with reset_optimizer=False: the Adam moments carried from the finished "
                       "documents are lost, so the remaining rows are not what an uninterrupted run gives")
     if pending:
-        lm = study.language_model()
-        shared_optimizer = None if config.reset_optimizer else make_optimizer(lm.model, config)
+        same_neighbors = same_neighbor_stores(study.results_path.parent, inputs)
+        shared_optimizer = None
         for doc in tqdm(pending, desc=f"TTT-NN k={config.k}", unit="doc", disable=not progress):
-            query = doc["text"]
+            query, scored = doc["text"], doc
             if config.split_query:
-                query, scored = split_query_and_scored(lm.tokenizer, doc["text"])
-                doc = dict(doc, text=scored)
-            neighbors = retrieve(query, config.k, study.embedder, study.index, study.corpus, config.embed_max_tokens)
-            store.append(test_time_train(lm, doc, neighbors, config, shared_optimizer))
+                query, text = split_query_and_scored(study.language_model().tokenizer, doc["text"])
+                scored = dict(doc, text=text)
+            if config.neighbors == "nearest":
+                neighbors = retrieve(query, config.k, study.embedder, study.index, study.corpus,
+                                     config.embed_max_tokens, study.own_source_rows(doc) if config.leaky_index else ())
+            else:
+                neighbors = random_neighbors(doc, config.k, config.neighbors, study.index, study.corpus, config.seed)
+            ids = [n.doc_id for n in neighbors]
+            # Another index that retrieved the same neighbours gives the same row: copy it rather than retrain.
+            donor = next((s.rows[doc["id"]] for s in same_neighbors if doc["id"] in s.rows
+                          and s.rows[doc["id"]]["neighbors"][:config.k] == ids
+                          and any(e["k"] == config.k for e in s.rows[doc["id"]]["evals"])), None)
+            if donor is not None:
+                store.append(cut_row(donor, config.k))
+                continue
+            lm = study.language_model()
+            if shared_optimizer is None and not config.reset_optimizer:
+                shared_optimizer = make_optimizer(lm.model, config)
+            store.append(test_time_train(lm, scored, neighbors, config, shared_optimizer))
     return [store.rows[d["id"]] for d in docs]
 
 

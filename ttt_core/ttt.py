@@ -1,7 +1,7 @@
 """Test-time training on nearest neighbours (TTT-NN), the paper's procedure.
 
 For one test document: score it (k = 0); train on its neighbours nearest first, one AdamW step per
-`max_length`-token chunk of each neighbour (batch 1, fp32, full fine-tuning, gradient clipping); score it again
+`max_length`-token chunk of each neighbour (one step per neighbour when chunks fit, as the default's do) (batch 1, fp32, full fine-tuning, gradient clipping); score it again
 at each k of the evaluation grid; finally restore the weights from an in-memory snapshot (never from disk)
 and, by default, the optimizer state too.
 """
@@ -55,8 +55,9 @@ def training_chunks(tokenizer, text: str, max_length: int, bos_token_id: int | N
     return [prefix + piece for piece in pieces if len(prefix) + len(piece) > 1]
 
 
-def train_on_text(lm: LanguageModel, text: str, optimizer: torch.optim.Optimizer, config: StudyConfig) -> float:
-    """One optimizer step per chunk; returns the mean training loss (nats/token) over the chunks."""
+def train_on_text(lm: LanguageModel, text: str, optimizer: torch.optim.Optimizer,
+                  config: StudyConfig) -> tuple[float, int]:
+    """One optimizer step per chunk; returns (mean training loss in nats/token over the chunks, steps taken)."""
     lm.model.train()
     losses = []
     bos = lm.bos_token_id if config.train_with_bos else None
@@ -69,7 +70,7 @@ def train_on_text(lm: LanguageModel, text: str, optimizer: torch.optim.Optimizer
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-    return sum(losses) / len(losses) if losses else float("nan")
+    return (sum(losses) / len(losses) if losses else float("nan")), len(losses)
 
 
 def split_query_and_scored(tokenizer, text: str, max_query_tokens: int = 1024) -> tuple[str, str]:
@@ -94,7 +95,7 @@ def test_time_train(lm: LanguageModel, document: dict, neighbors: list[Neighbor]
     snapshot = snapshot_weights(lm.model)
     optimizer = optimizer or make_optimizer(lm.model, config)
     ks = [k for k in config.ks if k <= len(neighbors)]
-    evals, losses, seconds = [], [], []
+    evals, losses, seconds, steps = [], [], [], []
 
     def evaluate(k: int) -> None:
         score = score_text(lm, document["text"], config.eval_context, config.max_eval_tokens)
@@ -105,7 +106,9 @@ def test_time_train(lm: LanguageModel, document: dict, neighbors: list[Neighbor]
         n_bytes = evaluate(0)
         for i, neighbor in enumerate(neighbors, start=1):
             start = time.perf_counter()
-            losses.append(train_on_text(lm, neighbor.text, optimizer, config))
+            loss, n_steps = train_on_text(lm, neighbor.text, optimizer, config)
+            losses.append(loss)
+            steps.append(n_steps)
             seconds.append(time.perf_counter() - start)
             if i in ks:
                 evaluate(i)
@@ -114,5 +117,6 @@ def test_time_train(lm: LanguageModel, document: dict, neighbors: list[Neighbor]
         if config.reset_optimizer:
             reset_optimizer(optimizer)
     return {"doc_id": document["id"], "domain": document["domain"], "pile_set_name": document["pile_set_name"],
-            "n_bytes": n_bytes, "evals": evals, "train_loss": losses, "train_seconds": seconds,
+            "group": document.get("group", document["id"]), "source_id": document.get("source_id", document["id"]),
+            "n_bytes": n_bytes, "evals": evals, "train_loss": losses, "train_steps": steps, "train_seconds": seconds,
             "distances": [n.distance for n in neighbors], "neighbors": [n.doc_id for n in neighbors]}
