@@ -24,7 +24,6 @@ import yaml
 def export(args) -> None:
     from ttt_core.__main__ import study_parameters
     from ttt_core.config import StudyConfig
-    from ttt_core.retrieve import retrieve
     from ttt_core.study import prepare
 
     params = study_parameters(yaml.safe_load(Path(args.params).read_text()) if args.params else {})
@@ -34,8 +33,9 @@ def export(args) -> None:
     out = {"config": config.as_dict(), "corpus_fingerprint": study.corpus.fingerprint,
            "pile_set_names": study.pile_set_names, "documents": []}
     for doc in docs:
-        neighbors = retrieve(doc["text"], config.k, study.embedder, study.index, study.corpus, config.embed_max_tokens)
-        out["documents"].append({"document": {k: doc[k] for k in ("id", "domain", "pile_set_name", "text")},
+        neighbors = study.training_texts(doc)  # nearest neighbours, or the random control config.neighbors names
+        out["documents"].append({"document": {k: doc[k] for k in ("id", "domain", "pile_set_name", "group",
+                                                                  "source_id", "text")},
                                  "neighbors": [dataclasses.asdict(n) for n in neighbors]})
     Path(args.out).write_text(json.dumps(out))
     print(f"{len(docs)} documents x {config.k} neighbours -> {args.out}")

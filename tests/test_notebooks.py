@@ -36,7 +36,7 @@ def executed_book(tmp_path_factory):
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("executed"))
     shutil.copy(ROOT / "_config.yml", root / "_config.yml")
     params = dict(model="tiny-llama", embedder="tiny-bert", corpus=str(pile), k=3, docs_per_domain=1,
-                  chunk_bytes=300, learning_rate=1e-3, bootstrap_samples=20, work_dir=str(root / "work"),
+                  chunk_bytes=200, learning_rate=1e-3, bootstrap_samples=20, work_dir=str(root / "work"),
                   device="cpu", fractions="0.1,0.5,1.0", gain_fractions="0.5,1.0", gain_k=2, r_max=50,
                   models="tiny-llama-bos,tiny-gpt2", score_only_models="tiny-gpt2", scaling_k=2,
                   compare_embedder="tiny-bert-large", compare_fraction=0.5, leakage_k=2,
@@ -74,13 +74,18 @@ def test_every_experiment_chapter_shows_a_figure(executed_book, name):
 
 
 @pytest.mark.parametrize("name, phrases", [
-    ("02_ttt", ["per document on average (10-90 % bootstrap interval", "The paper's GPT-2 117M (a pretrained base"]),
-    ("03_neighbors", ["the largest relative gains are on", "per document on average", "In the paper (GPT-2 117M"]),
+    ("01_corpus_and_index", ["Under a split by file, test documents of", "decontamination leaves out",
+                             "from the leaky index and"]),
+    ("02_ttt", ["per document on average (10-90 % bootstrap interval", "The paper's GPT-2 117M (a pretrained base",
+                "renormalises the Pile's weights over the", "plain mean over domains"]),
+    ("03_neighbors", ["the largest relative gains are on", "per document on average", "In the paper (GPT-2 117M",
+                      "random chunks of the same domain by", "Nearest against same-domain random on the same"]),
     ("04_index_size", ["Growing the index from 10% to 100%", "instead of the 50% index changes bits per byte after",
                        "the two embedders share"]),
     ("05_model_scaling", ["tiny-llama-bos after TTT-NN", "tiny-gpt2", "per document on average", "(10-90 % bootstrap",
                           "without BOS on its training chunks", "The paper (other models"]),
     ("06_leakage_control", ["when only its first half is the query", "the split protocol's relative change minus",
+                            "neighbours from the decontaminated index instead of the leaky one",
                             "The paper's GPT-2 117M changes"]),
 ])
 def test_chapters_state_what_our_run_shows_from_its_own_numbers(executed_book, name, phrases):
@@ -88,8 +93,16 @@ def test_chapters_state_what_our_run_shows_from_its_own_numbers(executed_book, n
     text = "".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.outputs)
     assert all(p in text for p in phrases), text[:2000]
-    # every stated comparison carries an interval and says whether it excludes zero
-    assert "interval" in text and ("excludes zero" in text or "includes zero" in text), text[:2000]
+    # every stated comparison carries an interval and says whether it excludes zero (the corpus chapter measures
+    # overlaps of the corpus itself and compares no runs)
+    assert name == "01_corpus_and_index" or "interval" in text and ("excludes zero" in text or "includes zero" in text), text[:2000]
+
+
+def test_the_default_run_takes_one_step_per_neighbour(executed_book):
+    """The chapters print the steps taken per neighbour from the rows: one each (tiny chunks fit the model)."""
+    nb = nbformat.read(executed_book / "book" / "executed" / "02_ttt.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "gradient steps per neighbour: 1 to 1" in text and "(0 neighbours took more than one step)" in text
 
 
 def test_the_book_builds_without_warnings(executed_book):

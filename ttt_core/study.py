@@ -40,6 +40,16 @@ class Study:
                                           self.config.seed, self.config.score_prefix)
         return self.lm
 
+    def training_texts(self, document: dict, query: str | None = None) -> list:
+        """The k train chunks a document is trained on under `config.neighbors`: its nearest neighbours for
+        `query` (default: its text), or a random-chunk control."""
+        config = self.config
+        if config.neighbors != "nearest":
+            return random_neighbors(document, config.k, config.neighbors, self.index, self.corpus, config.seed)
+        exclude = self.own_source_rows(document) if config.leaky_index else ()
+        return retrieve(document["text"] if query is None else query, config.k, self.embedder, self.index,
+                        self.corpus, config.embed_max_tokens, exclude)
+
     def own_source_rows(self, document: dict) -> list[int]:
         """Corpus rows of the document's own source file (left out of the leaky index's results)."""
         sources = self.corpus.cache.setdefault("source_ids", self.corpus.dataset["source_id"])
@@ -96,11 +106,7 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
             if config.split_query:
                 query, text = split_query_and_scored(study.language_model().tokenizer, doc["text"])
                 scored = dict(doc, text=text)
-            if config.neighbors == "nearest":
-                neighbors = retrieve(query, config.k, study.embedder, study.index, study.corpus,
-                                     config.embed_max_tokens, study.own_source_rows(doc) if config.leaky_index else ())
-            else:
-                neighbors = random_neighbors(doc, config.k, config.neighbors, study.index, study.corpus, config.seed)
+            neighbors = study.training_texts(doc, query)
             ids = [n.doc_id for n in neighbors]
             # Another index that retrieved the same neighbours gives the same row: copy it rather than retrain.
             donor = next((s.rows[doc["id"]] for s in same_neighbors if doc["id"] in s.rows
