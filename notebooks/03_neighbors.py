@@ -50,7 +50,7 @@ from ttt_core import paper
 from ttt_core.config import StudyConfig
 from ttt_core.plots import plot_bpb_vs_k, plot_training
 from ttt_core.results import long_frame, training_frame
-from ttt_core.metrics import documents_at, relative_change
+from ttt_core.metrics import bootstrap_mean, documents_at, relative_change
 from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 
 config = StudyConfig.from_namespace(globals())
@@ -101,6 +101,8 @@ display(pd.DataFrame([c.as_row() for c in changes.values()], index=[f"k={k}" for
 # Each curve is the mean over the same documents of each document's relative change from k = 0, with its 10-90 %
 # bootstrap band: the nearest neighbours (TTT-NN), k random train chunks of the document's own domain, k random
 # chunks of the whole index. Every neighbour is one gradient step in all three, so the step budget is equal.
+# The table below gives each domain's mean change in each arm and the paired difference nearest minus same-domain
+# random, with its interval over that domain's documents (a spread of one or two documents, not a finding).
 
 # %%
 curves = pd.DataFrame([{"neighbours": rule, "k": k, "change %": c.percent, "low": c.percent_low,
@@ -119,9 +121,19 @@ fig.tight_layout()
 # %%
 arm_frames = {rule: documents_at(long_frame(arm_rows), config.k) for rule, arm_rows in arms.items()}
 before = documents_at(long_frame(arms["nearest"]), 0)
-per_domain_arms = pd.DataFrame({rule: relative_change(before["bpb"], frame.loc[before.index, "bpb"])
-                                for rule, frame in arm_frames.items()}).groupby(before["domain"]).mean()
-per_domain_arms.columns = [f"{c}: change % at k={config.k}" for c in per_domain_arms.columns]
+per_document_arms = pd.DataFrame({rule: relative_change(before["bpb"], frame.loc[before.index, "bpb"])
+                                  for rule, frame in arm_frames.items()})
+per_document_arms["nearest - random-domain"] = per_document_arms["nearest"] - per_document_arms["random-domain"]
+per_domain_arms = per_document_arms.groupby(before["domain"]).mean()
+per_domain_arms.columns = [f"{c}: change % at k={config.k}" for c in per_domain_arms.columns[:3]] + [
+    "nearest - random same-domain (points)"]
+# Each domain's paired interval of nearest against same-domain random (its documents resampled; with one or two
+# documents per domain it is their spread, not evidence).
+intervals_by_domain = {d: bootstrap_mean(v, config.bootstrap_samples, config.seed)[1:]
+                       for d, v in per_document_arms["nearest - random-domain"].groupby(before["domain"])}
+per_domain_arms["low"] = [intervals_by_domain[d][0] for d in per_domain_arms.index]
+per_domain_arms["high"] = [intervals_by_domain[d][1] for d in per_domain_arms.index]
+per_domain_arms["documents"] = before.groupby("domain").size()
 display(per_domain_arms.round(2))
 versus = {"nearest vs random same-domain": compare(study, arms["random-domain"], config.k, arms["nearest"], config.k),
           "random same-domain vs random any": compare(study, arms["random-any"], config.k, arms["random-domain"],
