@@ -83,8 +83,9 @@ display(behind)
 # %% [markdown]
 # ## Leakage: how much of each test document the index holds
 # For the sampled test documents, the share of their 50-character n-grams (whitespace collapsed, so unspaced
-# scripts count too) found in: any chunk of another source (what a split by file, this study's first split, let
-# into the index: the same message or page in another language is another source); the train split of the
+# scripts count too) found in: any chunk of another source (what a split by file, this study's first split, could
+# let into the index: the same message or page in another language is another source; an upper bound, since such
+# a split also holds about 10 % of the other sources out); the train split of the
 # split by content group; the decontaminated index (train chunks sharing more than `decontam_threshold` of their
 # n-grams with the test split are left out); the k neighbours retrieved from the leaky index (every other
 # source's chunk) and from the decontaminated index. Means per domain, in percent. A message catalogue pairs short

@@ -129,7 +129,7 @@ per_domain_arms.columns = [f"{c}: change % at k={config.k}" for c in per_domain_
     "nearest - random same-domain (points)"]
 # Each domain's paired interval of nearest against same-domain random (its documents resampled; with one or two
 # documents per domain it is their spread, not evidence).
-intervals_by_domain = {d: bootstrap_mean(v, config.bootstrap_samples, config.seed)[1:]
+intervals_by_domain = {d: bootstrap_mean(v, config.bootstrap_samples, config.seed, groups=before.loc[v.index, "group"])[1:]
                        for d, v in per_document_arms["nearest - random-domain"].groupby(before["domain"])}
 per_domain_arms["low"] = [intervals_by_domain[d][0] for d in per_domain_arms.index]
 per_domain_arms["high"] = [intervals_by_domain[d][1] for d in per_domain_arms.index]

@@ -108,7 +108,7 @@ for ax, (name, group) in zip(axes, curves.groupby("queries")):
     ax.set_title(f"queries: {name}")
     ax.set_xlabel("neighbour rank r")
     ax.set_ylabel("mean squared L2 distance to r-th neighbour")
-    ax.legend(title="share of train split indexed")
+    ax.legend(title="share of the decontaminated index")
 fig.tight_layout()
 
 # %% [markdown]

@@ -81,7 +81,9 @@ for leaky in (False, True):
 # The two protocols score different text, so they are compared by each document's relative change (split minus
 # whole: negative means the split protocol improved more).
 whole_name, split_name = tables
-difference = bootstrap_mean(per_document[split_name] - per_document[whole_name], config.bootstrap_samples, config.seed)
+split_groups = documents_at(long_frame(rows), 0).loc[per_document[whole_name].index, "group"]
+difference = bootstrap_mean(per_document[split_name] - per_document[whole_name], config.bootstrap_samples, config.seed,
+                            groups=split_groups)  # sources, then documents, as every interval
 
 # %% [markdown]
 # ## The leaky index against the decontaminated index

@@ -32,6 +32,16 @@ def test_chunks_are_within_the_byte_bound_and_cover_the_text():
         assert min(len(p.encode("utf-8")) for p in pieces) >= size // 4  # no near-empty tail
 
 
+def test_a_short_tail_is_recut_near_the_middle_not_at_a_far_line_break():
+    text = "Installing the package\n" + ("lorem " * 200)[:990]  # one line break, far from the middle
+    assert [len(p.encode()) for p in chunk_text(text, 1000)] == [506, 507]
+
+
+def test_leaky_index_and_random_controls_do_not_mix():
+    with pytest.raises(ValueError, match="invalid leaky_index=True"):
+        StudyConfig(leaky_index=True, neighbors="random-any").validate()
+
+
 def test_a_default_neighbour_is_exactly_one_step_for_any_text():
     """The default chunk is at most 1,000 bytes and a token covers at least one byte: one step at max_length 1024,
     also with a BOS in front (Gemma) and for the costliest texts."""

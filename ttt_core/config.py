@@ -167,6 +167,8 @@ class StudyConfig:
         need(self.neighbors in NEIGHBOR_RULES, "neighbors", f"one of {list(NEIGHBOR_RULES)}")
         need(isinstance(self.leaky_index, bool), "leaky_index",
              "False (the decontaminated train split) or True (every chunk of another source: the leaky control)")
+        need(not (self.leaky_index and self.neighbors != "nearest"), "leaky_index",
+             "False with the random-neighbour controls (they draw from the decontaminated train split)")
         need(not (self.leaky_index and self.index_fraction < 1), "leaky_index",
              "False when index_fraction < 1 (the leaky control indexes every chunk of another source)")
         need(isinstance(self.domain_bytes, int) and self.domain_bytes > 0, "domain_bytes", "a positive integer")

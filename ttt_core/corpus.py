@@ -121,8 +121,13 @@ def chunk_text(text: str, chunk_bytes: int | None) -> list[str]:
     # A short tail would be a near-empty document: re-cut the last two pieces near their joint middle instead
     # (both stay within the bound, since together they are at most 1.25 pieces).
     if len(cuts) > 1 and len(data) - cuts[-1] < chunk_bytes // 4:
-        lo = cuts[-2]
-        cuts[-1] = _break_in(data, len(data) - chunk_bytes, lo + chunk_bytes, near=(lo + len(data)) // 2)
+        lo, middle = cuts[-2], (cuts[-2] + len(data)) // 2
+        cut = _break_in(data, len(data) - chunk_bytes, lo + chunk_bytes, near=middle)
+        if min(cut - lo, len(data) - cut) < chunk_bytes // 4:  # the nearest break was far from the middle
+            cut = middle  # a character boundary at the middle
+            while 0x80 <= data[cut] < 0xC0:
+                cut -= 1
+        cuts[-1] = cut
     bounds = cuts + [len(data)]
     return [data[a:b].decode("utf-8") for a, b in zip(bounds, bounds[1:]) if b > a]
 

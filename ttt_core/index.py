@@ -139,7 +139,9 @@ def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progres
         index = NeighborIndex.load(full_folder, config.embedder, corpus.fingerprint, config.embed_max_tokens)
         return index if keep.all() else index.subset(keep, load_embeddings(config, corpus), **selection)
     fraction = config.index_fraction
-    folder = full_folder if fraction == 1.0 else full_folder.with_name(f"{full_folder.name}-fraction{fraction:g}")
+    # A subset depends on the seed that drew it (seed 0 keeps the name that subsets had before it was recorded).
+    folder = full_folder if fraction == 1.0 else full_folder.with_name(
+        f"{full_folder.name}-fraction{fraction:g}" + (f"-seed{config.seed}" if config.seed else ""))
     embedded = np.ones(len(train_rows), dtype=bool) if fraction == 1.0 else nested_subset(
         len(train_rows), fraction, config.seed)
     if (folder / "meta.json").exists():

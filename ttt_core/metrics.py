@@ -224,7 +224,8 @@ class PairedChange:
                    "one document gives no interval, so this is not a finding" if self.n_documents < 2 else
                    "the interval includes zero, so this run cannot tell it from no change")
         return (f"{self.percent:+.1f} % per document on average (10-90 % bootstrap interval {self.percent_low:+.1f} "
-                f"to {self.percent_high:+.1f} %, {self.n_documents} documents from {self.n_groups} sources; {verdict}; "
+                f"to {self.percent_high:+.1f} %, {self.n_documents} documents from {self.n_groups} sources (content groups); "
+                f"{verdict}; "
                 f"lower on {self.share_lower:.0%} of them), Pile-weighted {self.pile_before:.4f} to "
                 f"{self.pile_after:.4f} bits per byte ({self.pile:+.1f} %), plain mean over domains "
                 f"{self.plain_before:.4f} to {self.plain_after:.4f} ({self.plain:+.1f} %)")
