@@ -109,7 +109,7 @@ index_table[[clean_col, leaky_col]].sort_values(leaky_col).plot.barh(ax=ax)
 ax.set_xlabel(f"bits per byte, mean change per document at k={leakage_k} (%)")
 ax.set_ylabel("domain")
 ax.set_title("the same documents, trained on neighbours from the leaky or the decontaminated index")
-ax.legend(["decontaminated index (default)", "leaky index (split by file, no decontamination)"], loc="lower right")
+ax.legend(["decontaminated index (default)", "leaky index (split by file, no decontamination)"], loc="upper left")
 fig.tight_layout()
 display(Markdown(
     f"On {len(by_index)} documents ({leaky_config.docs_per_domain} per domain) at k = {leakage_k}, training on "
