@@ -113,10 +113,8 @@ def indexed_mask(config: StudyConfig, corpus: Corpus) -> np.ndarray:
     `index_fraction`, less the chunks that decontamination leaves out."""
     from .decontaminate import clean_train_mask
 
-    n_train = len(corpus.rows("train"))
-    keep = nested_subset(n_train, config.index_fraction, config.seed) if config.index_fraction < 1 else np.ones(
-        n_train, dtype=bool)
-    return keep & clean_train_mask(config, corpus)
+    return nested_subset(len(corpus.rows("train")), config.index_fraction, config.seed) & clean_train_mask(
+        config, corpus)
 
 
 def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool = True) -> NeighborIndex:
@@ -142,8 +140,7 @@ def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progres
     # A subset depends on the seed that drew it (seed 0 keeps the name that subsets had before it was recorded).
     folder = full_folder if fraction == 1.0 else full_folder.with_name(
         f"{full_folder.name}-fraction{fraction:g}" + (f"-seed{config.seed}" if config.seed else ""))
-    embedded = np.ones(len(train_rows), dtype=bool) if fraction == 1.0 else nested_subset(
-        len(train_rows), fraction, config.seed)
+    embedded = nested_subset(len(train_rows), fraction, config.seed)  # every row at fraction 1
     if (folder / "meta.json").exists():
         index = NeighborIndex.load(folder, config.embedder, corpus.fingerprint, config.embed_max_tokens)
         embeddings = np.load(folder / "embeddings.npy")

@@ -224,9 +224,8 @@ class PairedChange:
                    "one document gives no interval, so this is not a finding" if self.n_documents < 2 else
                    "the interval includes zero, so this run cannot tell it from no change")
         return (f"{self.percent:+.1f} % per document on average (10-90 % bootstrap interval {self.percent_low:+.1f} "
-                f"to {self.percent_high:+.1f} %, {self.n_documents} documents from {self.n_groups} sources (content groups); "
-                f"{verdict}; "
-                f"lower on {self.share_lower:.0%} of them), Pile-weighted {self.pile_before:.4f} to "
+                f"to {self.percent_high:+.1f} %, {self.n_documents} documents from {self.n_groups} sources (content "
+                f"groups); {verdict}; lower on {self.share_lower:.0%} of them), Pile-weighted {self.pile_before:.4f} to "
                 f"{self.pile_after:.4f} bits per byte ({self.pile:+.1f} %), plain mean over domains "
                 f"{self.plain_before:.4f} to {self.plain_after:.4f} ({self.plain:+.1f} %)")
 
@@ -247,7 +246,7 @@ def paired_change(before: pd.DataFrame, after: pd.DataFrame, pile_set_names: dic
                          f"documents, {len(set(before.index) ^ set(after.index))} not shared")
     after = after.loc[before.index]
     percent = relative_change(before["bpb"], after["bpb"])
-    groups = before["group"] if "group" in before else before.index
+    groups = before["group"]
     pct, pct_lo, pct_hi = bootstrap_mean(percent, samples, seed, quantiles, groups)
     delta, delta_lo, delta_hi = bootstrap_mean(after["bpb"] - before["bpb"], samples, seed, quantiles, groups)
     # Aggregates over domains (Pile-weighted, plain mean), groups then documents resampled within each domain

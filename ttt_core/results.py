@@ -60,6 +60,11 @@ def cut_row(row: dict, k: int) -> dict:
                 distances=row["distances"][:k], neighbors=row["neighbors"][:k])
 
 
+def evaluated_at(row: dict | None, k: int) -> bool:
+    """Whether a stored row was scored after exactly k neighbours (so it can stand for a run with that k)."""
+    return row is not None and any(e["k"] == k for e in row["evals"])
+
+
 def reusable_stores(folder: Path, inputs: dict) -> list["ResultsStore"]:
     """Result files of runs that differ from `inputs` only by a larger k.
 

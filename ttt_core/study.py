@@ -17,7 +17,7 @@ from .corpus import Corpus, build_corpus
 from .index import NeighborIndex, build_index
 from .models import (PACKAGED, Embedder, LanguageModel, check_installed, check_model_name, load_embedder,
                      load_language_model)
-from .results import ResultsStore, cut_row, long_frame, reusable_stores, same_neighbor_stores
+from .results import ResultsStore, cut_row, evaluated_at, long_frame, reusable_stores, same_neighbor_stores
 from .retrieve import random_neighbors, retrieve
 from .ttt import make_optimizer, split_query_and_scored, test_time_train
 
@@ -92,7 +92,7 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
     for donor in reusable_stores(study.results_path.parent, inputs):
         for doc in docs:
             row = donor.rows.get(doc["id"])
-            if doc["id"] not in store and row and any(e["k"] == config.k for e in row["evals"]):
+            if doc["id"] not in store and evaluated_at(row, config.k):
                 store.append(cut_row(row, config.k))
     pending = [d for d in docs if d["id"] not in store]
     if pending and not config.reset_optimizer and len(pending) < len(docs):
@@ -109,9 +109,8 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
             neighbors = study.training_texts(doc, query)
             ids = [n.doc_id for n in neighbors]
             # Another index that retrieved the same neighbours gives the same row: copy it rather than retrain.
-            donor = next((s.rows[doc["id"]] for s in same_neighbors if doc["id"] in s.rows
-                          and s.rows[doc["id"]]["neighbors"][:config.k] == ids
-                          and any(e["k"] == config.k for e in s.rows[doc["id"]]["evals"])), None)
+            donor = next((row for row in (s.rows.get(doc["id"]) for s in same_neighbors)
+                          if evaluated_at(row, config.k) and row["neighbors"][:config.k] == ids), None)
             if donor is not None:
                 store.append(cut_row(donor, config.k))
                 continue
