@@ -30,7 +30,8 @@ run: $(NOTEBOOKS:%=$(EXEC)/%.ipynb)
 # A notebook re-runs when its source, the parameters or the library change; finished documents are cached.
 $(EXEC)/%.ipynb: notebooks/%.ipynb $(PARAMS) ttt_core/*.py | prepare
 	@mkdir -p $(EXEC)
-	$(BIN)/papermill $< $@ -f $(PARAMS) --cwd . --log-output --no-progress-bar
+	$(BIN)/papermill $< $@ -f $(PARAMS) -p params_file $(PARAMS) --cwd . --log-output --no-progress-bar
+	$(BIN)/python -m ttt_core mark-for-book $@
 
 book: run
 	$(BIN)/jupyter-book build book/ -W --keep-going

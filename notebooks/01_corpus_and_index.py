@@ -16,12 +16,11 @@
 # %% [markdown]
 # # The corpus and the index
 #
-# The mini-Pile that every other chapter uses: where each domain's text comes from, how much of it is
-# indexed (train split) and held out (test split, split by content group so that no test text, nor its
-# translation, is indexed), how much of each test document the index still holds, what the faiss index costs,
-# and what retrieval returns for a few test documents.
+# ```{glue:md} finding
+# :format: myst
+# ```
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 k = 10
 model = "smollm2-135m"
 embedder = "minilm"
@@ -34,8 +33,9 @@ seed = 0
 work_dir = "artifacts"
 examples = 3  # test documents shown with their neighbours
 short_ngram = 20  # a second, shorter n-gram for the split-by-file column: short repeated messages span < 50 characters
+params_file = ""  # the parameter file this run was given (shown in "Reproduce this page")
 
-# %% tags=["hide-output"]
+# %% tags=["hide-input", "remove-output"]
 import dataclasses
 
 import numpy as np
@@ -45,54 +45,14 @@ from IPython.display import Markdown, display
 from ttt_core import decontaminate
 from ttt_core.config import StudyConfig
 from ttt_core.index import index_folder, indexed_mask
-from ttt_core.plots import plot_domain_sizes
+from ttt_core.plots import plot_domain_sizes, use_report_style
+from ttt_core.report import reproduce, show_finding
 from ttt_core.retrieve import retrieve
 from ttt_core.study import prepare
 
 config = StudyConfig.from_namespace(globals())
+use_report_style()
 study = prepare(config)
-
-# %% [markdown]
-# ## Documents and bytes per domain
-
-# %%
-summary = study.corpus.summary()
-display(summary)
-plot_domain_sizes(summary);
-
-# %% [markdown]
-# ## Sources and licenses
-
-# %%
-sources = pd.DataFrame(study.corpus.manifest["sources"])
-if not sources.empty:
-    with pd.option_context("display.max_colwidth", None):
-        display(sources[["domain", "pile analogue", "origin", "package", "version", "license", "what it is"]]
-                .set_index("domain"))
-
-# %% [markdown]
-# ## Sources behind the test split
-# A chunk is a document of the study, but chunks of one source (a file, a page in one language) are not
-# independent evidence. Test documents are sampled from distinct sources first, and every interval resamples
-# sources (content groups) before chunks. Domains with one test source rest on one text, however many chunks.
-
-# %%
-behind = study.corpus.sources_per_domain("test").join(study.corpus.sources_per_domain("train"), rsuffix=" (train)")
-display(behind)
-
-# %% [markdown]
-# ## Leakage: how much of each test document the index holds
-# For the sampled test documents, the share of their 50-character n-grams (whitespace collapsed, so unspaced
-# scripts count too) found in: any chunk of another source (what a split by file, this study's first split, could
-# let into the index: the same message or page in another language is another source; an upper bound, since such
-# a split also holds about 10 % of the other sources out); the train split of the
-# split by content group; the decontaminated index (train chunks sharing more than `decontam_threshold` of their
-# n-grams with the test split are left out); the k neighbours retrieved from the leaky index (every other
-# source's chunk) and from the decontaminated index. Means per domain, in percent. A message catalogue pairs short
-# English messages with their translations, so few 50-character n-grams repeat across languages even where every
-# English message does: the second column measures the split by file with `short_ngram`-character n-grams.
-
-# %%
 n = config.decontam_ngram
 test_docs = study.corpus.test_documents(config.docs_per_domain, config.seed, config.domains)
 leaky = dataclasses.replace(config, leaky_index=True)
@@ -113,17 +73,16 @@ overlap = pd.DataFrame({
         d["text"], config.k, study.embedder, study.index, study.corpus, config.embed_max_tokens)], n)
         for d in test_docs]})
 by_domain_overlap = 100 * overlap.groupby("domain").mean()
-display(by_domain_overlap.round(1))
-
 train_domains = np.asarray(study.corpus.dataset["domain"])[study.corpus.rows("train")]
 scores = decontaminate.train_overlap(study.corpus, n)
 left_out = pd.DataFrame({"train chunks": pd.Series(train_domains).value_counts(),
                          "left out": pd.Series(train_domains[~indexed_mask(config, study.corpus)]).value_counts(),
                          "max n-gram share with the test split %": 100 * pd.Series(scores).groupby(train_domains).max()}
                         ).fillna(0).astype({"left out": int})
-display(left_out.round(1))
+
+# %% tags=["remove-cell"]
 worst = by_domain_overlap.iloc[:, 0].sort_values(ascending=False)
-display(Markdown(
+show_finding((
     f"Under a split by file, test documents of {', '.join(f'{d} ({v:.0f} %)' for d, v in worst.head(3).items())} "
     f"had that share of their {n}-character n-grams in another source that the index could hold ("
     + ", ".join(f"{d} {v:.0f} %" for d, v in by_domain_overlap.iloc[:, 1].sort_values(ascending=False).head(2).items())
@@ -135,10 +94,63 @@ display(Markdown(
     f"the leaky index and {overlap.iloc[:, 6].mean():.1%} from the decontaminated one. The leakage chapter "
     f"measures what the leak does to the gain."))
 
+# %% tags=["hide-input"]
+plot_domain_sizes(study.corpus.summary());
+
+# %% [markdown]
+# ## How this was run
+# The mini-Pile that every other chapter uses: where each domain's text comes from, how much of it is
+# indexed (train split) and held out (test split, split by content group so that no test text, nor its
+# translation, is indexed), how much of each test document the index still holds, what the faiss index costs,
+# and what retrieval returns for a few test documents.
+
+# %% [markdown]
+# ## Leakage: how much of each test document the index holds
+# For the sampled test documents, the share of their 50-character n-grams (whitespace collapsed, so unspaced
+# scripts count too) found in: any chunk of another source (what a split by file, this study's first split, could
+# let into the index: the same message or page in another language is another source; an upper bound, since such
+# a split also holds about 10 % of the other sources out); the train split of the
+# split by content group; the decontaminated index (train chunks sharing more than `decontam_threshold` of their
+# n-grams with the test split are left out); the k neighbours retrieved from the leaky index (every other
+# source's chunk) and from the decontaminated index. Means per domain, in percent. A message catalogue pairs short
+# English messages with their translations, so few 50-character n-grams repeat across languages even where every
+# English message does: the second column measures the split by file with `short_ngram`-character n-grams.
+
+# %% tags=["hide-input"]
+display(by_domain_overlap.round(1))
+display(left_out.round(1))
+
+# %% [markdown]
+# ## Documents and bytes per domain
+
+# %% tags=["hide-input"]
+summary = study.corpus.summary()
+display(summary)
+
+# %% [markdown]
+# ## Sources and licenses
+
+# %% tags=["hide-input"]
+sources = pd.DataFrame(study.corpus.manifest["sources"])
+if not sources.empty:
+    with pd.option_context("display.max_colwidth", None):
+        display(sources[["domain", "pile analogue", "origin", "package", "version", "license", "what it is"]]
+                .set_index("domain"))
+
+# %% [markdown]
+# ## Sources behind the test split
+# A chunk is a document of the study, but chunks of one source (a file, a page in one language) are not
+# independent evidence. Test documents are sampled from distinct sources first, and every interval resamples
+# sources (content groups) before chunks. Domains with one test source rest on one text, however many chunks.
+
+# %% tags=["hide-input"]
+behind = study.corpus.sources_per_domain("test").join(study.corpus.sources_per_domain("train"), rsuffix=" (train)")
+display(behind)
+
 # %% [markdown]
 # ## The index
 
-# %%
+# %% tags=["hide-input"]
 folder = index_folder(config, study.corpus)
 on_disk = {p.name: p.stat().st_size for p in folder.iterdir()}
 display(pd.DataFrame({
@@ -154,9 +166,23 @@ display(pd.DataFrame({
 # A few test documents (first 300 characters) with their three nearest train documents; distances are
 # squared L2 between embeddings (0 = identical text).
 
-# %%
+# %% tags=["hide-input"]
 for doc in study.corpus.test_documents(1, config.seed, config.domains)[:examples]:
     print("=" * 100)
     print(f"QUERY  [{doc['domain']}] {doc['id']}\n{doc['text'][:300]!r}\n")
     for n in retrieve(doc["text"], 3, study.embedder, study.index, study.corpus, config.embed_max_tokens):
         print(f"  d={n.distance:.3f} [{n.domain}] {n.doc_id}\n  {n.text[:300]!r}\n")
+
+# %% [markdown]
+# ## Reproduce this page
+# {download}`Download the executed notebook <01_corpus_and_index.ipynb>` (every output of this page, with its code).
+
+# %% tags=["remove-input"]
+display(reproduce("01_corpus_and_index", params_file, {"index (TTT-NN run)": config.run_key(study.corpus.fingerprint)},
+                  config.work_dir))
+
+# %% [markdown]
+# ## The configuration that produced these numbers
+
+# %% tags=["hide-input"]
+display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))

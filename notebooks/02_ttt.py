@@ -16,14 +16,11 @@
 # %% [markdown]
 # # TTT-NN: bits per byte before and after training on neighbours
 #
-# For each sampled test document of each mini-Pile domain we retrieve its `k` nearest neighbours from the
-# faiss index of the decontaminated train split, take one AdamW step on each neighbour (nearest first; a
-# neighbour is at most 1,000 bytes, so one step, and the rows record it), score the document at each k of the
-# grid and restore the weights. Missing artifacts (packaged
-# model conversion, corpus, index) are built here on the spot; finished documents are read back from the
-# results file, so an interrupted run resumes.
+# ```{glue:md} finding
+# :format: myst
+# ```
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 k = 10
 model = "smollm2-135m"
 embedder = "minilm"
@@ -42,8 +39,9 @@ max_eval_tokens = None
 bootstrap_samples = 1000
 device = "auto"
 work_dir = "artifacts"
+params_file = ""  # the parameter file this run was given (shown in "Reproduce this page")
 
-# %% tags=["hide-output"]
+# %% tags=["hide-input", "remove-output"]
 import time
 
 import pandas as pd
@@ -51,55 +49,46 @@ from IPython.display import Markdown, display
 
 from ttt_core import paper
 from ttt_core.config import StudyConfig
-from ttt_core.metrics import pile_weights, relative_change
+from ttt_core.metrics import documents_at, domain_changes, pile_weights, relative_change
 from ttt_core.models import PACKAGED
-from ttt_core.plots import plot_bpb_vs_k
-from ttt_core.study import prepare, run_ttt, summarize, ttt_change
+from ttt_core.plots import plot_change_by_domain, use_report_style
+from ttt_core.report import NOT_RESOLVED, glue_finding, glue_text, reproduce, show_finding
+from ttt_core.results import long_frame
+from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 
 config = StudyConfig.from_namespace(globals())
+use_report_style()
 started = time.perf_counter()
 study = prepare(config)
 rows = run_ttt(study)
+wall_seconds = time.perf_counter() - started
 table, intervals = summarize(study, rows)
 change = ttt_change(study, rows)  # paired on the same documents: k neighbours against none
+frame = long_frame(rows)
+by_domain = domain_changes(documents_at(frame, 0), documents_at(frame, config.k), config.bootstrap_samples,
+                           config.seed) if config.k > 0 else None
+first_k = min((kk for kk in config.ks if kk > 0), default=0)
+more = compare(study, rows, first_k, rows, config.k) if 0 < first_k < config.k else None  # k against fewer
 
-# %%
-print(f"model={config.model} embedder={config.embedder} k={config.k} documents={len(rows)} "
-      f"run key={config.run_key(study.corpus.fingerprint)} wall time={time.perf_counter() - started:.0f} s")
-steps = [s for row in rows for s in row["train_steps"]]
-print(f"gradient steps per neighbour: {min(steps)} to {max(steps)} over {len(steps)} neighbours "
-      f"({sum(s > 1 for s in steps)} neighbours took more than one step)")
-
-# %% [markdown]
-# ## Bits per byte per domain at each k
-# Rows are mini-Pile domains (with the Pile task each stands in for) and the Pile-weighted aggregate;
-# columns are the number of neighbours trained on. The last columns give the change from k = 0 to k.
-
-# %%
-summary = table.copy()
-summary.columns = [f"k={c}" for c in summary.columns]
-summary["change"] = table[config.k] - table[0]
-summary["change %"] = relative_change(table[0], table[config.k])
-summary.insert(0, "Pile task", [study.pile_set_names.get(d, "") for d in summary.index])
-# Each domain's share of the Pile-weighted row: its task's Pile weight, split among the domains standing in for
-# that task and renormalised over the tasks present (so a few tasks carry most of the weight).
-weights = pile_weights(table.index.drop("Pile-weighted"), study.pile_set_names)
-summary.insert(1, "weight %", (100 * weights).reindex(summary.index))
-sources = pd.DataFrame(rows).groupby("domain").agg(documents=("doc_id", "size"), sources=("group", "nunique"))
-summary = summary.join(sources)
-display(summary.round(4))
-
-# %%
-plot_bpb_vs_k(table, intervals, title=f"{config.model}, {config.embedder} index, "
-              f"{config.docs_per_domain} test documents per domain");
-
-# %%
-lower = int((summary.drop(index="Pile-weighted")["change"] < 0).sum())
 gpt2 = dict(zip(paper.KS, paper.PILE_ALL_BY_K["GPT-2 117M"]))
 what = PACKAGED[config.model].training if config.model in PACKAGED else "not a packaged model"
-display(Markdown(
+weights = pile_weights(table.index.drop("Pile-weighted"), study.pile_set_names)
+lower = int((table[config.k] < table[0]).drop("Pile-weighted").sum())
+glue_finding("ttt_change", change, note=f"k = {config.k}")
+glue_text("ttt_domains_lower", f"lower on {lower} of {len(table) - 1} domains")
+if more is not None:
+    glue_finding("ttt_more", more, note=f"k = {config.k} against k = {first_k}")
+else:
+    glue_text("ttt_more", f"not run (k = {config.k} has no smaller k > 0 in the grid)")
+    glue_text("ttt_more_verdict", NOT_RESOLVED)
+
+# %% tags=["remove-cell"]
+show_finding((
     f"Training {config.model} ({what}) on {config.k} neighbours changes bits per byte by **{change.describe()}**; "
-    f"the domain aggregate is lower on {lower} of {len(summary) - 1} domains. The Pile-weighted figure "
+    f"the domain aggregate is lower on {lower} of {len(table) - 1} domains. "
+    + (f"More neighbours help: {config.k} neighbours against {first_k}, on the same documents, change bits per "
+       f"byte by {more.describe()}. " if more is not None else "")
+    + f"The Pile-weighted figure "
     f"renormalises the Pile's weights over the {len(set(weights.index.map(study.pile_set_names)))} "
     f"Pile tasks present, so {weights.idxmax()} alone carries {weights.max():.0%} of it; the plain mean over "
     f"domains weighs every domain alike. The paper's GPT-2 117M (a "
@@ -107,23 +96,71 @@ display(Markdown(
     + (f"{gpt2[config.k]} at k = {config.k} ({relative_change(gpt2[0], gpt2[config.k]):+.1f} %), " if config.k in gpt2 and config.k != 50 else "")
     + f"{gpt2[50]} at k = 50 ({relative_change(gpt2[0], gpt2[50]):+.1f} %)."))
 
+# %% tags=["hide-input"]
+if by_domain is not None:
+    plot_change_by_domain(by_domain, ("all documents", change.percent, change.percent_low, change.percent_high),
+                          xlabel=f"change in bits per byte after k = {config.k} neighbours (%)",
+                          title=f"{config.model}, {config.embedder} index: TTT-NN per domain");
+
+# %% [markdown]
+# ## How this was run
+# For each sampled test document of each mini-Pile domain we retrieve its `k` nearest neighbours from the
+# faiss index of the decontaminated train split, take one AdamW step on each neighbour (nearest first; a
+# neighbour is at most 1,000 bytes, so one step, and the rows record it), score the document at each k of the
+# grid and restore the weights. The figure shows each domain's mean per-document change with its 10-90 %
+# bootstrap interval (its sources resampled, then its documents; with one or two sources per domain this is
+# their spread, not evidence) and, in black, the mean over all documents, the chapter's finding.
+
+# %% tags=["hide-input"]
+steps = [s for row in rows for s in row["train_steps"]]
+print(f"gradient steps per neighbour: {min(steps, default=0)} to {max(steps, default=0)} over {len(steps)} "
+      f"neighbours ({sum(s > 1 for s in steps)} neighbours took more than one step); {len(rows)} documents, "
+      f"wall time of this run {wall_seconds:.0f} s (finished documents are read back, not re-run)")
+
+# %% [markdown]
+# ## Bits per byte per domain
+# One row per mini-Pile domain (with the Pile task it stands in for and its share of the Pile-weighted
+# aggregate) and the aggregate: bits per byte before training and after k neighbours, and the mean
+# per-document change with its interval (as in the figure). The full k grid is in the next chapter.
+
+# %% tags=["hide-input"]
+summary = pd.DataFrame({"Pile task": [study.pile_set_names.get(d, "") for d in table.index]}, index=table.index)
+# Each domain's share of the Pile-weighted row: its task's Pile weight, split among the domains standing in for
+# that task and renormalised over the tasks present (so a few tasks carry most of the weight).
+summary["weight %"] = (100 * weights).reindex(summary.index)
+summary["bpb k=0"] = table[0]
+summary[f"bpb k={config.k}"] = table[config.k]
+summary["change %"] = relative_change(table[0], table[config.k])
+if by_domain is not None:
+    summary = summary.join(by_domain[["low %", "high %", "documents", "sources"]].rename(
+        columns={"low %": "doc. low %", "high %": "doc. high %", "documents": "docs"}))
+    summary[["docs", "sources"]] = summary[["docs", "sources"]].astype("Int64")  # blank on the aggregate row
+display(summary.round(3))
+
 # %% [markdown]
 # ## Intervals
 # The finding above is paired: each document's bits per byte after training against its own before, the mean
 # of those relative changes with a 10-90 % bootstrap interval (sources resampled across all domains, then
-# documents within them, since chunks of one source are not independent). Below,
-# the paper's unpaired intervals of each domain's level (documents resampled within each domain; with one
+# documents within them, since chunks of one source are not independent). Below, the paired comparison in full
+# and the paper's unpaired intervals of each domain's level (documents resampled within each domain; with one
 # document per domain they collapse to a point).
 
-# %%
-display(pd.DataFrame([change.as_row()], index=[f"k={config.k} vs k=0"]).round(4))
+# %% tags=["hide-input"]
+display(pd.DataFrame([change.as_row()], index=[f"k={config.k} vs k=0"]).T.round(4))
 
-# %%
+# %% tags=["hide-input"]
 ends = intervals[intervals["k"].isin([0, config.k])].pivot(index="domain", columns="k", values=["low", "high"])
 display(ends.round(4))
 
 # %% [markdown]
+# ## Reproduce this page
+# {download}`Download the executed notebook <02_ttt.ipynb>` (every output of this page, with its code).
+
+# %% tags=["remove-input"]
+display(reproduce("02_ttt", params_file, {"TTT-NN": config.run_key(study.corpus.fingerprint)}, config.work_dir))
+
+# %% [markdown]
 # ## The configuration that produced these numbers
 
-# %%
+# %% tags=["hide-input"]
 display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))

@@ -16,14 +16,11 @@
 # %% [markdown]
 # # Index size and quality
 #
-# The paper claims that "sufficient index quality and size are necessary". We index nested random subsets
-# of the train split (each a faiss index built by `ttt_core` from the cached embeddings) and measure, for a
-# fixed set of held-out queries: the mean distance to the r-th neighbour, the number of exact duplicates,
-# the same distances for out-of-domain queries (a domain left out of the index), and the TTT-NN gain at a
-# fixed k. A second axis of quality: the same subset of the train split indexed by the weaker and the
-# stronger packaged embedder (MiniLM, 22M parameters, 384-d; mpnet, 110M parameters, 768-d).
+# ```{glue:md} finding
+# :format: myst
+# ```
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 k = 10
 model = "smollm2-135m"
 embedder = "minilm"
@@ -41,8 +38,9 @@ gain_k = 5
 gain_docs_per_domain = 1
 compare_embedder = "mpnet"  # the stronger embedder ("" skips the quality axis)
 compare_fraction = 0.25  # both embedders index this nested subset (mpnet embeds ~1 chunk/s on 2 CPU cores)
+params_file = ""  # the parameter file this run was given (shown in "Reproduce this page")
 
-# %% tags=["hide-output"]
+# %% tags=["hide-input", "remove-output"]
 import dataclasses
 
 import matplotlib.pyplot as plt
@@ -53,9 +51,12 @@ from IPython.display import Markdown, display
 
 from ttt_core.config import StudyConfig
 from ttt_core.index import build_index, exact_duplicates, indexed_mask, load_embeddings, nested_subset
+from ttt_core.plots import use_report_style
+from ttt_core.report import NOT_RESOLVED, glue_finding, glue_text, reproduce, show_finding
 from ttt_core.study import compare, prepare, run_ttt, ttt_change
 
 config = StudyConfig.from_namespace(globals())
+use_report_style()
 study = prepare(config)
 # The decontaminated index and its vectors (the full train split's embeddings, less the left-out chunks).
 full, embeddings = study.index, load_embeddings(config, study.corpus)[indexed_mask(config, study.corpus)]
@@ -71,17 +72,8 @@ def reachable_r(keep: np.ndarray) -> int:
     """Neighbours per query that an index subset can return, also with any query's domain left out."""
     return max(1, min([r_max] + [int((keep & (row_domains != d)).sum()) for d in np.unique(query_domains)]))
 
-# %%
-print(f"{len(full)} indexed train documents, {len(queries)} held-out queries, r up to {r_max} "
-      "(fewer for an index subset smaller than that)")
 
-# %% [markdown]
-# ## Distance to the r-th neighbour against index size
-# Squared L2 distance between normalised embeddings (0 = same text, 2 = orthogonal); lower means closer
-# neighbours. Out-of-domain: each query's own domain is removed from the index, as the paper's LAMBADA
-# contrast (queries unlike anything indexed).
-
-# %%
+# Distance to the r-th neighbour for in-domain and out-of-domain queries, per index size.
 curves, duplicates = [], []
 for fraction in sizes:
     keep = nested_subset(len(full), fraction, config.seed)
@@ -99,24 +91,8 @@ for fraction in sizes:
     for r, d in enumerate(np.sum(out_of_domain, axis=0) / len(queries), start=1):
         curves.append({"fraction": fraction, "r": r, "distance": d, "queries": "out-of-domain (domain left out)"})
 curves = pd.DataFrame(curves)
-display(pd.DataFrame(duplicates).set_index("fraction").round(4))
 
-# %%
-fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
-for ax, (name, group) in zip(axes, curves.groupby("queries")):
-    sns.lineplot(data=group, x="r", y="distance", hue="fraction", palette="viridis", ax=ax)
-    ax.set_title(f"queries: {name}")
-    ax.set_xlabel("neighbour rank r")
-    ax.set_ylabel("mean squared L2 distance to r-th neighbour")
-    ax.legend(title="share of the decontaminated index")
-fig.tight_layout()
 
-# %% [markdown]
-# ## TTT-NN gain against index size
-# TTT-NN with `gain_k` neighbours from each index size, on `gain_docs_per_domain` test documents per
-# domain (the full-size run reuses the results of the TTT-NN chapter where the configuration matches).
-
-# %%
 def ttt_gain(sub_study) -> tuple[dict, list[dict]]:
     """TTT-NN at gain_k over one index, paired with k=0 on the same documents, and the per-document rows."""
     rows = run_ttt(sub_study)
@@ -126,41 +102,19 @@ def ttt_gain(sub_study) -> tuple[dict, list[dict]]:
             "change": change}, rows
 
 
-gains, gain_rows = [], {}
+# TTT-NN with gain_k neighbours from each index size (the full-size run reuses the TTT-NN chapter's rows).
+gains, gain_rows, run_keys = [], {}, {}
 for fraction in [float(f) for f in gain_fractions.split(",")]:
     sub = dataclasses.replace(config, k=gain_k, docs_per_domain=gain_docs_per_domain, index_fraction=fraction)
     gain, gain_rows[fraction] = ttt_gain(dataclasses.replace(study, config=sub,
                                                              index=build_index(sub, study.corpus, study.embedder)))
     gains.append({"embedder": config.embedder, "fraction": fraction, **gain})
+    run_keys[f"{fraction:.0%} index"] = sub.run_key(study.corpus.fingerprint)
 gains = pd.DataFrame(gains)
-display(gains.drop(columns="change").round(4))
-fig, ax = plt.subplots(figsize=(7, 4))
-ax.errorbar(gains["fraction"], gains["mean change %"], marker="o", capsize=4,
-            yerr=[gains["mean change %"] - gains["low %"], gains["high %"] - gains["mean change %"]])
-ax.axhline(0, color="grey", lw=0.8)
-ax.set_xscale("log")
-ax.set_xlabel("share of the train split indexed (log scale)")
-ax.set_ylabel(f"bpb change per document at k={gain_k} (%), 10-90 %")
-fig.tight_layout()
-
-# %% [markdown]
-# The same documents trained on neighbours from the smallest and from the largest index: each document's bits
-# per byte after TTT-NN with the larger index against its bits per byte after TTT-NN with the smaller one
-# (negative: the larger index helps more).
-
-# %%
 small, large = gains["fraction"].min(), gains["fraction"].max()
 size_effect = compare(study, gain_rows[small], gain_k, gain_rows[large], gain_k)
-display(pd.DataFrame([size_effect.as_row()], index=[f"{large:.0%} vs {small:.0%} index, k={gain_k}"]).round(4))
 
-# %% [markdown]
-# ## Index quality: a weaker and a stronger embedder over the same subset
-# Both embedders index the same nested subset of the train split (`compare_fraction`) and retrieve for the
-# same test documents; TTT-NN then trains on each one's neighbours. Their distances live in different
-# embedding spaces and are not comparable, so the comparison is the TTT-NN gain, the overlap of the two
-# neighbour lists and the cost of embedding.
-
-# %%
+# Index quality: both embedders index the same nested subset and retrieve for the same documents.
 quality, neighbour_lists, quality_rows = [], {}, {}
 for name in [config.embedder, compare_embedder] if compare_embedder else []:
     sub = dataclasses.replace(config, embedder=name, k=gain_k, docs_per_domain=gain_docs_per_domain,
@@ -171,42 +125,124 @@ for name in [config.embedder, compare_embedder] if compare_embedder else []:
     meta = sub_study.index.meta
     quality.append({"embedder": name, "dimensions": meta["dim"], "indexed documents": len(sub_study.index),
                     "embedding seconds per document": meta["embed_seconds"] / meta["embedded_documents"], **gain})
+    run_keys[f"{name} embedder, {compare_fraction:.0%} index"] = sub.run_key(study.corpus.fingerprint)
 if quality:
     quality = pd.DataFrame(quality).set_index("embedder")
     weak, strong = neighbour_lists.values()
     overlap = np.mean([len(weak[d] & strong[d]) / gain_k for d in weak])
     embedder_effect = compare(study, quality_rows[config.embedder], gain_k, quality_rows[compare_embedder], gain_k)
+
+glue_finding("index_size", size_effect, note=f"{large:.0%} against {small:.0%} of the index, k = {gain_k}")
+if len(quality):
+    glue_finding("index_quality", embedder_effect,
+                 note=f"{compare_embedder} against {config.embedder} neighbours, k = {gain_k}")
+else:
+    glue_text("index_quality", "not run (compare_embedder is empty)")
+    glue_text("index_quality_verdict", NOT_RESOLVED)
+
+# %% tags=["remove-cell"]
+first, last = duplicates[0], duplicates[-1]
+text = (f"Training on neighbours from the {large:.0%} index instead of the {small:.0%} index changes bits per byte "
+        f"after TTT-NN by **{size_effect.describe()}**. With k = {gain_k}, TTT-NN changes bits per byte by "
+        + "; ".join(f"{c.percent:+.1f} % ({c.percent_low:+.1f} to {c.percent_high:+.1f} %) with the {f:.0%} index"
+                    for f, c in zip(gains["fraction"], gains["change"]))
+        + f" (mean per-document change, 10-90 % interval, {gains['change'].iloc[0].n_documents} documents). "
+        f"Growing the index from {first['fraction']:.0%} to {last['fraction']:.0%} of the train split "
+        f"({first['indexed documents']} to {last['indexed documents']} documents) brings the nearest neighbour of "
+        f"a held-out query from a mean squared distance of {first['mean distance to 1st neighbour']:.3f} to "
+        f"{last['mean distance to 1st neighbour']:.3f}; {last['exact duplicates (d < 1e-4)']} of {len(queries)} "
+        f"queries have an exact duplicate in the full index.")
+if len(quality):
+    text += (f" Over the same {compare_fraction:.0%} subset, {compare_embedder} neighbours instead of "
+             f"{config.embedder} neighbours change bits per byte after TTT-NN by **{embedder_effect.describe()}**; "
+             f"the two embedders share {overlap:.0%} of their neighbours.")
+show_finding(text)
+
+# %% tags=["hide-input"]
+fig, ax = plt.subplots(figsize=(10, 4.5))
+ax.errorbar(gains["fraction"], gains["mean change %"], marker="o", capsize=4, color="black",
+            yerr=[gains["mean change %"] - gains["low %"], gains["high %"] - gains["mean change %"]])
+for _, g in gains.iterrows():
+    ax.annotate(f"{g['mean change %']:+.1f} %", (g["fraction"], g["mean change %"]), xytext=(8, 0),
+                textcoords="offset points", va="center")
+ax.axhline(0, color="grey", lw=0.8, ls="--")
+ax.set_xscale("log")
+ax.set_xlabel("share of the decontaminated train split indexed (log scale)")
+ax.set_ylabel(f"bits per byte, change at k={gain_k} (%)")
+ax.set_title(f"TTT-NN gain against index size\nmean per-document change with 10-90 % interval "
+             f"({gains['change'].iloc[0].n_documents} documents)")
+fig.tight_layout()
+
+# %% [markdown]
+# ## How this was run
+# The paper claims that "sufficient index quality and size are necessary". We index nested random subsets
+# of the train split (each a faiss index built by `ttt_core` from the cached embeddings) and measure, for a
+# fixed set of held-out queries: the mean distance to the r-th neighbour, the number of exact duplicates,
+# the same distances for out-of-domain queries (a domain left out of the index), and the TTT-NN gain at a
+# fixed k (`gain_k`) on `gain_docs_per_domain` test documents per domain. A second axis of quality: the same
+# subset of the train split indexed by the weaker and the stronger packaged embedder (MiniLM, 22M parameters,
+# 384-d; mpnet, 110M parameters, 768-d).
+
+# %% [markdown]
+# ## TTT-NN gain against index size
+# The figure's numbers, and the paired comparison of the largest against the smallest index: each document's
+# bits per byte after TTT-NN with the larger index against its bits per byte after TTT-NN with the smaller one
+# (negative: the larger index helps more).
+
+# %% tags=["hide-input"]
+display(gains.drop(columns="change").round(4))
+display(pd.DataFrame([size_effect.as_row()], index=[f"{large:.0%} vs {small:.0%} index, k={gain_k}"]).T.round(4))
+
+# %% [markdown]
+# ## Distance to the r-th neighbour against index size
+# Squared L2 distance between normalised embeddings (0 = same text, 2 = orthogonal); lower means closer
+# neighbours. Out-of-domain: each query's own domain is removed from the index, as the paper's LAMBADA
+# contrast (queries unlike anything indexed).
+
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
+for ax, (name, group) in zip(axes, curves.groupby("queries")):
+    sns.lineplot(data=group, x="r", y="distance", hue="fraction", palette="viridis", ax=ax)
+    ax.set_title(f"queries: {name}")
+    ax.set_xlabel("neighbour rank r")
+    ax.set_ylabel("mean squared L2 distance to r-th neighbour")
+    ax.legend(title="share of the index")
+fig.tight_layout()
+display(pd.DataFrame(duplicates).set_index("fraction").round(4))
+
+# %% [markdown]
+# ## Index quality: a weaker and a stronger embedder over the same subset
+# Both embedders index the same nested subset of the train split (`compare_fraction`) and retrieve for the
+# same test documents; TTT-NN then trains on each one's neighbours. Their distances live in different
+# embedding spaces and are not comparable, so the comparison is the TTT-NN gain, the overlap of the two
+# neighbour lists and the cost of embedding.
+
+# %% tags=["hide-input"]
+if len(quality):
     display(quality.drop(columns="change").round(4))
     display(pd.DataFrame([embedder_effect.as_row()],
-                         index=[f"{compare_embedder} vs {config.embedder} neighbours, k={gain_k}"]).round(4))
+                         index=[f"{compare_embedder} vs {config.embedder} neighbours, k={gain_k}"]).T.round(4))
     print(f"share of the {gain_k} neighbours both embedders retrieve: {overlap:.0%} "
           f"(mean over {len(weak)} test documents; index = {compare_fraction:.0%} of the train split)")
 
 # %% [markdown]
-# ## What this run shows, and the paper
-
-# %%
-first, last = duplicates[0], duplicates[-1]
-text = (f"Growing the index from {first['fraction']:.0%} to {last['fraction']:.0%} of the train split "
-        f"({first['indexed documents']} to {last['indexed documents']} documents) brings the nearest neighbour of "
-        f"a held-out query from a mean squared distance of {first['mean distance to 1st neighbour']:.3f} to "
-        f"{last['mean distance to 1st neighbour']:.3f}; {last['exact duplicates (d < 1e-4)']} of {len(queries)} "
-        f"queries have an exact duplicate in the full index. With k = {gain_k}, TTT-NN changes bits per byte by "
-        + "; ".join(f"{c.percent:+.1f} % ({c.percent_low:+.1f} to {c.percent_high:+.1f} %) with the {f:.0%} index"
-                    for f, c in zip(gains["fraction"], gains["change"]))
-        + f" (mean per-document change, 10-90 % interval, {gains['change'].iloc[0].n_documents} documents). "
-        f"On the same documents, training on neighbours from the {large:.0%} index instead of the {small:.0%} index "
-        f"changes bits per byte after TTT-NN by {size_effect.describe()}.")
-if len(quality):
-    text += (f" Over the same {compare_fraction:.0%} subset, {compare_embedder} neighbours instead of "
-             f"{config.embedder} neighbours change bits per byte after TTT-NN by {embedder_effect.describe()}; "
-             f"the two embedders share {overlap:.0%} of their neighbours.")
-display(Markdown(text))
-
-# %% [markdown]
-# **The paper** (Hardt & Sun, ICLR 2024; other models, the full Pile, a Pile-tuned RoBERTa-large embedder)
-# states in its abstract that "sufficient index quality and size are necessary". Its ablation restricts the
+# ## The paper
+# Hardt & Sun (ICLR 2024; other models, the full Pile, a Pile-tuned RoBERTa-large embedder)
+# state in their abstract that "sufficient index quality and size are necessary". Their ablation restricts the
 # index to 5 %, 10 %, ... 100 % of the Pile and plots the mean L2 distance to the r-th of 100 neighbours for
 # 10,000 validation queries, the count of exact duplicates (distance below 1e-4) and LAMBADA queries as an
 # out-of-distribution contrast; this chapter follows that design. The figure's values could not be retrieved
 # for our notes, so no paper numbers are plotted here.
+
+# %% [markdown]
+# ## Reproduce this page
+# {download}`Download the executed notebook <04_index_size.ipynb>` (every output of this page, with its code).
+
+# %% tags=["remove-input"]
+display(reproduce("04_index_size", params_file, run_keys, config.work_dir))
+
+# %% [markdown]
+# ## The configuration that produced these numbers
+
+# %% tags=["hide-input"]
+display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))

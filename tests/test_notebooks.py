@@ -10,6 +10,7 @@ import papermill
 import pytest
 
 from conftest import ROOT
+from ttt_core.report import mark_for_book
 
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.py"))
 
@@ -44,9 +45,11 @@ def executed_book(tmp_path_factory):
                   provenance_models="smollm2-135m")
     (root / "book" / "executed").mkdir()
     for name in NOTEBOOKS:
-        papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"),
-                                   str(root / "book" / "executed" / f"{name}.ipynb"),
-                                   parameters=params, cwd=str(ROOT), progress_bar=False, kernel_name="python3")
+        out = root / "book" / "executed" / f"{name}.ipynb"
+        papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out),
+                                   parameters={**params, "params_file": "tiny.yml"}, cwd=str(ROOT),
+                                   progress_bar=False, kernel_name="python3")
+        mark_for_book(out)  # as `make` does
     return root
 
 
@@ -114,6 +117,17 @@ def test_the_book_builds_without_warnings(executed_book):
     assert (executed_book / "_build" / "html" / "index.html").exists()
     for name in NOTEBOOKS:  # every chapter is in the table of contents and rendered
         assert (executed_book / "_build" / "html" / "executed" / f"{name}.html").exists(), name
+    # The landing page shows every claim's glued number and verdict (a missing key fails -W above).
+    landing = (executed_book / "_build" / "html" / "index.html").read_text()
+    assert landing.count('class="pasted-text"') >= 18 and "documents" in landing
+    # A chapter: no parameter cell (the notebook's nor papermill's), the finding before the figure, the tables
+    # after it, the code folded, and the reproduce block with the download link and the parameter file.
+    assert "params_file =" not in page and "bootstrap_samples = 20" not in page
+    title = page.index("<h1>TTT-NN")
+    assert title < page.index("per document on average") < page.index("Show code cell source") < page.index("<img")
+    assert page.index("<img") < page.index('id="bits-per-byte-per-domain"')
+    assert "toggle" in page.lower() and "Reproduce this page" in page
+    assert "_downloads/" in page and "02_ttt.ipynb" in page and "tiny.yml" in page
 
 
 def test_papermill_reports_a_bad_parameter_clearly(tmp_path):

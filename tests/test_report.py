@@ -1,0 +1,123 @@
+"""The report: verdicts in words, the landing page's numbers glued from notebooks, papermill's cell hidden."""
+import dataclasses
+import re
+
+import nbformat
+import pytest
+
+from conftest import ROOT
+from ttt_core import paper
+from ttt_core.config import StudyConfig
+from ttt_core.metrics import PairedChange
+from ttt_core.minipile import SOURCES
+from ttt_core.report import (DOES_NOT_HOLD, FINDING_DIRECTIVE, HOLDS, NOT_REPRODUCED, NOT_RESOLVED, REPRODUCED,
+                             mark_for_book, reproduce, verdict)
+
+LANDING = ROOT / "book" / "index.md"
+GLUE = re.compile(r"\{glue:text\}`(?P<doc>[^`]+?)\.ipynb::(?P<key>\w+):s`")
+# A number standing alone (not part of a name such as GPT-2, 135M, L6-v2 or 2e-5), with its sign.
+NUMBER = re.compile(r"(?<![\w\-./−])[−+-]?\d+(?:,\d{3})*(?:\.\d+)?(?![\w])")
+
+
+def change(percent, low, high, n=10):
+    return PairedChange(n, 2, n, percent, low, high, 0, 0, 0, 1, 1, 0, 0, 0, 0.5, 1, 1, 0, 0, 0)
+
+
+@pytest.mark.parametrize("low, high, lower_claimed, expected", [
+    (-3, -1, True, REPRODUCED), (1, 3, True, NOT_REPRODUCED), (-1, 1, True, NOT_RESOLVED),
+    (1, 3, False, REPRODUCED), (-3, -1, False, NOT_REPRODUCED)])
+def test_verdict_follows_the_interval_and_the_claimed_side(low, high, lower_claimed, expected):
+    assert verdict(change((low + high) / 2, low, high), lower_claimed) == expected
+
+
+def test_a_control_holds_or_not_and_one_document_never_resolves():
+    assert verdict(change(-2, -3, -1), paper_claim=False) == HOLDS
+    assert verdict(change(2, 1, 3), paper_claim=False) == DOES_NOT_HOLD
+    assert verdict(change(-2, -3, -1, n=1)) == NOT_RESOLVED  # one document: no interval, never a finding
+
+
+def _number(text: str) -> str:
+    return text.replace("−", "-").replace(",", "").lstrip("+")
+
+
+def allowed_numbers() -> set[str]:
+    """What the landing page may type itself: the paper's numbers (its curves to 3 or 4 decimals, the relative
+    change from k = 0 or k = 1 to k = 10 or k = 50 of one curve, its k grid), the default configuration's values, the count of
+    mini-Pile domains, and citation and scale facts of the paper (year, arXiv id, 210 million documents, an
+    800 GB index on 180 machines)."""
+    allowed = {"2024", "2305.18466", "210", "800", "180", "0.4", "10", "90"}  # lm-eval 0.4; 10-90 % intervals
+    for curve in paper.PILE_ALL_BY_K.values():
+        allowed |= {f"{a:.3f}" for a in curve} | {f"{a:.4f}" for a in curve}
+        at = dict(zip(paper.KS, curve))
+        allowed |= {f"{100 * (at[b] - at[a]) / at[a]:.1f}" for a in (0, 1) for b in (10, 50)}
+    for before, after in paper.GPT2_TASKS_K50.values():
+        allowed |= {f"{before:.4f}", f"{after:.4f}", f"{100 * (after - before) / before:.1f}"}
+    allowed |= {str(k) for k in paper.KS}
+    for value in dataclasses.asdict(StudyConfig()).values():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            allowed |= {str(value), f"{value:g}", f"{100 * value:g}"}
+    allowed.add(str(len({s.domain for s in SOURCES})))
+    return allowed
+
+
+def test_the_landing_page_types_no_number_of_ours():
+    """Every number of ours on the landing page is glued from an executed notebook; what remains typed must be
+    the paper's or the configuration's. Typing a result (say "-3.7 %") into the page makes this fail."""
+    text = re.sub(r"(?m)^:\w+:.*$", "", LANDING.read_text())  # directive options (column widths) are layout
+    typed = {_number(m.group()) for m in NUMBER.finditer(GLUE.sub("", text))}
+    assert typed, "the number pattern found nothing: the test would pass vacuously"
+    stray = sorted(typed - allowed_numbers())
+    assert not stray, f"numbers on the landing page that are neither glued nor the paper's/config's: {stray}"
+
+
+def test_the_results_summary_glues_ours_and_the_verdict_from_notebooks_that_glue_them():
+    table = LANDING.read_text().split("```{list-table}", 1)[1].split("```", 1)[0]
+    rows = [row for row in table.split("\n* - ")[1:]]
+    assert len(rows) >= 8  # the header and one row per claim
+    for row in rows[1:]:
+        cells = [c.strip() for c in re.split(r"\n  - ", row)]
+        assert len(cells) == 4, cells
+        ours, said = cells[2], cells[3]
+        for cell in (ours, said):
+            assert GLUE.fullmatch(cell), f"not a single glued value: {cell!r}"
+        assert GLUE.fullmatch(said).group("key") == GLUE.fullmatch(ours).group("key") + "_verdict"
+    for match in GLUE.finditer(table):
+        notebook = ROOT / "notebooks" / f"{match.group('doc').removeprefix('executed/')}.py"
+        source = notebook.read_text()
+        key = match.group("key")
+        base = key.removesuffix("_verdict")
+        assert f'glue_text("{key}"' in source or f'glue_finding("{base}"' in source, (notebook.name, key)
+
+
+def test_mark_for_book_hides_papermills_parameter_cell(tmp_path):
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("k = 1", metadata={"tags": ["parameters", "remove-cell"]}),
+        nbformat.v4.new_code_cell("k = 5", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(k)")])
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(notebook, path)
+    mark_for_book(path)
+    mark_for_book(path)  # idempotent
+    tags = [c.metadata.get("tags", []) for c in nbformat.read(path, as_version=4).cells]
+    assert tags == [["parameters", "remove-cell"], ["injected-parameters", "remove-cell"], []]
+
+
+def test_every_notebook_hides_its_parameters_and_folds_its_code():
+    for script in sorted((ROOT / "notebooks").glob("*.py")):
+        cells = nbformat.read(script.with_suffix(".ipynb"), as_version=4).cells
+        code = [c for c in cells if c.cell_type == "code"]
+        assert "remove-cell" in code[0].metadata.get("tags", []) and "parameters" in code[0].metadata["tags"]
+        assert "params_file" in code[0].source, script.name
+        for cell in code[1:]:
+            tags = cell.metadata.get("tags", [])
+            assert {"hide-input", "remove-input", "remove-cell"} & set(tags), (script.name, cell.source[:80])
+        assert "## Reproduce this page" in "".join(c.source for c in cells if c.cell_type == "markdown")
+        if script.stem != "00_methods":  # a results chapter opens with its finding, glued under the title
+            assert cells[0].source.startswith("# ") and FINDING_DIRECTIVE in cells[0].source, script.name
+            assert any("show_finding(" in c.source for c in code), script.name
+
+
+def test_reproduce_names_the_command_the_parameter_file_and_the_run_keys():
+    text = reproduce("02_ttt", "params/study.yml", {"TTT-NN": "abc123"}, "artifacts").data
+    assert "papermill notebooks/02_ttt.ipynb book/executed/02_ttt.ipynb -f params/study.yml" in text
+    assert "`abc123`" in text and "artifacts/results/abc123.jsonl" in text
