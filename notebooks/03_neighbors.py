@@ -179,7 +179,7 @@ per_domain_arms["low"] = [intervals_by_domain[d][0] for d in per_domain_arms.ind
 per_domain_arms["high"] = [intervals_by_domain[d][1] for d in per_domain_arms.index]
 per_domain_arms["docs"] = before.groupby("domain").size()
 display(per_domain_arms.round(2))
-display(pd.DataFrame([c.as_row() for c in versus.values()], index=list(versus)).T.round(3))
+display(pd.DataFrame([c.as_row() for c in versus.values()], index=list(versus)).round(3).T)
 
 # %% [markdown]
 # ## Per domain at each k
@@ -190,7 +190,7 @@ display(pd.DataFrame([c.as_row() for c in versus.values()], index=list(versus)).
 relative = relative_change(table[0].to_numpy()[:, None], table).astype(float)
 relative.columns = [f"k={c}" for c in relative.columns]
 display(relative.sort_values(f"k={config.k}").round(2))
-display(pd.DataFrame([c.as_row() for c in changes.values()], index=[f"k={k}" for k in changes]).T.round(3))
+display(pd.DataFrame([c.as_row() for c in changes.values()], index=[f"k={k}" for k in changes]).round(3).T)
 
 # %% [markdown]
 # ## Training loss per neighbour and cost per neighbour

@@ -167,6 +167,8 @@ for _, g in gains.iterrows():
                 textcoords="offset points", va="center")
 ax.axhline(0, color="grey", lw=0.8, ls="--")
 ax.set_xscale("log")
+ax.set_xticks(gains["fraction"], [f"{f:.0%}" for f in gains["fraction"]])
+ax.minorticks_off()
 ax.set_xlabel("share of the decontaminated train split indexed (log scale)")
 ax.set_ylabel(f"bits per byte, change at k={gain_k} (%)")
 ax.set_title(f"TTT-NN gain against index size\nmean per-document change with 10-90 % interval "
@@ -191,7 +193,7 @@ fig.tight_layout()
 
 # %% tags=["hide-input"]
 display(gains.drop(columns="change").round(4))
-display(pd.DataFrame([size_effect.as_row()], index=[f"{large:.0%} vs {small:.0%} index, k={gain_k}"]).T.round(4))
+display(pd.DataFrame([size_effect.as_row()], index=[f"{large:.0%} vs {small:.0%} index, k={gain_k}"]).round(4).T)
 
 # %% [markdown]
 # ## Distance to the r-th neighbour against index size
@@ -221,7 +223,7 @@ display(pd.DataFrame(duplicates).set_index("fraction").round(4))
 if len(quality):
     display(quality.drop(columns="change").round(4))
     display(pd.DataFrame([embedder_effect.as_row()],
-                         index=[f"{compare_embedder} vs {config.embedder} neighbours, k={gain_k}"]).T.round(4))
+                         index=[f"{compare_embedder} vs {config.embedder} neighbours, k={gain_k}"]).round(4).T)
     print(f"share of the {gain_k} neighbours both embedders retrieve: {overlap:.0%} "
           f"(mean over {len(weak)} test documents; index = {compare_fraction:.0%} of the train split)")
 

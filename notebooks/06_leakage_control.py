@@ -181,7 +181,7 @@ fig.tight_layout()
 
 # %% tags=["hide-input"]
 display(index_table.round(2))
-display(pd.DataFrame([leak_effect.as_row()], index=["decontaminated vs leaky index"]).T.round(4))
+display(pd.DataFrame([leak_effect.as_row()], index=["decontaminated vs leaky index"]).round(4).T)
 
 # %% [markdown]
 # ## Both protocols, Pile-weighted and per domain
@@ -193,7 +193,7 @@ display(curves.pivot(index="k", columns="protocol", values=["bpb", "change %"]).
 per_domain = pd.DataFrame({name: relative_change(table[0], table[table.columns.max()]) for name, table in tables.items()})
 per_domain.columns = ["whole document %", "split %"]
 display(per_domain.round(2))
-display(pd.DataFrame([c.as_row() for c in changes.values()], index=["whole document", "split"]).T.round(4))
+display(pd.DataFrame([c.as_row() for c in changes.values()], index=["whole document", "split"]).round(4).T)
 
 # %% [markdown]
 # ## Reproduce this page

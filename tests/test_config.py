@@ -78,3 +78,13 @@ def test_with_carried_adam_moments_the_sampled_documents_are_part_of_the_run_key
     fresh = [StudyConfig(docs_per_domain=n).run_key("fp") for n in (1, 2)]
     carried = [StudyConfig(docs_per_domain=n, reset_optimizer=False).run_key("fp") for n in (1, 2)]
     assert fresh[0] == fresh[1] and carried[0] != carried[1]
+
+
+def test_an_option_added_later_leaves_existing_run_keys_alone_at_its_default():
+    """9b3a6668c2cbcd4f is the default run key before the `optimizer` option existed (METHOD_VERSION 3): finished
+    results stay valid; a non-default optimizer is a different run; a bad value is refused by name."""
+    assert StudyConfig().run_key("fp") == "9b3a6668c2cbcd4f"
+    assert "optimizer" not in StudyConfig().result_inputs("fp")
+    assert StudyConfig(optimizer="adafactor").run_key("fp") != StudyConfig().run_key("fp")
+    with pytest.raises(ValueError, match="invalid optimizer='sgd'"):
+        StudyConfig(optimizer="sgd").validate()

@@ -93,3 +93,37 @@ def test_a_subset_index_without_a_full_one_embeds_only_its_rows(tiny_params):
     assert cut.rows.tolist() == half.rows.tolist() and len(full) > len(half)
     np.testing.assert_allclose(cut.search(np.eye(1, full.index.d, dtype=np.float32), 3)[0],
                                half.search(np.eye(1, full.index.d, dtype=np.float32), 3)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
+def test_an_approximate_index_reports_its_recall_against_exact_search(tiny_params, index_type):
+    """The approximate option keeps the exact index's rows and vectors, measures recall@k on the held-out test
+    chunks, and (IVF probing every cell, HNSW with a wide search) finds what exact search finds."""
+    params = {**tiny_params, "index_type": index_type, "index_nprobe": 10_000, "index_ef_search": 512}
+    config = StudyConfig.from_params(**params).validate()
+    corpus = build_corpus(config, progress=False)
+    embedder = load_embedder(config.embedder, config.work_path, "cpu")
+    exact = build_index(StudyConfig.from_params(**tiny_params), corpus, embedder, progress=False)
+    index = build_index(config, corpus, embedder, progress=False)
+    k = min(config.k, len(exact))
+    assert index.meta["index_type"] == index_type and index.meta[f"recall@{k}"] == pytest.approx(1.0)
+    assert index.meta["recall_queries"] == len(corpus.rows("test")) and sorted(index.rows) == sorted(exact.rows)
+    doc = corpus.test_documents(1, 0)[0]
+    found = retrieve(doc["text"], k, embedder, index, corpus)
+    assert [n.row for n in found] == [n.row for n in retrieve(doc["text"], k, embedder, exact, corpus)]
+    with pytest.raises(ValueError, match="invalid index_type='lsh'"):
+        StudyConfig.from_params(**{**tiny_params, "index_type": "lsh"}).validate()
+
+
+def test_missing_results_of_an_approximate_index_are_never_neighbours(tiny_params):
+    """faiss marks places an approximate index could not fill with id -1: they map to row -1 at distance inf
+    (never to the last corpus row), and retrieval skips them."""
+    class Sparse:  # a faiss index that found one of the two asked neighbours
+        ntotal = 3
+
+        def search(self, queries, k):
+            return np.array([[0.5, 0.0]], dtype=np.float32)[:, :k], np.array([[1, -1]])[:, :k]
+
+    index = NeighborIndex(Sparse(), np.array([10, 11, 12]), {"metric": "l2"})
+    distances, rows = index.search(np.zeros((1, 4), dtype=np.float32), 2)
+    assert rows.tolist() == [[11, -1]] and distances[0, 0] == 0.5 and np.isinf(distances[0, 1])

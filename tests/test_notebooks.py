@@ -36,6 +36,8 @@ def executed_book(tmp_path_factory):
     pile = write_pile_jsonl(root / "tiny.jsonl")
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("executed"))
     shutil.copy(ROOT / "_config.yml", root / "_config.yml")
+    (root / "benchmarks").mkdir()
+    shutil.copy(ROOT / "benchmarks" / "results.md", root / "benchmarks" / "results.md")  # the appendix includes it
     params = dict(model="tiny-llama", embedder="tiny-bert", corpus=str(pile), k=3, docs_per_domain=1,
                   chunk_bytes=200, learning_rate=1e-3, bootstrap_samples=20, work_dir=str(root / "work"),
                   device="cpu", fractions="0.1,0.5,1.0", gain_fractions="0.5,1.0", gain_k=2, r_max=50,

@@ -123,3 +123,45 @@ def test_a_tokenizer_without_bos_trains_on_plain_text_chunks(lm):
     assert training_chunks(lm.tokenizer, "x" * 25, 10, lm.bos_token_id) == training_chunks(lm.tokenizer, "x" * 25, 10)
     with_bos = training_chunks(lm.tokenizer, "x" * 19, 10, bos_token_id=7)
     assert [len(c) for c in with_bos] == [10, 10, 2] and all(c[0] == 7 for c in with_bos)  # BOS + 1 token: a target
+
+
+def test_adafactor_trains_restores_and_keeps_far_less_state_than_adamw(lm):
+    """The 'adafactor' deviation: same loop, lower bits per byte on the document itself, weights restored, and an
+    optimizer state much smaller than AdamW's two full moments."""
+    config = StudyConfig(k=3, learning_rate=3e-3, max_length=128, eval_ks=(0, 3), optimizer="adafactor")
+    before = snapshot_weights(lm.model)
+    row = run_ttt_nn(lm, {"id": "d", "domain": "prose", "pile_set_name": "pile-cc", "text": TEXT}, neighbors(), config)
+    logliks = [e["loglik"] for e in row["evals"]]
+    assert logliks[0] < logliks[1]
+    assert all(torch.equal(p, b) for p, b in zip(lm.model.parameters(), before))
+
+    def state_numel(optimizer):
+        train_on_text(lm, TEXT, optimizer, config)
+        reset_weights(lm.model, before)
+        return sum(t.numel() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
+
+    adam = state_numel(make_optimizer(lm.model, StudyConfig()))
+    factored = state_numel(make_optimizer(lm.model, config))
+    assert isinstance(make_optimizer(lm.model, config), torch.optim.Adafactor)
+    assert factored < adam / 4
+
+
+def test_reused_gradients_skip_the_forward_pass_of_a_repeated_text(lm):
+    """HullFT's multiset repeats a text; with reuse_gradients its gradient is computed once per run of repeats."""
+    calls = []
+    hook = lm.model.register_forward_hook(lambda *a: calls.append(1))
+    same = Neighbor(0, "same", "prose", 0.1, "the cat sat on the mat. " * 2)  # one chunk each
+    other = Neighbor(9, "other", "prose", 0.5, "a different text about dogs. ")
+    steps = [same] * 3 + [other]
+    document = {"id": "d", "domain": "prose", "pile_set_name": "pile-cc", "text": TEXT}
+    before = snapshot_weights(lm.model)
+    passes = {}
+    for reuse in (False, True):
+        calls.clear()
+        config = StudyConfig(k=4, learning_rate=1e-3, max_length=128, eval_ks=(0,), reuse_gradients=reuse)
+        row = run_ttt_nn(lm, document, steps, config)
+        passes[reuse] = len(calls)  # scoring at k=0 and k=4 plus one pass per step computed
+        assert row["train_steps"] == [1, 1, 1, 1] and len(row["train_loss"]) == 4
+        assert all(torch.equal(p, b) for p, b in zip(lm.model.parameters(), before))
+    hook.remove()
+    assert passes[False] - passes[True] == 2  # the second and third copies reuse the first one's gradient

@@ -19,6 +19,13 @@ METHOD_VERSION = 3
 # Which train chunks a document is trained on: its nearest neighbours (TTT-NN), or, as controls with the same
 # step budget, random chunks of the test document's own domain or random chunks of the whole index.
 NEIGHBOR_RULES = ("nearest", "random-domain", "random-any")
+OPTIMIZERS = ("adamw", "adafactor")
+INDEX_TYPES = ("flat", "ivf", "hnsw")
+# Fields added after METHOD_VERSION 3 whose default is exactly the earlier behaviour: left out of the run key at
+# that default, so that adding an option does not orphan every finished result.
+KEY_NEUTRAL_DEFAULTS = {"optimizer": "adamw", "index_type": "flat", "index_nprobe": 32, "index_ef_search": 128,
+                        "selection": "nearest", "selection_pool": 0, "sift_lambda": 0.01, "reuse_gradients": False}
+SELECTION_RULES = ("nearest", "sift", "hullft")
 
 # How the first scoring window is prefixed: lm-eval 0.4's rule (BOS, else EOS), or the vocabulary's
 # <|endoftext|> (this study's METHOD_VERSION 1 rule), or any token of the model's vocabulary, named as a string.
@@ -72,6 +79,15 @@ DEVIATIONS = (
               "'lm-eval' is lm-evaluation-harness 0.4's rule (the tokenizer's BOS, else its EOS), so our numbers "
               "equal what lm-eval reports; for GPT-2 it is the paper's token. 'endoftext' keeps the vocabulary's "
               "<|endoftext|> for any model (this study's first rule); the methods page measures the difference."),
+    Deviation("index_type", "flat",
+              "Exact search, as the paper, is the default. 'ivf' or 'hnsw' search the same vectors approximately for "
+              "indexes of millions of chunks; the recall@k against exact search on the held-out test chunks is "
+              "measured when the index is built and kept in its meta (benchmarks/results.md compares them)."),
+    Deviation("optimizer", "adamw",
+              "AdamW keeps two moments per weight (twice the model's memory again), so Qwen2.5-Coder-1.5B cannot "
+              "train in 24 GB; 'adafactor' (torch.optim.Adafactor: factored second moment, no first moment, same "
+              "learning rate) trains it. The default is the paper's; the benchmarks measure the bits-per-byte "
+              "difference where both fit."),
     Deviation("train_with_bos", "no special tokens (GPT-2's tokenizer adds none)",
               "A tokenizer that puts BOS in front of every text it encodes (Gemma) gets BOS in front of every "
               "training chunk too, counted in max_length, as the model saw text in pretraining. GPT-2-style "
@@ -96,6 +112,9 @@ class StudyConfig:
     grad_clip: float = 1.0
     max_length: int = 1024
     reset_optimizer: bool = True
+    # 'adamw' (the paper's) or 'adafactor' (factored second moments, no first moment: optimizer state of a few
+    # MB instead of twice the weights, so a 1.5B model trains in 24 GB; a named deviation)
+    optimizer: str = "adamw"
     seed: int = 0
     # Corpus, embedding and scoring
     chunk_bytes: int | None = 1000  # UTF-8 bytes per chunk: at most 1,002 tokens, one step at max_length 1024
@@ -106,11 +125,24 @@ class StudyConfig:
     decontam_ngram: int = 50  # characters per n-gram of the overlap measure (works for unspaced scripts too)
     decontam_threshold: float | None = 0.1  # leave out train chunks sharing more n-grams with the test split
     neighbors: str = "nearest"  # 'nearest' (TTT-NN) or the controls 'random-domain', 'random-any'
+    # Which of the `selection_pool` nearest candidates (0: 4 k) are trained on, k steps in all: 'nearest' (the
+    # paper), 'sift' (greedy posterior-variance reduction, noise `sift_lambda`) or 'hullft' (a sparse convex
+    # reconstruction of the query, as a multiset; `reuse_gradients` reuses the gradient of a repeated text)
+    selection: str = "nearest"
+    selection_pool: int = 0
+    sift_lambda: float = 0.01
+    reuse_gradients: bool = False
     # The leaky index of the leakage chapter: every chunk of every *other* source, test chunks included, as a split
     # by file allows (the translation of a test text in another language is in it); no decontamination.
     leaky_index: bool = False
     embed_max_tokens: int = 512  # the paper embeds the first 512 tokens
     index_fraction: float = 1.0  # index a nested random subset of the train split (index-size ablation)
+    # 'flat' (exact, the paper's) or an approximate faiss index for millions of vectors: 'ivf' (IVF-Flat, probing
+    # `index_nprobe` cells) or 'hnsw' (HNSW32, `index_ef_search`); its recall@k against exact search is measured
+    # on held-out queries when it is built and kept in the index's meta
+    index_type: str = "flat"
+    index_nprobe: int = 32
+    index_ef_search: int = 128
     eval_context: int | None = None
     max_eval_tokens: int | None = None
     split_query: bool = False  # leakage control (paper's GPT-2 "split" run): query with the first part, score the rest
@@ -167,6 +199,13 @@ class StudyConfig:
         need(self.neighbors in NEIGHBOR_RULES, "neighbors", f"one of {list(NEIGHBOR_RULES)}")
         need(isinstance(self.leaky_index, bool), "leaky_index",
              "False (the decontaminated train split) or True (every chunk of another source: the leaky control)")
+        need(self.selection in SELECTION_RULES, "selection", f"one of {list(SELECTION_RULES)}")
+        need(self.selection == "nearest" or self.neighbors == "nearest", "selection",
+             "'nearest' with the random-neighbour controls (they draw no candidates to select from)")
+        need(isinstance(self.selection_pool, int) and (self.selection_pool == 0 or self.selection_pool >= self.k),
+             "selection_pool", "0 (4 k candidates) or an integer >= k")
+        need(self.sift_lambda > 0, "sift_lambda", "a positive float (SIFT's observation noise, e.g. 0.01)")
+        need(isinstance(self.reuse_gradients, bool), "reuse_gradients", "True or False")
         need(not (self.leaky_index and self.neighbors != "nearest"), "leaky_index",
              "False with the random-neighbour controls (they draw from the decontaminated train split)")
         need(not (self.leaky_index and self.index_fraction < 1), "leaky_index",
@@ -174,6 +213,12 @@ class StudyConfig:
         need(isinstance(self.domain_bytes, int) and self.domain_bytes > 0, "domain_bytes", "a positive integer")
         need(0 < self.test_fraction < 1, "test_fraction", "a float strictly between 0 and 1")
         need(0 < self.index_fraction <= 1, "index_fraction", "a float in (0, 1] (share of the train split indexed)")
+        need(self.index_type in INDEX_TYPES, "index_type",
+             f"one of {list(INDEX_TYPES)} ('flat': exact, the paper's; 'ivf' or 'hnsw': approximate)")
+        need(isinstance(self.index_nprobe, int) and self.index_nprobe >= 1, "index_nprobe",
+             "a positive integer (IVF cells searched per query)")
+        need(isinstance(self.index_ef_search, int) and self.index_ef_search >= 1, "index_ef_search",
+             "a positive integer (HNSW candidate list size per query)")
         need(isinstance(self.embed_max_tokens, int) and self.embed_max_tokens >= 1, "embed_max_tokens",
              "a positive integer (paper: 512)")
         need(self.eval_context is None or (isinstance(self.eval_context, int) and self.eval_context >= 2),
@@ -189,6 +234,8 @@ class StudyConfig:
         need(isinstance(self.train_with_bos, bool), "train_with_bos",
              "True (BOS before each training chunk where the tokenizer adds one) or False")
         need(isinstance(self.reset_optimizer, bool), "reset_optimizer", "True (fresh AdamW per document) or False")
+        need(self.optimizer in OPTIMIZERS, "optimizer",
+             f"one of {list(OPTIMIZERS)} ('adamw': the paper's; 'adafactor': factored moments for large models)")
         need(isinstance(self.corpus, str) and self.corpus, "corpus",
              "'minipile', a .jsonl/.jsonl.zst file or folder of them, or a datasets id")
         return self
@@ -215,6 +262,9 @@ class StudyConfig:
         scale = ("docs_per_domain", "domains") if self.reset_optimizer else ()
         for name in scale + ("bootstrap_samples", "device", "work_dir"):
             d.pop(name)
+        for name, default in KEY_NEUTRAL_DEFAULTS.items():
+            if d[name] == default:
+                d.pop(name)
         d["corpus_fingerprint"] = corpus_fingerprint
         d["method_version"] = METHOD_VERSION
         return json.loads(json.dumps(d, default=str))

@@ -40,11 +40,13 @@ class NeighborIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(squared L2 distances, corpus rows), nearest first. For unit vectors 2 - 2 * cosine is the squared
-        L2 distance, so distances mean the same whichever faiss metric holds the vectors."""
+        L2 distance, so distances mean the same whichever faiss metric holds the vectors. An approximate index
+        may find fewer than k: the missing places have distance inf and row -1."""
         k = min(k, len(self))
         scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         distances = 2.0 - 2.0 * scores if self.metric == "ip" else scores
-        return distances, self.rows[ids]
+        missing = ids < 0
+        return np.where(missing, np.inf, distances), np.where(missing, -1, self.rows[np.maximum(ids, 0)])
 
     def save(self, folder: Path, embeddings: np.ndarray | None = None) -> None:
         import faiss
@@ -84,6 +86,45 @@ class NeighborIndex:
         return distances.mean(axis=0)
 
 
+def approximate(index: NeighborIndex, embeddings: np.ndarray, config: StudyConfig,
+                queries: np.ndarray) -> NeighborIndex:
+    """The same vectors under an approximate faiss index (`config.index_type`), with its recall@k against the
+    exact index on `queries` (held-out test chunks) in its meta, so every run that uses it says what it costs."""
+    import time
+
+    import faiss
+
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    n, dim = x.shape
+    metric = faiss.METRIC_INNER_PRODUCT if index.metric == "ip" else faiss.METRIC_L2
+    start = time.perf_counter()
+    if config.index_type == "ivf":
+        nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))  # faiss wants >= 39 training points per cell
+        structure = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim) if index.metric == "ip" else faiss.IndexFlatL2(dim),
+                                       dim, nlist, metric)
+        sample = np.random.default_rng(config.seed).permutation(n)[:min(n, 256 * nlist)]
+        structure.train(x[sample])
+        structure.add(x)
+        structure.nprobe = min(config.index_nprobe, nlist)
+        settings = {"nlist": nlist, "nprobe": structure.nprobe}
+    elif config.index_type == "hnsw":
+        structure = faiss.IndexHNSWFlat(dim, 32, metric)
+        structure.hnsw.efConstruction = 64
+        structure.add(x)
+        structure.hnsw.efSearch = config.index_ef_search
+        settings = {"M": 32, "efSearch": config.index_ef_search}
+    else:
+        raise ValueError(f"invalid index_type={config.index_type!r}: expected 'ivf' or 'hnsw' here")
+    built = NeighborIndex(structure, index.rows, dict(index.meta, index_type=config.index_type, **settings,
+                                                      build_seconds=round(time.perf_counter() - start, 2)))
+    k = max(1, min(config.k or 1, len(index)))
+    _, exact = index.search(queries, k)
+    _, found = built.search(queries, k)
+    built.meta[f"recall@{k}"] = float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found, exact)]))
+    built.meta["recall_queries"] = int(len(queries))
+    return built
+
+
 def nested_subset(n: int, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of a random `fraction` of n items; masks of growing fractions are nested (one shuffle)."""
     order = np.random.default_rng(seed).permutation(n)
@@ -121,7 +162,26 @@ def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progres
     """Build (or load the cached) index of the corpus's train split, or of its nested subset
     `config.index_fraction`, less the decontaminated chunks. Only what is indexed is embedded: a subset is cut
     from the cached full index where one exists, else its own rows are embedded and cached apart (the rows are
-    the same either way)."""
+    the same either way). With an approximate `index_type` the same vectors go into that faiss index."""
+    exact = _exact_index(config, corpus, embedder, progress)
+    if config.index_type == "flat":
+        return exact
+    vectors = exact.index.reconstruct_n(0, len(exact))
+    return approximate(exact, vectors, config, _test_embeddings(config, corpus, embedder, progress))
+
+
+def _test_embeddings(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool) -> np.ndarray:
+    """Embeddings of every test chunk, cached beside the full index (the leaky index and recall use them)."""
+    cached = index_folder(config, corpus) / "test_embeddings.npy"
+    if cached.exists():
+        return np.load(cached)
+    vectors = embedder.encode(corpus.texts(corpus.rows("test")), config.embed_max_tokens, progress=progress)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cached, vectors)
+    return vectors
+
+
+def _exact_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool = True) -> NeighborIndex:
     import time
 
     full_folder = index_folder(config, corpus)
@@ -160,15 +220,10 @@ def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progres
 def _leaky_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool) -> NeighborIndex:
     """Every chunk of the corpus, train and test, undecontaminated: the leakage control. Retrieval leaves out the
     test document's own source (`retrieve(exclude=...)`), so what it can find is what a split by file leaves in."""
-    clean = build_index(dataclasses.replace(config, leaky_index=False, decontam_threshold=None, index_fraction=1.0),
-                        corpus, embedder, progress)
+    clean = _exact_index(dataclasses.replace(config, leaky_index=False, decontam_threshold=None, index_fraction=1.0),
+                         corpus, embedder, progress)
     test_rows = corpus.rows("test")
-    cached = index_folder(config, corpus) / "test_embeddings.npy"
-    if cached.exists():
-        test_embeddings = np.load(cached)
-    else:
-        test_embeddings = embedder.encode(corpus.texts(test_rows), config.embed_max_tokens, progress=progress)
-        np.save(cached, test_embeddings)
+    test_embeddings = _test_embeddings(config, corpus, embedder, progress)
     embeddings = np.concatenate([load_embeddings(config, corpus), test_embeddings])
     return NeighborIndex.from_embeddings(embeddings, np.concatenate([clean.rows, test_rows]),
                                          dict(clean.meta, leaky_index=True, decontam_threshold=None))

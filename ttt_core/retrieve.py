@@ -29,7 +29,8 @@ def retrieve(query: str, k: int, embedder: Embedder, index: NeighborIndex, corpu
     exclude = {int(r) for r in exclude}
     vector = embedder.encode([query], embed_max_tokens)
     distances, rows = index.search(vector, k + len(exclude))
-    kept = [(int(r), float(d)) for r, d in zip(rows[0], distances[0]) if int(r) not in exclude][:k]
+    # An approximate index may find fewer than asked (row -1): never a neighbour.
+    kept = [(int(r), float(d)) for r, d in zip(rows[0], distances[0]) if int(r) >= 0 and int(r) not in exclude][:k]
     records = corpus.dataset.select([r for r, _ in kept])
     return [Neighbor(r, rec["id"], rec["domain"], d, rec["text"]) for (r, d), rec in zip(kept, records)]
 
@@ -54,3 +55,29 @@ def random_neighbors(document: dict, k: int, rule: str, index: NeighborIndex, co
     picked = np.random.default_rng(doc_seed).permutation(candidates)[:k]
     records = corpus.dataset.select([int(r) for r in picked])
     return [Neighbor(int(r), rec["id"], rec["domain"], float("nan"), rec["text"]) for r, rec in zip(picked, records)]
+
+
+def selected_neighbors(query: str, k: int, rule: str, pool: int, embedder: Embedder, index: NeighborIndex,
+                       corpus: Corpus, embed_max_tokens: int = 512, exclude=(), lam: float = 0.01) -> list[Neighbor]:
+    """k training steps chosen by `rule` (see `select`) from the `pool` nearest candidates (0: 4 k): the same
+    candidates for every rule, so rules differ only in what they pick. HullFT may repeat a candidate."""
+    import numpy as np
+
+    from .select import select
+
+    if k == 0:
+        return []
+    pool = pool or 4 * k
+    exclude = {int(r) for r in exclude}
+    vector = embedder.encode([query], embed_max_tokens)
+    scores, ids = index.index.search(np.ascontiguousarray(vector, dtype=np.float32), min(pool + len(exclude), len(index)))
+    keep = [int(i) for i in ids[0] if i >= 0 and int(index.rows[i]) not in exclude][:pool]
+    if hasattr(index.index, "make_direct_map"):  # IVF indexes reconstruct by id only with a direct map
+        index.index.make_direct_map()
+    vectors = np.stack([index.index.reconstruct(i) for i in keep])
+    distances = ((vectors - vector[0]) ** 2).sum(1)
+    picks = select(rule, vector[0], vectors, distances, k, lam)
+    rows = [int(index.rows[keep[p]]) for p in picks]
+    records = {r: rec for r, rec in zip(sorted(set(rows)), corpus.dataset.select(sorted(set(rows))))}
+    return [Neighbor(r, records[r]["id"], records[r]["domain"], float(distances[p]), records[r]["text"])
+            for r, p in zip(rows, picks)]

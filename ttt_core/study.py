@@ -18,7 +18,7 @@ from .index import NeighborIndex, build_index
 from .models import (PACKAGED, Embedder, LanguageModel, check_installed, check_model_name, load_embedder,
                      load_language_model)
 from .results import ResultsStore, cut_row, evaluated_at, long_frame, reusable_stores, same_neighbor_stores
-from .retrieve import random_neighbors, retrieve
+from .retrieve import random_neighbors, retrieve, selected_neighbors
 from .ttt import make_optimizer, split_query_and_scored, test_time_train
 
 
@@ -47,6 +47,10 @@ class Study:
         if config.neighbors != "nearest":
             return random_neighbors(document, config.k, config.neighbors, self.index, self.corpus, config.seed)
         exclude = self.own_source_rows(document) if config.leaky_index else ()
+        if config.selection != "nearest":
+            return selected_neighbors(document["text"] if query is None else query, config.k, config.selection,
+                                      config.selection_pool, self.embedder, self.index, self.corpus,
+                                      config.embed_max_tokens, exclude, config.sift_lambda)
         return retrieve(document["text"] if query is None else query, config.k, self.embedder, self.index,
                         self.corpus, config.embed_max_tokens, exclude)
 

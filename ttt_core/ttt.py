@@ -28,7 +28,9 @@ def reset_weights(model: torch.nn.Module, snapshot: list[torch.Tensor]) -> None:
         param.copy_(saved)
 
 
-def make_optimizer(model: torch.nn.Module, config: StudyConfig) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, config: StudyConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adafactor":  # a named deviation: factored second moment, for models AdamW cannot fit
+        return torch.optim.Adafactor(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     # The fused kernel computes the same AdamW update; on a 2-core CPU it is ~5x faster than the default.
     fused = next(model.parameters()).device.type in ("cpu", "cuda")
     return torch.optim.AdamW(model.parameters(), lr=config.learning_rate, eps=config.adam_epsilon,
@@ -56,21 +58,39 @@ def training_chunks(tokenizer, text: str, max_length: int, bos_token_id: int | N
 
 
 def train_on_text(lm: LanguageModel, text: str, optimizer: torch.optim.Optimizer,
-                  config: StudyConfig) -> tuple[float, int]:
-    """One optimizer step per chunk; returns (mean training loss in nats/token over the chunks, steps taken)."""
+                  config: StudyConfig, gradients: list | None = None) -> tuple[float, int]:
+    """One optimizer step per chunk; returns (mean training loss in nats/token over the chunks, steps taken).
+    With a `gradients` list, a one-chunk text leaves a copy of its (unclipped) gradient and loss in it, for
+    `reapply_gradient` (HullFT's gradient reuse)."""
     lm.model.train()
     losses = []
     bos = lm.bos_token_id if config.train_with_bos else None
     # A model cannot take more tokens than its context (GPT-2: 1024), whatever max_length asks.
-    for chunk in training_chunks(lm.tokenizer, text, min(config.max_length, lm.context_length), bos):
+    chunks = training_chunks(lm.tokenizer, text, min(config.max_length, lm.context_length), bos)
+    for chunk in chunks:
         ids = torch.tensor([chunk], device=lm.device)
         loss = lm.model(input_ids=ids, labels=ids).loss
         loss.backward()
+        if gradients is not None and len(chunks) == 1:
+            gradients[:] = [loss.item(), [None if p.grad is None else p.grad.detach().clone()
+                                          for p in lm.model.parameters()]]
         torch.nn.utils.clip_grad_norm_(lm.model.parameters(), config.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
     return (sum(losses) / len(losses) if losses else float("nan")), len(losses)
+
+
+def reapply_gradient(lm: LanguageModel, saved: list, optimizer: torch.optim.Optimizer, config: StudyConfig) -> float:
+    """One optimizer step with the gradient saved from the previous, identical text instead of a new forward and
+    backward pass (HullFT's gradient reuse, an approximation: the weights have moved since). Returns its loss."""
+    loss, grads = saved
+    for param, grad in zip(lm.model.parameters(), grads):
+        param.grad = None if grad is None else grad.clone()
+    torch.nn.utils.clip_grad_norm_(lm.model.parameters(), config.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
 
 
 def split_query_and_scored(tokenizer, text: str, max_query_tokens: int = 1024) -> tuple[str, str]:
@@ -104,9 +124,16 @@ def test_time_train(lm: LanguageModel, document: dict, neighbors: list[Neighbor]
 
     try:
         n_bytes = evaluate(0)
+        saved, previous = [], None  # the last one-chunk gradient, for reuse_gradients
         for i, neighbor in enumerate(neighbors, start=1):
             start = time.perf_counter()
-            loss, n_steps = train_on_text(lm, neighbor.text, optimizer, config)
+            if config.reuse_gradients and saved and neighbor.text == previous:
+                loss, n_steps = reapply_gradient(lm, saved, optimizer, config), 1
+            else:
+                saved.clear()
+                loss, n_steps = train_on_text(lm, neighbor.text, optimizer, config,
+                                              saved if config.reuse_gradients else None)
+            previous = neighbor.text
             losses.append(loss)
             steps.append(n_steps)
             seconds.append(time.perf_counter() - start)

@@ -1,0 +1,520 @@
+"""The performance study in one command: every figure as a ratio measured in one process on one machine.
+
+    .venv/bin/python benchmarks/run.py                          # every section (needs `make prepare` first)
+    .venv/bin/python benchmarks/run.py --only flops protocol    # some sections; the others keep their results
+    .venv/bin/python benchmarks/run.py --quick                  # small sizes, to check the code paths
+
+Each finished section is stored in benchmarks/results.json at once (a crash or kill loses only the section
+that was running), and benchmarks/results.md is rendered from it with the machine, the date and the command;
+the book's appendix includes that file. Speed goals are measured here, never asserted in tests.
+
+Sections:
+  flops     achieved FLOP/s of one TTT-NN training step over a large fp32 matrix product's (goal >= 0.6)
+  protocol  ours (scoring only at the k grid, weights restored in place) against the official code's
+            protocol (the document re-scored after every neighbour, the model restored from a deep copy):
+            wall-time ratio at k = 50 (goal >= 3x) with bits per byte equal at the shared k
+  overheads restore, retrieval and scoring as shares of one document's TTT-NN time (goals: restore < 2 %,
+            everything but training < 15 % at k = 50)
+  embed     index-build embedding throughput, length-sorted batches against input-order batches
+  retrieval query latency and recall@50 of flat, IVF and HNSW faiss indexes on synthetic vectors
+  memory    peak resident memory of one TTT-NN document per model and optimizer (each in its own process),
+            and the bits-per-byte effect of Adafactor against AdamW where both fit
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results.json"
+REPORT = HERE / "results.md"
+SECTIONS = ("flops", "protocol", "overheads", "embed", "retrieval", "memory")
+
+
+# ----------------------------------------------------------------------------------------------- machine
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch threads": torch.get_num_threads(), "memory GiB": round(memory, 1),
+            "gpu": gpu, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def study_config(params_file: Path, **overrides):
+    from ttt_core.__main__ import study_parameters
+    from ttt_core.config import StudyConfig
+
+    params = yaml.safe_load(params_file.read_text()) or {}
+    return StudyConfig.from_params(**{**study_parameters(params), **overrides})
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------------------------- flops
+def matmul_flops(device, n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large fp32 matrix product in this process: the machine's practical peak."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+def step_flops(model: torch.nn.Module, tokens: int) -> float:
+    """FLOPs of one training step (forward and backward) on `tokens` tokens: 6 per matrix-multiply parameter
+    per token, counting the output projection over the vocabulary even where it is tied to the embedding (the
+    lookup is free, the projection is not), plus attention's two T x T products per layer (x3 for backward)."""
+    cfg = model.config
+    embedding = model.get_input_embeddings().weight
+    output = model.get_output_embeddings()
+    tied = output is not None and output.weight is embedding  # listed once in parameters(), used twice
+    matmul_params = sum(p.numel() for p in model.parameters()) - embedding.numel() + (embedding.numel() if tied else 0)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    attention = 12 * cfg.num_hidden_layers * tokens * tokens * cfg.num_attention_heads * head_dim
+    return 6 * tokens * matmul_params + attention
+
+
+def time_training_step(lm, tokens: int, repeats: int) -> float:
+    """Best wall time of one TTT-NN step (forward, backward, clipping, fused AdamW) after a warm-up."""
+    from ttt_core.config import StudyConfig
+    from ttt_core.ttt import make_optimizer, reset_weights, snapshot_weights
+
+    snapshot = snapshot_weights(lm.model)
+    optimizer = make_optimizer(lm.model, StudyConfig())
+    ids = torch.randint(0, lm.model.config.vocab_size, (1, tokens), device=lm.device)
+    lm.model.train()
+    best = float("inf")
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        lm.model(input_ids=ids, labels=ids).loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync(lm.device)
+        if i:
+            best = min(best, time.perf_counter() - start)
+    reset_weights(lm.model, snapshot)
+    return best
+
+
+def typical_neighbor_tokens(study, samples: int = 64) -> int:
+    """Median token count of the study's train chunks under the model's tokenizer."""
+    rows = study.corpus.rows("train")[:samples]
+    texts = study.corpus.dataset.select(rows.tolist())["text"]
+    return int(np.median([len(study.language_model().tokenizer(t, add_special_tokens=False)["input_ids"])
+                          for t in texts]))
+
+
+def section_flops(args) -> dict:
+    from ttt_core.models import load_language_model
+    from ttt_core.study import prepare
+
+    config = study_config(args.params, device=args.device)
+    study = prepare(config, progress=False)
+    peak = matmul_flops(config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    rows = []
+    for name in args.models:
+        lm = load_language_model(name, config.work_path, config.device)
+        study.lm = lm
+        typical = typical_neighbor_tokens(study)
+        for tokens in sorted({typical, 512}):
+            seconds = time_training_step(lm, tokens, args.repeats)
+            achieved = step_flops(lm.model, tokens) / seconds
+            rows.append({"model": name, "tokens": tokens, "typical": tokens == typical, "step s": seconds,
+                         "step GFLOP": step_flops(lm.model, tokens) / 1e9, "achieved GFLOP/s": achieved / 1e9,
+                         "matmul GFLOP/s": peak / 1e9, "ratio": achieved / peak})
+            print(rows[-1], flush=True)
+        del lm
+        study.lm = None
+    return {"rows": rows, "goal": "ratio >= 0.6 for every model"}
+
+
+# -------------------------------------------------------------------------------------- protocol, overheads
+def reference_protocol(lm, document: dict, neighbors: list, config) -> dict:
+    """The official code's per-document loop (PAPER.md section 7): a deep copy of the model for the document,
+    the whole document re-scored after every neighbour, the copy dropped at the end."""
+    from ttt_core.metrics import score_text
+    from ttt_core.ttt import make_optimizer, train_on_text
+
+    torch.manual_seed(config.seed)
+    base = lm.model
+    lm.model = copy.deepcopy(base)
+    try:
+        optimizer = make_optimizer(lm.model, config)
+        evals = [score_text(lm, document["text"], config.eval_context, config.max_eval_tokens)["loglik"]]
+        for neighbor in neighbors:
+            train_on_text(lm, neighbor.text, optimizer, config)
+            evals.append(score_text(lm, document["text"], config.eval_context, config.max_eval_tokens)["loglik"])
+    finally:
+        lm.model = base
+    return {"evals": evals}
+
+
+class Timers:
+    """Wall time spent inside named functions of `ttt_core.ttt`, patched for the duration of a `with`."""
+
+    def __init__(self, module, names):
+        self.module, self.names, self.seconds, self.saved = module, names, dict.fromkeys(names, 0.0), {}
+
+    def __enter__(self):
+        for name in self.names:
+            original = self.saved[name] = getattr(self.module, name)
+
+            def timed(*a, _original=original, _name=name, **kw):
+                start = time.perf_counter()
+                try:
+                    return _original(*a, **kw)
+                finally:
+                    self.seconds[_name] += time.perf_counter() - start
+            setattr(self.module, name, timed)
+        return self
+
+    def __exit__(self, *exc):
+        for name, original in self.saved.items():
+            setattr(self.module, name, original)
+
+
+def protocol_documents(study, n_docs: int, long_bytes: int = 0) -> list[dict]:
+    """The first test document of each domain in the sampled order, `n_docs` of them. With `long_bytes`, each
+    is instead its whole source (its test chunks joined, up to that many bytes): the paper scores whole Pile
+    documents, often many context windows long, which is where re-scoring after every neighbour costs most."""
+    docs = study.corpus.test_documents(1, study.config.seed)[:n_docs]
+    if not long_bytes:
+        return docs
+    test = study.corpus.dataset.select(study.corpus.rows("test").tolist())
+    longer = []
+    for doc in docs:
+        parts = [t for t, s in zip(test["text"], test["source_id"]) if s == doc["source_id"]]
+        text = "".join(parts).encode()[:long_bytes].decode(errors="ignore")
+        longer.append(dict(doc, id=doc["id"] + "#whole-source", text=text))
+    return longer
+
+
+def section_protocol(args) -> dict:
+    from ttt_core import ttt
+    from ttt_core.study import prepare
+
+    config = study_config(args.params, k=args.k, device=args.device)
+    study = prepare(config, progress=False)
+    lm = study.language_model()
+    rows = []
+    docs = protocol_documents(study, args.docs) + protocol_documents(study, args.long_docs, args.long_bytes)
+    for doc in docs:
+        neighbors = study.training_texts(doc)
+        start = time.perf_counter()
+        ours = ttt.test_time_train(lm, doc, neighbors, config)
+        ours_s = time.perf_counter() - start
+        start = time.perf_counter()
+        reference = reference_protocol(lm, doc, neighbors, config)
+        reference_s = time.perf_counter() - start
+        shared = [(e["k"], e["loglik"], reference["evals"][e["k"]]) for e in ours["evals"]]
+        worst = max(abs(a - b) / abs(b) for _, a, b in shared)
+        rows.append({"document": doc["id"], "bytes": ours["n_bytes"], "tokens": ours["evals"][0]["n_tokens"],
+                     "k": config.k,
+                     "ours s": ours_s, "reference s": reference_s, "speed-up": reference_s / ours_s,
+                     "shared k": len(shared), "max relative loglik difference": worst})
+        print(rows[-1], flush=True)
+    short = [r for r in rows if not r["document"].endswith("#whole-source")]
+    total = {"ours s": sum(r["ours s"] for r in short), "reference s": sum(r["reference s"] for r in short)}
+    whole = [r for r in rows if r["document"].endswith("#whole-source")]
+    if whole:
+        total["whole-source speed-up"] = sum(r["reference s"] for r in whole) / sum(r["ours s"] for r in whole)
+    return {"rows": rows, "speed-up": total["reference s"] / total["ours s"], **total,
+            "model": config.model, "goal": "speed-up >= 3 at k = 50, bits per byte identical at the shared k"}
+
+
+def section_overheads(args) -> dict:
+    from ttt_core import ttt
+    from ttt_core.study import prepare
+
+    config = study_config(args.params, k=args.k, device=args.device)
+    study = prepare(config, progress=False)
+    lm = study.language_model()
+    names = ("snapshot_weights", "reset_weights", "make_optimizer", "reset_optimizer", "score_text", "train_on_text")
+    rows = []
+    for doc in protocol_documents(study, args.docs):
+        start = time.perf_counter()
+        neighbors = study.training_texts(doc)
+        retrieval = time.perf_counter() - start
+        with Timers(ttt, names) as timers:
+            start = time.perf_counter()
+            ttt.test_time_train(lm, doc, neighbors, config)
+            inside = time.perf_counter() - start
+        total = retrieval + inside
+        parts = {"retrieval": retrieval, "restore (snapshot, reset weights and optimizer, new optimizer)":
+                 sum(timers.seconds[n] for n in names[:4]), "scoring": timers.seconds["score_text"],
+                 "training": timers.seconds["train_on_text"]}
+        parts["other"] = total - sum(parts.values())
+        rows.append({"document": doc["id"], "total s": total, **{f"{p} %": 100 * s / total for p, s in parts.items()}})
+        print(rows[-1], flush=True)
+    mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key != "document"}
+    return {"rows": rows, "mean": mean, "k": config.k, "model": config.model,
+            "goal": "restore < 2 %, everything but training < 15 % at k = 50"}
+
+
+# ------------------------------------------------------------------------------------------------- embed
+@torch.no_grad()
+def encode_in_input_order(embedder, texts: list[str], max_tokens: int, batch_size: int = 16) -> np.ndarray:
+    """The same pooling without sorting by length: each batch pads to its longest text, as a plain loop does."""
+    out = []
+    for start in range(0, len(texts), batch_size):
+        batch = embedder.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                                   max_length=min(max_tokens, embedder.max_positions), return_tensors="pt")
+        hidden = embedder.model(**batch.to(embedder.device)).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        if embedder.normalize:
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        out.append(pooled.cpu().numpy())
+    return np.concatenate(out)
+
+
+def section_embed(args) -> dict:
+    from ttt_core.study import prepare
+
+    config = study_config(args.params, device=args.device)
+    study = prepare(config, progress=False)
+    rng = np.random.default_rng(0)
+    rows = rng.permutation(study.corpus.rows("train"))[:args.embed_chunks]
+    texts = study.corpus.dataset.select(rows.tolist())["text"]
+    embedder = study.embedder
+    embedder.encode(texts[:16], config.embed_max_tokens)  # warm-up
+    start = time.perf_counter()
+    sorted_vectors = embedder.encode(texts, config.embed_max_tokens)
+    sorted_s = time.perf_counter() - start
+    start = time.perf_counter()
+    plain_vectors = encode_in_input_order(embedder, texts, config.embed_max_tokens)
+    plain_s = time.perf_counter() - start
+    result = {"embedder": config.embedder, "chunks": len(texts), "sorted chunks/s": len(texts) / sorted_s,
+              "input-order chunks/s": len(texts) / plain_s, "speed-up": plain_s / sorted_s,
+              "max abs difference": float(np.abs(sorted_vectors - plain_vectors).max())}
+    try:  # the library a reader would otherwise use, where installed (it sorts by length too)
+        from sentence_transformers import SentenceTransformer
+
+        folder = Path(embedder.provenance.get("folder", ""))
+        model = SentenceTransformer(str(folder), device=str(embedder.device))
+        model.max_seq_length = min(config.embed_max_tokens, embedder.max_positions)
+        start = time.perf_counter()
+        model.encode(texts, batch_size=16, normalize_embeddings=embedder.normalize)
+        result["SentenceTransformer chunks/s"] = len(texts) / (time.perf_counter() - start)
+    except Exception as missing:  # noqa: BLE001 - reported, not hidden
+        result["SentenceTransformer"] = f"not measured: {type(missing).__name__}: {missing}"[:200]
+    print(result, flush=True)
+    return result
+
+
+# --------------------------------------------------------------------------------------------- retrieval
+def clustered_vectors(n: int, dim: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
+    """Unit vectors around random cluster centres: closer to real embeddings than uniform noise."""
+    x = centres[rng.integers(0, len(centres), n)] + 0.35 * rng.standard_normal((n, dim)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def search_seconds(index, queries: np.ndarray, k: int) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    _, ids = index.search(queries, k)
+    return (time.perf_counter() - start) / len(queries), ids
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
+
+
+def section_retrieval(args) -> dict:
+    import faiss
+
+    rng = np.random.default_rng(0)
+    dim, n, k = args.dim, args.vectors, 50
+    centres = rng.standard_normal((max(64, n // 1000), dim)).astype(np.float32)
+    start = time.perf_counter()
+    vectors = np.concatenate([clustered_vectors(min(100_000, n - i), dim, rng, centres) for i in range(0, n, 100_000)])
+    queries = clustered_vectors(args.queries, dim, rng, centres)
+    print(f"{n} vectors of dimension {dim} made in {time.perf_counter() - start:.0f} s", flush=True)
+    rows = []
+    flat = faiss.IndexFlatL2(dim)
+    flat.add(vectors)
+    flat_s, truth = search_seconds(flat, queries, k)
+    rows.append({"index": "flat (exact)", "build s": 0.0, "ms/query": 1000 * flat_s, "recall@50": 1.0, "speed-up": 1.0})
+    nlist = int(4 * np.sqrt(n))
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist)
+    start = time.perf_counter()
+    ivf.train(vectors[rng.permutation(n)[:min(n, 40 * nlist)]])
+    ivf.add(vectors)
+    build = time.perf_counter() - start
+    for nprobe in (4, 8, 16, 32, 64):
+        ivf.nprobe = nprobe
+        seconds, ids = search_seconds(ivf, queries, k)
+        rows.append({"index": f"IVF{nlist},Flat nprobe={nprobe}", "build s": build, "ms/query": 1000 * seconds,
+                     "recall@50": recall(ids, truth), "speed-up": flat_s / seconds})
+        print(rows[-1], flush=True)
+    hnsw = faiss.IndexHNSWFlat(dim, 32)
+    hnsw.hnsw.efConstruction = 64
+    start = time.perf_counter()
+    hnsw.add(vectors)
+    build = time.perf_counter() - start
+    for ef in (64, 128, 256):
+        hnsw.hnsw.efSearch = ef
+        seconds, ids = search_seconds(hnsw, queries, k)
+        rows.append({"index": f"HNSW32 efSearch={ef}", "build s": build, "ms/query": 1000 * seconds,
+                     "recall@50": recall(ids, truth), "speed-up": flat_s / seconds})
+        print(rows[-1], flush=True)
+    good = [r for r in rows[1:] if r["recall@50"] >= 0.95]
+    best = max(good, key=lambda r: r["speed-up"]) if good else None
+    return {"vectors": n, "dim": dim, "queries": len(queries), "rows": rows, "best": best,
+            "goal": "an approximate index with recall@50 >= 0.95 at least 10x faster than flat"}
+
+
+# ------------------------------------------------------------------------------------------------ memory
+def memory_child(args) -> None:
+    """One process, one model and optimizer: TTT-NN on `--docs` documents; prints a JSON line with its peak RSS."""
+    import resource
+
+    from ttt_core.metrics import bits_per_byte
+    from ttt_core.study import prepare
+    from ttt_core.ttt import test_time_train
+
+    model, optimizer = args.memory_child
+    config = study_config(args.params, model=model, optimizer=optimizer, k=args.memory_k, device=args.device)
+    study = prepare(config, progress=False)
+    lm = study.language_model()
+    documents = []
+    start = time.perf_counter()
+    for doc in protocol_documents(study, args.docs):
+        row = test_time_train(lm, doc, study.training_texts(doc), config)
+        first, last = row["evals"][0], row["evals"][-1]
+        documents.append({"id": doc["id"], "before": bits_per_byte(first["loglik"], row["n_bytes"]),
+                          "after": bits_per_byte(last["loglik"], row["n_bytes"])})
+    print("RESULT " + json.dumps({"model": model, "optimizer": optimizer, "k": config.k,
+                                  "seconds": time.perf_counter() - start,
+                                  "peak RSS GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+                                  "documents": documents}), flush=True)
+
+
+def section_memory(args) -> dict:
+    import subprocess
+
+    runs = []
+    for model in args.memory_models:
+        for optimizer in ("adamw", "adafactor"):
+            command = [sys.executable, str(Path(__file__)), "--memory-child", model, optimizer, "--docs",
+                       str(args.docs), "--memory-k", str(args.memory_k), "--params", str(args.params),
+                       "--device", args.device]
+            done = subprocess.run(command, capture_output=True, text=True)
+            line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if line is None:  # out of memory or another failure: recorded, not hidden
+                runs.append({"model": model, "optimizer": optimizer, "failed": (done.stderr or "")[-300:]})
+            else:
+                runs.append(json.loads(line[len("RESULT "):]))
+            print({k: v for k, v in runs[-1].items() if k != "documents"}, flush=True)
+    rows, effects = [], []
+    for run in runs:
+        docs = run.get("documents", [])
+        rows.append({"model": run["model"], "optimizer": run["optimizer"], "k": run.get("k", ""),
+                     "peak RSS GB": run.get("peak RSS GB", float("nan")), "seconds": run.get("seconds", float("nan")),
+                     "mean change %": float(np.mean([100 * (d["after"] - d["before"]) / d["before"] for d in docs]))
+                     if docs else float("nan"), "failed": run.get("failed", "")[-120:]})
+    for model in args.memory_models:
+        pair = {r["optimizer"]: {d["id"]: d["after"] for d in r.get("documents", [])} for r in runs if r["model"] == model}
+        if len(pair) == 2 and pair["adamw"] and pair["adafactor"]:
+            diffs = [100 * (pair["adafactor"][d] - pair["adamw"][d]) / pair["adamw"][d] for d in pair["adamw"]]
+            effects.append({"model": model, "documents": len(diffs),
+                            "Adafactor vs AdamW after TTT-NN, mean % per document": float(np.mean(diffs)),
+                            "min %": float(np.min(diffs)), "max %": float(np.max(diffs))})
+    return {"rows": rows, "optimizer effect": effects,
+            "goal": "train Qwen2.5-Coder-1.5B in 24 GB with a cheaper optimizer state; its effect on bits per byte"}
+
+
+# ---------------------------------------------------------------------------------------------- report
+def table(rows: list[dict], digits: int = 3) -> str:
+    if not rows:
+        return "(none)\n"
+    keys = list(rows[0])
+
+    def cell(v):
+        return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+    return ("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n"
+            + "".join("| " + " | ".join(cell(r.get(k, "")) for k in keys) + " |\n" for r in rows))
+
+
+def render(results: dict) -> str:
+    out = ["# Benchmarks\n", "Measured by `benchmarks/run.py` (every figure a ratio taken in one process on one "
+           "machine; speed goals are measured here, never asserted in tests).\n"]
+    for name in SECTIONS:
+        if name not in results:
+            out.append(f"## {name}\n\nNot measured yet: `python benchmarks/run.py --only {name}`.\n")
+            continue
+        r = results[name]
+        out.append(f"## {name}\n\n`{r['command']}` on {r['date']}; machine: "
+                   + ", ".join(f"{k} {v}" for k, v in r["machine"].items()) + f".\n\nGoal: {r['result'].get('goal', '')}.\n")
+        body = r["result"]
+        if "rows" in body:
+            out.append(table(body["rows"]))
+        summary = {k: v for k, v in body.items() if k not in ("rows", "goal")}
+        if summary:
+            out.append(table([{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in summary.items()}]))
+    return "\n".join(out)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="benchmarks/run.py")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--params", type=Path, default=ROOT / "params" / "study.yml")
+    parser.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"])
+    parser.add_argument("--k", type=int, default=50)
+    parser.add_argument("--docs", type=int, default=3, help="test documents of the protocol and overheads sections")
+    parser.add_argument("--long-docs", type=int, default=1, help="whole-source documents of the protocol section")
+    parser.add_argument("--long-bytes", type=int, default=16_000, help="bytes of a whole-source document")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--embed-chunks", type=int, default=512)
+    parser.add_argument("--vectors", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=384, help="the embedder's dimension (MiniLM: 384)")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--memory-models", nargs="+", default=["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b",
+                                                                  "qwen2.5-coder-1.5b"])
+    parser.add_argument("--memory-k", type=int, default=10)
+    parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "OPTIMIZER"), help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the code paths, not the machine")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        return memory_child(args)
+    if args.quick:
+        args.k, args.docs, args.repeats, args.embed_chunks, args.vectors, args.queries = 3, 1, 1, 32, 20_000, 20
+        args.long_bytes = 3000
+        args.models, args.memory_models, args.memory_k = args.models[:1], args.memory_models[:1], 2
+    results = json.loads(args.results.read_text()) if args.results.exists() else {}
+    for name in args.only:
+        print(f"== {name}", flush=True)
+        result = globals()[f"section_{name}"](args)
+        results[name] = {"result": result, "machine": machine(), "date": datetime.date.today().isoformat(),
+                         "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + (argv or sys.argv[1:]))}
+        args.results.write_text(json.dumps(results, indent=1, default=float))  # a finished section is kept
+        args.results.with_suffix(".md").write_text(render(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Baselines: in-context keeps the nearest neighbours, dynamic evaluation never scores what it trained on,
+interpolation's alpha is never chosen on the documents it is reported on."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ttt_core import baselines
+from ttt_core.baselines import (choose_alpha, dynamic_evaluation, in_context, in_context_prefix,
+                                interpolated_loglik, target_logprobs, unigram_distribution)
+from ttt_core.config import StudyConfig
+from ttt_core.metrics import score_text
+from ttt_core.models import load_language_model
+from ttt_core.ttt import snapshot_weights
+
+TEXT = "the cat sat on the mat and looked at the dog. " * 6
+
+
+@pytest.fixture
+def lm(tmp_path):
+    return load_language_model("tiny-llama", tmp_path, device="cpu")
+
+
+def test_in_context_truncation_keeps_the_nearest_neighbours():
+    nearest, middle, farthest = [1] * 5, [2] * 5, [3] * 5
+    kept = in_context_prefix([nearest, middle, farthest], budget=8)
+    assert kept == [2, 2, 2] + [1] * 5  # all of the nearest, next to the document; the cut one loses its start
+    official = in_context_prefix([nearest, middle, farthest], budget=8, keep="official")
+    assert official == [2, 2, 2] + [3] * 5 and 1 not in official  # the official tail: the farthest neighbour
+    assert in_context_prefix([nearest], budget=0) == []
+    with pytest.raises(ValueError, match="invalid keep='tail'"):
+        in_context_prefix([nearest], 3, keep="tail")
+
+
+def test_in_context_without_neighbours_is_the_studys_bits_per_byte(lm):
+    plain = score_text(lm, TEXT)
+    assert in_context(lm, TEXT, [])["loglik"] == pytest.approx(plain["loglik"], rel=1e-6)
+    tokens = lm.tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    assert target_logprobs(lm.model, tokens, lm.prefix_token_id, 16).sum() == pytest.approx(
+        score_text(lm, TEXT, eval_context=16)["loglik"], rel=1e-5)  # rolling windows, as the study scores
+    short = "the cat sat."
+    with_context = in_context(lm, short, ["a neighbour text. " * 3])
+    assert 0 < with_context["context_tokens"] <= lm.context_length - with_context["n_tokens"]
+    assert with_context["loglik"] != pytest.approx(score_text(lm, short)["loglik"])  # the context is used
+
+
+def test_dynamic_evaluation_never_scores_a_token_it_trained_on(lm, monkeypatch):
+    trained_texts, scored_texts = [], []
+    real_train = baselines.train_on_text
+
+    def spy_train(lm_, text, optimizer, config):
+        trained_texts.append(text)
+        return real_train(lm_, text, optimizer, config)
+
+    import ttt_core.metrics as metrics
+    real_score = metrics.score_text
+    monkeypatch.setattr(baselines, "train_on_text", spy_train)
+    monkeypatch.setattr(metrics, "score_text", lambda lm_, text, *a: scored_texts.append(text) or real_score(lm_, text, *a))
+    before = snapshot_weights(lm.model)
+    row = dynamic_evaluation(lm, TEXT, StudyConfig(learning_rate=3e-3, max_length=128), steps=(0, 2))
+    assert row["trained"] + row["scored"] == TEXT and row["trained"] and row["scored"]
+    assert set(trained_texts) == {row["trained"]} and len(trained_texts) == 2
+    assert set(scored_texts) == {row["scored"]} and len(scored_texts) == 2
+    assert [e["steps"] for e in row["evals"]] == [0, 2] and row["evals"][1]["loglik"] > row["evals"][0]["loglik"]
+    assert all(torch.equal(p, b) for p, b in zip(lm.model.parameters(), before))
+
+
+def doc(doc_id, p_lm, n=20, hit=True):
+    """A document of n copies of token 7 with LM probability p_lm; p_knn puts all its mass on 7 (hit) or not."""
+    p_knn = np.zeros(10)
+    p_knn[7 if hit else 3] = 1.0
+    return {"id": doc_id, "logprobs": np.full(n, math.log(p_lm)), "targets": [7] * n, "p_knn": p_knn, "n_bytes": n}
+
+
+def test_alpha_is_chosen_on_held_out_documents_never_on_the_reported_ones():
+    tuning = [doc("t1", 0.5, hit=False), doc("t2", 0.6, hit=False)]  # the neighbours miss: alpha 0 is best
+    reported = [doc("e1", 0.01), doc("e2", 0.02)]  # the neighbours hit: the largest alpha is best on these
+    alpha = choose_alpha(tuning, evaluated_ids=[d["id"] for d in reported])
+    on_reported = choose_alpha(reported)  # what the official code's test-tuned variant picks
+    assert alpha == 0.0 and on_reported == max(baselines.ALPHA_GRID)
+    with pytest.raises(ValueError, match="alpha would be chosen on 1 of the documents it is reported on"):
+        choose_alpha(tuning + [reported[0]], evaluated_ids=["e1", "e2"])
+
+
+def test_unigram_distribution_weights_nearer_neighbours_more():
+    p = unigram_distribution([[1, 1], [2, 2]], distances=[0.0, 2.0], vocab_size=4)
+    assert p.sum() == pytest.approx(1.0) and p[1] > p[2] > 0 and p[0] == 0
+    assert p[1] / p[2] == pytest.approx(math.exp(2.0))
+    assert interpolated_loglik(np.log([0.5, 0.5]), [1, 2], p, 0.0) == pytest.approx(2 * math.log(0.5))

@@ -1,0 +1,141 @@
+"""The paper's baselines beside TTT-NN (PAPER.md section 6), each scored with the same bits per byte:
+
+- in-context: the neighbours before the document in the model's context, only the document's tokens scored;
+  by default the neighbours *nearest* the query are the ones kept when they do not all fit (the official code
+  kept the tail of the concatenation, i.e. the farthest neighbours' ends: `keep="official"`);
+- dynamic evaluation: train on the document's own first part (the split protocol's query) and score the rest;
+- interpolation: a unigram distribution over the neighbours' tokens, weighted by softmax(-distance), mixed
+  with the model's next-token distribution with weight alpha chosen on held-out documents (the official code
+  chose it on the reported documents themselves: `choose_alpha` refuses to).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .metrics import rolling_windows
+from .ttt import reset_optimizer, reset_weights, snapshot_weights, split_query_and_scored, train_on_text
+
+ALPHA_GRID = tuple(round(0.01 * i, 2) for i in range(20))  # the paper's 0.00, 0.01, ..., 0.19
+IN_CONTEXT_KEEP = ("nearest", "official")
+
+
+# ------------------------------------------------------------------------------------------- in-context
+def in_context_prefix(neighbor_tokens: list[list[int]], budget: int, keep: str = "nearest") -> list[int]:
+    """The context put before the document, at most `budget` tokens, from neighbours given nearest first.
+
+    keep="nearest": whole neighbours nearest first while they fit, the last one cut from its start; they are
+    placed farthest first so the nearest sits next to the document. keep="official": the official code's
+    concatenation nearest first, left-truncated, so what remains is the tail (the farthest neighbours' ends)."""
+    if keep not in IN_CONTEXT_KEEP:
+        raise ValueError(f"invalid keep={keep!r}: expected one of {list(IN_CONTEXT_KEEP)}")
+    if budget <= 0:
+        return []
+    if keep == "official":
+        joined = [t for tokens in neighbor_tokens for t in tokens]
+        return joined[-budget:]
+    kept, left = [], budget
+    for tokens in neighbor_tokens:
+        if left <= 0:
+            break
+        kept.append(tokens[-left:] if len(tokens) > left else tokens)
+        left -= len(kept[-1])
+    return [t for tokens in reversed(kept) for t in tokens]
+
+
+@torch.no_grad()
+def target_logprobs(model, tokens: list[int], prefix_token: int, max_len: int,
+                    context: list[int] | None = None) -> np.ndarray:
+    """Natural-log probability of every token of `tokens`, each scored once: after `context` in one window when
+    both fit (in-context), else lm-eval's rolling windows from `prefix_token` (the study's bits per byte)."""
+    model.eval()
+    device = next(model.parameters()).device
+    if context and len(context) + len(tokens) <= max_len:
+        windows = [(context, tokens)]
+    else:
+        windows = rolling_windows(tokens, prefix_token, max_len)
+    out = []
+    for ctx, targets in windows:
+        inputs = (ctx + targets)[:-1]
+        logits = model(input_ids=torch.tensor([inputs], device=device)).logits[0, -len(targets):]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        out.append(logprobs.gather(1, torch.tensor(targets, device=device)[:, None])[:, 0].cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def in_context(lm, text: str, neighbor_texts: list[str], context: int | None = None, keep: str = "nearest") -> dict:
+    """Log-likelihood of `text` with its neighbours (nearest first) in a context of `context` tokens (default:
+    the model's); a document longer than the context is scored without neighbours, as the official code did."""
+    window = min(context or lm.context_length, lm.context_length)
+    tokens = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    neighbor_tokens = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in neighbor_texts]
+    # The document's first token needs one token before it: the context, else the scoring prefix.
+    prefix = in_context_prefix(neighbor_tokens, window - len(tokens), keep) if len(tokens) < window else []
+    logprobs = target_logprobs(lm.model, tokens, lm.prefix_token_id, window, prefix)
+    return {"loglik": float(logprobs.sum()), "n_tokens": len(tokens), "n_bytes": len(text.encode("utf-8")),
+            "context_tokens": len(prefix)}
+
+
+# ------------------------------------------------------------------------------------- dynamic evaluation
+def dynamic_evaluation(lm, text: str, config, steps: tuple[int, ...] = (0, 1, 2, 5, 10, 20),
+                       optimizer_factory=None) -> dict:
+    """Train on the document's first part (the split protocol's query: min(1024, n/2) tokens) and score the
+    rest after each number of steps in `steps`; the weights are restored afterwards. No scored token is ever
+    trained on: the scored text starts where the trained text ends."""
+    from .metrics import score_text
+    from .ttt import make_optimizer
+
+    trained, scored = split_query_and_scored(lm.tokenizer, text)
+    snapshot = snapshot_weights(lm.model)
+    optimizer = (optimizer_factory or make_optimizer)(lm.model, config)
+    evals, taken = [], 0
+    try:
+        for target in sorted(set(steps)):
+            while taken < target:
+                train_on_text(lm, trained, optimizer, config)
+                taken += 1
+            score = score_text(lm, scored, config.eval_context, config.max_eval_tokens)
+            evals.append({"steps": target, "loglik": score["loglik"], "n_bytes": score["n_bytes"]})
+    finally:
+        reset_weights(lm.model, snapshot)
+        reset_optimizer(optimizer)
+    return {"trained": trained, "scored": scored, "evals": evals}
+
+
+# ------------------------------------------------------------------------------------------ interpolation
+def unigram_distribution(neighbor_tokens: list[list[int]], distances, vocab_size: int) -> np.ndarray:
+    """p_knn: each neighbour's token histogram (normalised), weighted by softmax(-distance) and summed; the same
+    distribution at every position of the document."""
+    weights = np.exp(-(np.asarray(distances, dtype=float) - np.min(distances)))
+    weights /= weights.sum()
+    p = np.zeros(vocab_size)
+    for w, tokens in zip(weights, neighbor_tokens):
+        if tokens:
+            p += w * np.bincount(tokens, minlength=vocab_size)[:vocab_size] / len(tokens)
+    return p / p.sum() if p.sum() > 0 else p
+
+
+def interpolated_loglik(logprobs: np.ndarray, targets: list[int], p_knn: np.ndarray, alpha: float) -> float:
+    """Sum over tokens of log(alpha * p_knn(y) + (1 - alpha) * p_LM(y))."""
+    if alpha == 0:
+        return float(np.sum(logprobs))
+    mixed = alpha * p_knn[np.asarray(targets)] + (1 - alpha) * np.exp(logprobs)
+    return float(np.sum(np.log(mixed)))
+
+
+def choose_alpha(tuning: list[dict], evaluated_ids=(), grid=ALPHA_GRID) -> float:
+    """The alpha of `grid` with the lowest bits per byte over the tuning documents (each a dict with id,
+    logprobs, targets, p_knn, n_bytes). Documents that are reported may not tune it: an overlap is an error."""
+    overlap = {d["id"] for d in tuning} & set(evaluated_ids)
+    if overlap:
+        raise ValueError(f"alpha would be chosen on {len(overlap)} of the documents it is reported on "
+                         f"(for example {sorted(overlap)[0]!r}): tune it on held-out documents")
+    if not tuning:
+        raise ValueError("choose_alpha needs at least one held-out tuning document")
+
+    def bits(alpha):
+        return -sum(interpolated_loglik(d["logprobs"], d["targets"], d["p_knn"], alpha) for d in tuning) / \
+            sum(d["n_bytes"] for d in tuning) / math.log(2)
+    return min(grid, key=bits)
