@@ -42,8 +42,6 @@ work_dir = "artifacts"
 params_file = ""  # the parameter file this run was given (shown in "Reproduce this page")
 
 # %% tags=["hide-input", "remove-output"]
-import time
-
 import pandas as pd
 from IPython.display import Markdown, display
 
@@ -58,10 +56,8 @@ from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 
 config = StudyConfig.from_namespace(globals())
 use_report_style()
-started = time.perf_counter()
 study = prepare(config)
 rows = run_ttt(study)
-wall_seconds = time.perf_counter() - started
 table, intervals = summarize(study, rows)
 change = ttt_change(study, rows)  # paired on the same documents: k neighbours against none
 frame = long_frame(rows)
@@ -114,14 +110,14 @@ if by_domain is not None:
 # %% tags=["hide-input"]
 steps = [s for row in rows for s in row["train_steps"]]
 print(f"gradient steps per neighbour: {min(steps, default=0)} to {max(steps, default=0)} over {len(steps)} "
-      f"neighbours ({sum(s > 1 for s in steps)} neighbours took more than one step); {len(rows)} documents, "
-      f"wall time of this run {wall_seconds:.0f} s (finished documents are read back, not re-run)")
+      f"neighbours ({sum(s > 1 for s in steps)} neighbours took more than one step); {len(rows)} documents")
 
 # %% [markdown]
 # ## Bits per byte per domain
 # One row per mini-Pile domain (with the Pile task it stands in for and its share of the Pile-weighted
-# aggregate) and the aggregate: bits per byte before training and after k neighbours, and the mean
-# per-document change with its interval (as in the figure). The full k grid is in the next chapter.
+# aggregate) and the aggregate: bits per byte before training and after k neighbours and their relative change
+# ("bpb change %", of the domain's bits per byte over its bytes), then the mean of each document's change with its
+# interval ("doc.", as in the figure). The full k grid is in the next chapter.
 
 # %% tags=["hide-input"]
 summary = pd.DataFrame({"Pile task": [study.pile_set_names.get(d, "") for d in table.index]}, index=table.index)
@@ -130,10 +126,10 @@ summary = pd.DataFrame({"Pile task": [study.pile_set_names.get(d, "") for d in t
 summary["weight %"] = (100 * weights).reindex(summary.index)
 summary["bpb k=0"] = table[0]
 summary[f"bpb k={config.k}"] = table[config.k]
-summary["change %"] = relative_change(table[0], table[config.k])
-if by_domain is not None:
-    summary = summary.join(by_domain[["low %", "high %", "documents", "sources"]].rename(
-        columns={"low %": "doc. low %", "high %": "doc. high %", "documents": "docs"}))
+summary["bpb change %"] = relative_change(table[0], table[config.k])  # of the domain's (or aggregate's) bpb
+if by_domain is not None:  # the mean of each document's change, with its interval (as in the figure)
+    summary = summary.join(by_domain[["change %", "low %", "high %", "documents", "sources"]].rename(
+        columns={"change %": "doc. change %", "low %": "doc. low %", "high %": "doc. high %", "documents": "docs"}))
     summary[["docs", "sources"]] = summary[["docs", "sources"]].astype("Int64")  # blank on the aggregate row
 display(summary.round(3))
 

@@ -46,7 +46,7 @@ from IPython.display import Markdown, display
 
 from ttt_core import paper
 from ttt_core.config import StudyConfig
-from ttt_core.plots import domain_colors, plot_change_vs_k, plot_training, use_report_style
+from ttt_core.plots import SERIES_GREYS, plot_change_vs_k, plot_training, use_report_style
 from ttt_core.report import glue_finding, reproduce, show_finding
 from ttt_core.results import long_frame, training_frame
 from ttt_core.metrics import bootstrap_mean, documents_at, domain_changes, relative_change
@@ -146,8 +146,8 @@ curves = pd.DataFrame([{"neighbours": rule, "k": k, "change %": c.percent, "low"
 labels = {"nearest": "nearest neighbours (TTT-NN)", "random-domain": "random chunks, same domain",
           "random-any": "random chunks, any domain"}
 fig, ax = plt.subplots(figsize=(10, 5))
-for (rule, curve), color in zip(curves.groupby("neighbours", sort=False), sns.color_palette("dark", 3)):
-    ax.plot(curve["k"], curve["change %"], marker="o", color=color)
+for (rule, curve), color, style in zip(curves.groupby("neighbours", sort=False), SERIES_GREYS, ("-", "--", ":")):
+    ax.plot(curve["k"], curve["change %"], marker="o", color=color, ls=style)
     ax.fill_between(curve["k"], curve["low"], curve["high"], alpha=0.15, color=color)
     ax.annotate(labels[rule], (curve["k"].iloc[-1], curve["change %"].iloc[-1]), xytext=(6, 0),
                 textcoords="offset points", va="center", color=color)
@@ -212,8 +212,9 @@ display(cost.round(2))
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(10, 4.5))
 paper_frame = paper.pile_all_frame()
-sns.lineplot(data=paper_frame, x="k", y="bpb", hue="model", marker="o", ax=ax, legend=False)
-for (name, curve), color in zip(paper_frame.groupby("model", sort=False), sns.color_palette()):
+greys = ["0.05", "0.3", "0.5", "0.7"]  # the paper's models, not domains: greys with direct labels
+sns.lineplot(data=paper_frame, x="k", y="bpb", hue="model", marker="o", ax=ax, legend=False, palette=greys)
+for (name, curve), color in zip(paper_frame.groupby("model", sort=False), greys):
     ax.annotate(name, (curve["k"].iloc[-1], curve["bpb"].iloc[-1]), xytext=(6, 0), textcoords="offset points",
                 va="center", color=color)
 ax.set_xlim(right=75)

@@ -135,7 +135,8 @@ if quality:
 glue_finding("index_size", size_effect, note=f"{large:.0%} against {small:.0%} of the index, k = {gain_k}")
 if len(quality):
     glue_finding("index_quality", embedder_effect,
-                 note=f"{compare_embedder} against {config.embedder} neighbours, k = {gain_k}")
+                 note=f"{compare_embedder} against {config.embedder} neighbours from the same "
+                      f"{compare_fraction:.0%} of the index, k = {gain_k}")
 else:
     glue_text("index_quality", "not run (compare_embedder is empty)")
     glue_text("index_quality_verdict", NOT_RESOLVED)

@@ -12,6 +12,9 @@ import seaborn as sns
 from .minipile import SOURCES
 
 AGGREGATE_COLOR = "black"
+# Series that are not domains (arms, protocols, before/after) are drawn in greys, so that no colour is ever
+# read as a domain's.
+SERIES_GREYS = ("0.1", "0.5", "0.75")
 AGGREGATES = ("Pile-weighted", "all documents", "plain mean")
 # tab20 alternates dark and light shades of ten hues: all the dark ones first, then the light ones.
 _PALETTE = [sns.color_palette("tab20", 20)[i] for i in list(range(0, 20, 2)) + list(range(1, 20, 2))]
@@ -92,13 +95,16 @@ def plot_change_vs_k(per_domain: pd.DataFrame, overall: pd.DataFrame, ylabel: st
         curve = per_domain[per_domain["domain"] == domain].sort_values("k")
         ax.plot(curve["k"], curve["change %"], color=colors[domain], marker="o", lw=2.2, markersize=4)
         ax.axhline(0, color="grey", lw=0.8, ls="--")
-        ax.set_title(domain, fontsize="medium", color=colors[domain])
+        ax.set_title(domain, fontsize="medium")
     for ax in axes.flat[len(domains):]:
         ax.axis("off")
-    for ax in axes[:, 0]:
-        ax.set_ylabel(ylabel)
-    for ax in axes[-1, :]:
-        ax.set_xlabel("neighbours trained on, k")
+    for column in range(columns):  # the lowest panel in use of each column carries the k axis
+        used = [r for r in range(rows) if r * columns + column < len(domains)]
+        if used:
+            bottom = axes[used[-1], column]
+            bottom.xaxis.set_tick_params(labelbottom=True)
+            bottom.set_xlabel("neighbours, k")
+    fig.supylabel(ylabel)
     fig.suptitle(title + "\n(black: mean over all documents with its 10-90 % band; each panel its own scale)"
                  if title else "black: mean over all documents with its 10-90 % band; each panel its own scale")
     fig.tight_layout()
@@ -129,7 +135,8 @@ def plot_domain_sizes(summary: pd.DataFrame):
     long = summary[cols].reset_index().melt(id_vars="domain", var_name="split", value_name="bytes")
     long["kilobytes"] = long["bytes"] / 1000
     fig, ax = plt.subplots(figsize=(10, 4.8))
-    sns.barplot(data=long, y="domain", x="kilobytes", hue="split", ax=ax)
+    sns.barplot(data=long, y="domain", x="kilobytes", hue="split", ax=ax, palette=list(SERIES_GREYS[:2]))
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title="", frameon=False)
     ax.set_xlabel("text (kB of UTF-8)")
     ax.set_ylabel("")
     fig.tight_layout()

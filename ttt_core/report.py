@@ -26,9 +26,15 @@ def verdict(change: PairedChange, lower_is_claimed: bool = True, paper_claim: bo
     return HOLDS if claimed else DOES_NOT_HOLD
 
 
+def signed(x: float) -> str:
+    """'+1.8', '-3.7', and '0.0' for anything that rounds to zero (never '-0.0')."""
+    text = f"{x:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
+
+
 def interval_text(change: PairedChange) -> str:
     """'-3.7 % (-4.6 to -2.9), 26 documents': the mean per-document change with its 10-90 % interval."""
-    return (f"{change.percent:+.1f} % ({change.percent_low:+.1f} to {change.percent_high:+.1f}), "
+    return (f"{signed(change.percent)} % ({signed(change.percent_low)} to {signed(change.percent_high)}), "
             f"{change.n_documents} documents")
 
 
