@@ -86,15 +86,14 @@ class NeighborIndex:
         return distances.mean(axis=0)
 
 
-def approximate(index: NeighborIndex, embeddings: np.ndarray, config: StudyConfig,
-                queries: np.ndarray) -> NeighborIndex:
+def approximate(index: NeighborIndex, config: StudyConfig, queries: np.ndarray) -> NeighborIndex:
     """The same vectors under an approximate faiss index (`config.index_type`), with its recall@k against the
     exact index on `queries` (held-out test chunks) in its meta, so every run that uses it says what it costs."""
     import time
 
     import faiss
 
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    x = np.ascontiguousarray(index.index.reconstruct_n(0, len(index)), dtype=np.float32)  # the exact index's vectors
     n, dim = x.shape
     metric = faiss.METRIC_INNER_PRODUCT if index.metric == "ip" else faiss.METRIC_L2
     start = time.perf_counter()
@@ -166,8 +165,7 @@ def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progres
     exact = _exact_index(config, corpus, embedder, progress)
     if config.index_type == "flat":
         return exact
-    vectors = exact.index.reconstruct_n(0, len(exact))
-    return approximate(exact, vectors, config, _test_embeddings(config, corpus, embedder, progress))
+    return approximate(exact, config, _test_embeddings(config, corpus, embedder, progress))
 
 
 def _test_embeddings(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool) -> np.ndarray:

@@ -72,7 +72,8 @@ def selected_neighbors(query: str, k: int, rule: str, pool: int, embedder: Embed
     vector = embedder.encode([query], embed_max_tokens)
     scores, ids = index.index.search(np.ascontiguousarray(vector, dtype=np.float32), min(pool + len(exclude), len(index)))
     keep = [int(i) for i in ids[0] if i >= 0 and int(index.rows[i]) not in exclude][:pool]
-    if hasattr(index.index, "make_direct_map"):  # IVF indexes reconstruct by id only with a direct map
+    direct_map = getattr(index.index, "direct_map", None)  # IVF reconstructs by id only with a direct map
+    if direct_map is not None and direct_map.type == 0:  # made once per index, not per query
         index.index.make_direct_map()
     vectors = np.stack([index.index.reconstruct(i) for i in keep])
     distances = ((vectors - vector[0]) ** 2).sum(1)
