@@ -90,3 +90,17 @@ def test_rows_trained_with_carried_adam_moments_are_never_cut_for_a_smaller_k(ti
     cut = [cut_row(r, 3) for r in big_rows]
     assert cut[0]["evals"] == rows[0]["evals"]  # the first document starts from a fresh optimizer in both runs
     assert any(c["evals"] != r["evals"] for c, r in zip(cut[1:], rows[1:]))  # later ones do not
+
+
+@pytest.mark.parametrize("selection", ["sift", "hullft"])
+def test_a_selection_run_is_never_cut_from_a_run_with_more_steps(tmp_path, selection):
+    """HullFT's multiset of n steps and SIFT's pool of 4 k candidates change with k: a cut row would be wrong."""
+    from ttt_core.results import reusable_stores
+
+    def inputs(k):
+        return StudyConfig(k=k, selection=selection).result_inputs("fp")
+    (tmp_path / "big.config.json").write_text(json.dumps(inputs(10)))
+    assert reusable_stores(tmp_path, inputs(5)) == []
+    nearest = StudyConfig(k=10).result_inputs("fp")
+    (tmp_path / "near.config.json").write_text(json.dumps(nearest))
+    assert len(reusable_stores(tmp_path, StudyConfig(k=5).result_inputs("fp"))) == 1

@@ -70,8 +70,9 @@ def reusable_stores(folder: Path, inputs: dict) -> list["ResultsStore"]:
 
     Only when every document starts from a fresh optimizer: with `reset_optimizer=False` the Adam moments
     carried in from earlier documents differ between the two runs, so a cut row is not what the smaller run
-    computes."""
-    if not inputs.get("reset_optimizer", True):
+    computes. And only for nearest neighbours: SIFT's candidate pool and HullFT's multiset depend on k, so the
+    first k steps of a larger selection are not a smaller one."""
+    if not inputs.get("reset_optimizer", True) or inputs.get("selection", "nearest") != "nearest":
         return []
     found = []
     for sidecar in sorted(Path(folder).glob("*.config.json")):
