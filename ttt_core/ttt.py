@@ -7,6 +7,8 @@ and, by default, the optimizer state too.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import time
 
 import torch
@@ -28,6 +30,41 @@ def reset_weights(model: torch.nn.Module, snapshot: list[torch.Tensor]) -> None:
         param.copy_(saved)
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # glibc mallopt() parameters
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+@contextlib.contextmanager
+def heap_allocation():
+    """While one document is trained and scored, serve large tensors from glibc's heap instead of fresh mmap()s and
+    keep what is freed. Every step allocates and frees the same large tensors (each weight's gradient, logits over
+    the vocabulary); a fresh mmap faults in zeroed pages on first touch, about 0.5 GB/s on this machine's VM, which
+    cost Qwen2.5-Coder-0.5B about 3 s of its 10 s step (benchmarks/results.md, speedups). Afterwards the defaults
+    return and the heap is trimmed, so memory between documents is as before. Changes no number; a no-op without
+    glibc."""
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_TRIM_THRESHOLD, -1)  # -1 is SIZE_MAX to glibc: never trim while inside (a finite value
+    # below a step's transient memory, e.g. Qwen's 2.5 GB of gradients, would hand it back at every step)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_MAX, 65536)
+        libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)  # mallopt freezes the dynamic threshold: set its ceiling
+        libc.malloc_trim(0)
+
+
 def make_optimizer(model: torch.nn.Module, config: StudyConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adafactor":  # a named deviation: factored second moment, for models AdamW cannot fit
         return torch.optim.Adafactor(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -38,8 +75,13 @@ def make_optimizer(model: torch.nn.Module, config: StudyConfig) -> torch.optim.O
 
 
 def reset_optimizer(optimizer: torch.optim.Optimizer) -> None:
-    """Forget Adam's moments and step counts: the next step starts as from a fresh optimizer."""
-    optimizer.state.clear()
+    """Forget the moments and step counts in place: the next step is exactly a fresh optimizer's (AdamW's and
+    Adafactor's fresh state is all zeros), and the state's memory, twice the weights for AdamW, is neither
+    freed nor allocated and page-faulted again for the next document."""
+    for state in optimizer.state.values():
+        for value in state.values():
+            if torch.is_tensor(value):
+                value.zero_()
 
 
 def training_chunks(tokenizer, text: str, max_length: int, bos_token_id: int | None = None) -> list[list[int]]:
@@ -57,6 +99,26 @@ def training_chunks(tokenizer, text: str, max_length: int, bos_token_id: int | N
     return [prefix + piece for piece in pieces if len(prefix) + len(piece) > 1]
 
 
+def training_step(model: torch.nn.Module, ids: torch.Tensor, optimizer: torch.optim.Optimizer, grad_clip: float,
+                  save_gradient: list | None = None) -> float:
+    """One TTT-NN step on one chunk (the only definition; benchmarks time this function): next-token loss,
+    backward, clipping, optimizer step. Returns the loss in nats/token. With `save_gradient`, a copy of the
+    (unclipped) gradient and the loss is left in it for `reapply_gradient`."""
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    if save_gradient is not None:
+        save_gradient[:] = [loss.item(), [None if p.grad is None else p.grad.detach().clone()
+                                          for p in model.parameters()]]
+    apply_gradient(model, optimizer, grad_clip)
+    return loss.item()
+
+
+def apply_gradient(model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float) -> None:
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def train_on_text(lm: LanguageModel, text: str, optimizer: torch.optim.Optimizer,
                   config: StudyConfig, gradients: list | None = None) -> tuple[float, int]:
     """One optimizer step per chunk; returns (mean training loss in nats/token over the chunks, steps taken).
@@ -69,15 +131,8 @@ def train_on_text(lm: LanguageModel, text: str, optimizer: torch.optim.Optimizer
     chunks = training_chunks(lm.tokenizer, text, min(config.max_length, lm.context_length), bos)
     for chunk in chunks:
         ids = torch.tensor([chunk], device=lm.device)
-        loss = lm.model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        if gradients is not None and len(chunks) == 1:
-            gradients[:] = [loss.item(), [None if p.grad is None else p.grad.detach().clone()
-                                          for p in lm.model.parameters()]]
-        torch.nn.utils.clip_grad_norm_(lm.model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(training_step(lm.model, ids, optimizer, config.grad_clip,
+                                    gradients if len(chunks) == 1 else None))
     return (sum(losses) / len(losses) if losses else float("nan")), len(losses)
 
 
@@ -87,9 +142,7 @@ def reapply_gradient(lm: LanguageModel, saved: list, optimizer: torch.optim.Opti
     loss, grads = saved
     for param, grad in zip(lm.model.parameters(), grads):
         param.grad = None if grad is None else grad.clone()
-    torch.nn.utils.clip_grad_norm_(lm.model.parameters(), config.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    apply_gradient(lm.model, optimizer, config.grad_clip)
     return loss
 
 
@@ -108,8 +161,9 @@ def test_time_train(lm: LanguageModel, document: dict, neighbors: list[Neighbor]
                     optimizer: torch.optim.Optimizer | None = None) -> dict:
     """Run TTT-NN on one document and return its result row; the model is unchanged afterwards.
 
-    `optimizer` is passed only to keep Adam's state across documents (the official code's behaviour,
-    `reset_optimizer=False`); otherwise a fresh one is made and dropped.
+    `optimizer` may be shared by the documents of a run: with `reset_optimizer` (the default) its state is
+    zeroed in place after each document, so every document starts as from a fresh optimizer; without, Adam's
+    moments are carried to the next document (the official code's behaviour).
     """
     torch.manual_seed(config.seed)
     snapshot = snapshot_weights(lm.model)
@@ -122,27 +176,28 @@ def test_time_train(lm: LanguageModel, document: dict, neighbors: list[Neighbor]
         evals.append({"k": k, "loglik": score["loglik"], "n_tokens": score["n_tokens"]})
         return score["n_bytes"]
 
-    try:
-        n_bytes = evaluate(0)
-        saved, previous = [], None  # the last one-chunk gradient, for reuse_gradients
-        for i, neighbor in enumerate(neighbors, start=1):
-            start = time.perf_counter()
-            if config.reuse_gradients and saved and neighbor.text == previous:
-                loss, n_steps = reapply_gradient(lm, saved, optimizer, config), 1
-            else:
-                saved.clear()
-                loss, n_steps = train_on_text(lm, neighbor.text, optimizer, config,
-                                              saved if config.reuse_gradients else None)
-            previous = neighbor.text
-            losses.append(loss)
-            steps.append(n_steps)
-            seconds.append(time.perf_counter() - start)
-            if i in ks:
-                evaluate(i)
-    finally:
-        reset_weights(lm.model, snapshot)
-        if config.reset_optimizer:
-            reset_optimizer(optimizer)
+    with heap_allocation():  # the same numbers, fewer page faults
+        try:
+            n_bytes = evaluate(0)
+            saved, previous = [], None  # the last one-chunk gradient, for reuse_gradients
+            for i, neighbor in enumerate(neighbors, start=1):
+                start = time.perf_counter()
+                if config.reuse_gradients and saved and neighbor.text == previous:
+                    loss, n_steps = reapply_gradient(lm, saved, optimizer, config), 1
+                else:
+                    saved.clear()
+                    loss, n_steps = train_on_text(lm, neighbor.text, optimizer, config,
+                                                  saved if config.reuse_gradients else None)
+                previous = neighbor.text
+                losses.append(loss)
+                steps.append(n_steps)
+                seconds.append(time.perf_counter() - start)
+                if i in ks:
+                    evaluate(i)
+        finally:
+            reset_weights(lm.model, snapshot)
+            if config.reset_optimizer:
+                reset_optimizer(optimizer)
     return {"doc_id": document["id"], "domain": document["domain"], "pile_set_name": document["pile_set_name"],
             "group": document.get("group", document["id"]), "source_id": document.get("source_id", document["id"]),
             "n_bytes": n_bytes, "evals": evals, "train_loss": losses, "train_steps": steps, "train_seconds": seconds,
