@@ -463,21 +463,24 @@ def memory_child(args) -> None:
                                   "documents": documents}), flush=True)
 
 
-def section_memory(args) -> dict:
+def run_child(command: list[str]) -> dict:
+    """Run one measurement in a fresh process and return the JSON of its `RESULT ` line; a failure (out of memory
+    or another) is recorded with the end of its stderr, not hidden."""
     import subprocess
 
+    done = subprocess.run(command, capture_output=True, text=True)
+    line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+    return json.loads(line[len("RESULT "):]) if line else {"failed": (done.stderr or "")[-300:]}
+
+
+def section_memory(args) -> dict:
     runs = []
     for model in args.memory_models:
         for optimizer in ("adamw", "adafactor"):
             command = [sys.executable, str(Path(__file__)), "--memory-child", model, optimizer, "--docs",
                        str(args.docs), "--memory-k", str(args.memory_k), "--params", str(args.params),
                        "--device", args.device]
-            done = subprocess.run(command, capture_output=True, text=True)
-            line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if line is None:  # out of memory or another failure: recorded, not hidden
-                runs.append({"model": model, "optimizer": optimizer, "failed": (done.stderr or "")[-300:]})
-            else:
-                runs.append(json.loads(line[len("RESULT "):]))
+            runs.append({"model": model, "optimizer": optimizer, **run_child(command)})
             print({k: v for k, v in runs[-1].items() if k != "documents"}, flush=True)
     rows, effects = [], []
     for run in runs:
@@ -545,8 +548,6 @@ def section_speedups(args) -> dict:
     """The kept changes (and the tried ones) against the code before them, each in a fresh process on the same
     documents: wall time of the documents after the first (the first pays compilation and warm-up) and the
     largest relative difference of any log-likelihood from the code before."""
-    import subprocess
-
     rows = []
     for model in args.speedup_models:
         runs = {}
@@ -554,9 +555,7 @@ def section_speedups(args) -> dict:
             command = [sys.executable, str(Path(__file__)), "--speedup-child", model, variant, "--docs",
                        str(args.speedup_docs),
                        "--speedup-k", str(args.speedup_k), "--params", str(args.params), "--device", args.device]
-            done = subprocess.run(command, capture_output=True, text=True)
-            line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
-            runs[variant] = json.loads(line[len("RESULT "):]) if line else {"failed": (done.stderr or "")[-300:]}
+            runs[variant] = run_child(command)
             print(variant, runs[variant], flush=True)
         before = runs.get("before", {})
         for variant, run in runs.items():
