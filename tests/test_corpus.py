@@ -89,3 +89,21 @@ def test_unknown_minipile_domain_is_rejected_before_any_work(tmp_path):
     config = StudyConfig.from_params(domains="code_python,klingon", work_dir=str(tmp_path))
     with pytest.raises(ValueError, match="invalid domains=.*klingon"):
         build_corpus(config, progress=False)
+
+
+def test_the_piles_set_names_become_its_task_names_and_carry_the_pile_weights(tmp_path):
+    from ttt_core.corpus import PILE_TASK_OF_SET
+    from ttt_core.metrics import PILE_WEIGHTS, pile_weights
+
+    assert sorted(PILE_TASK_OF_SET.values()) == sorted(PILE_WEIGHTS)  # all 22 tasks, each once
+    path = tmp_path / "pile.jsonl"
+    with open(path, "w") as f:
+        for name in ("Pile-CC", "USPTO Backgrounds", "Github", "my-own-set"):
+            for i in range(6):
+                f.write(json.dumps({"text": f"{name} document {i} " * 20, "meta": {"pile_set_name": name}}) + "\n")
+    corpus = build_corpus(StudyConfig.from_params(corpus=str(path), work_dir=str(tmp_path / "work"),
+                                                  chunk_bytes=None), progress=False)
+    assert corpus.domains == ["github", "my-own-set", "pile-cc", "uspto"]
+    weights = pile_weights(corpus.domains, corpus.manifest["pile_set_name"])
+    assert weights["my-own-set"] == 0  # not a Pile task: no weight in the Pile aggregate
+    assert weights["pile-cc"] / weights["uspto"] == pytest.approx(PILE_WEIGHTS["pile-cc"] / PILE_WEIGHTS["uspto"])

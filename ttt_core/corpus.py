@@ -21,6 +21,18 @@ import numpy as np
 from .config import StudyConfig
 
 SPLIT_SALT = "tttlm-split"
+# The Pile's `meta.pile_set_name` -> the lm-evaluation-harness task (the key of the Pile weights), as the Pile's
+# datasets script pairs them (its config for USPTO is spelt "pile_upsto"). Without it a real Pile's domains
+# ("Pile-CC", "USPTO Backgrounds") match no weight and the Pile-weighted aggregate would be a plain mean.
+PILE_TASK_OF_SET = {
+    "ArXiv": "arxiv", "BookCorpus2": "bookcorpus2", "Books3": "books3", "DM Mathematics": "dm-mathematics",
+    "Enron Emails": "enron", "EuroParl": "europarl", "FreeLaw": "freelaw", "Github": "github",
+    "Gutenberg (PG-19)": "gutenberg", "HackerNews": "hackernews", "NIH ExPorter": "nih-exporter",
+    "OpenSubtitles": "opensubtitles", "OpenWebText2": "openwebtext2", "PhilPapers": "philpapers",
+    "Pile-CC": "pile-cc", "PubMed Abstracts": "pubmed-abstracts", "PubMed Central": "pubmed-central",
+    "StackExchange": "stackexchange", "USPTO Backgrounds": "uspto", "Ubuntu IRC": "ubuntu-irc",
+    "Wikipedia (en)": "wikipedia", "YoutubeSubtitles": "youtubesubtitles",
+}
 BUILD_VERSION = 2  # 2: byte-bounded chunks, content groups  # bump when the way a corpus is built changes, to invalidate caches
 
 
@@ -60,12 +72,13 @@ def _pile_documents(corpus: str, domain_bytes: int) -> Iterator[tuple[str, str, 
     used: dict[str, int] = {}
     for source_id, record in records:
         meta = record.get("meta") or {}
-        domain = (meta.get("pile_set_name") if isinstance(meta, dict) else None) or "unknown"
+        name = (meta.get("pile_set_name") if isinstance(meta, dict) else None) or "unknown"
+        domain = PILE_TASK_OF_SET.get(name, name)  # the Pile's 22 sets by their task names; others as they are
         if used.get(domain, 0) >= domain_bytes:
             continue
         text = record["text"] or " "  # the official code replaces empty texts by a space
         used[domain] = used.get(domain, 0) + len(text.encode("utf-8"))
-        yield domain, source_id, source_id, text, {"source": corpus}  # a Pile document is its own group
+        yield domain, source_id, source_id, text, {"source": corpus, "pile_set_name": domain}  # its own group
 
 
 def _minipile_documents(config: StudyConfig, download_dir: Path, provenance: list) -> Iterator:
@@ -226,8 +239,10 @@ def _corpus_key(config: StudyConfig) -> str:
               "split_seed": config.split_seed, "version": BUILD_VERSION}
     if config.corpus == "minipile":
         inputs["sources"] = [(s.domain, s.version()) for s in minipile.available_sources()]
-    elif Path(config.corpus).exists():
-        inputs["mtime"] = Path(config.corpus).stat().st_mtime_ns
+    else:
+        inputs["pile_tasks"] = "lm-eval task names"  # domains renamed by PILE_TASK_OF_SET: older caches are stale
+        if Path(config.corpus).exists():
+            inputs["mtime"] = Path(config.corpus).stat().st_mtime_ns
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
 
 
