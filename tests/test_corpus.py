@@ -107,3 +107,45 @@ def test_the_piles_set_names_become_its_task_names_and_carry_the_pile_weights(tm
     weights = pile_weights(corpus.domains, corpus.manifest["pile_set_name"])
     assert weights["my-own-set"] == 0  # not a Pile task: no weight in the Pile aggregate
     assert weights["pile-cc"] / weights["uspto"] == pytest.approx(PILE_WEIGHTS["pile-cc"] / PILE_WEIGHTS["uspto"])
+
+
+def test_the_official_pile_layout_keeps_the_piles_own_split_whole_documents_and_shards(tmp_path):
+    from conftest import write_pile_layout
+
+    from ttt_core.corpus import PILE_TASK_OF_SET, read_pile_jsonl
+
+    pile = write_pile_layout(tmp_path / "pile", shards=3, docs_per_task=5)
+    config = StudyConfig.from_params(corpus=str(pile), chunk_bytes=None, domain_bytes=10**12,
+                                     work_dir=str(tmp_path / "work"))
+    corpus = build_corpus(config, progress=False)
+    table = corpus.dataset.to_pandas()
+    assert sorted(corpus.domains) == sorted(PILE_TASK_OF_SET.values())  # all 22 tasks
+    sizes = table.groupby(["domain", "split"]).size().unstack()  # 3 shards x 5 train documents, 5 test
+    assert len(sizes) == 22 and (sizes["train"] == 15).all() and (sizes["test"] == 5).all()
+    # whole documents, each in the split of the file it came from, train rows tagged with their shard
+    test_texts = [r["text"] for r in read_pile_jsonl(pile / "test.jsonl.zst")]
+    assert sorted(table[table.split == "test"].text) == sorted(test_texts)
+    assert set(table[table.split == "train"].shard) == {"00", "01", "02"} and (table.chunk == 0).all()
+    assert table[table.split == "train"].text.str.startswith("train").all()
+    assert build_corpus(config, progress=False).fingerprint == corpus.fingerprint  # cached, verified on load
+
+
+def test_test_portion_is_the_official_per_task_subsample(tmp_path):
+    import random
+
+    from conftest import write_pile_layout
+
+    from ttt_core.corpus import PILE_TASK_OF_SET, read_pile_jsonl
+
+    pile = write_pile_layout(tmp_path / "pile", shards=1, docs_per_task=11)
+    corpus = build_corpus(StudyConfig.from_params(corpus=str(pile), chunk_bytes=None, work_dir=str(tmp_path / "w")),
+                          progress=False)
+    picked = corpus.test_documents(1, seed=0, portion=0.2, portion_seed=1216)
+    # eval_tttlm.py: a task's documents in file order, random.Random(1216).shuffle, the first int(0.2 * n)
+    for name, task in PILE_TASK_OF_SET.items():
+        docs = [r["text"] for r in read_pile_jsonl(pile / "test.jsonl.zst") if r["meta"]["pile_set_name"] == name]
+        random.Random(1216).shuffle(docs)
+        assert [d["text"] for d in picked if d["domain"] == task] == docs[:int(0.2 * len(docs))]
+    assert len(picked) == 22 * 2
+    with pytest.raises(ValueError, match="invalid test_portion=1.5"):
+        StudyConfig.from_params(test_portion=1.5).validate()

@@ -40,6 +40,12 @@ class Study:
                                           self.config.seed, self.config.score_prefix)
         return self.lm
 
+    def test_documents(self) -> list[dict]:
+        """The test documents this configuration runs: docs_per_domain per domain, or the paper's test_portion."""
+        config = self.config
+        return self.corpus.test_documents(config.docs_per_domain, config.seed, config.domains, config.test_portion,
+                                          config.split_seed)
+
     def training_texts(self, document: dict, query: str | None = None) -> list:
         """The k train chunks a document is trained on under `config.neighbors`: its nearest neighbours for
         `query` (default: its text), or a random-chunk control."""
@@ -92,7 +98,7 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
     store = ResultsStore(study.results_path)
     inputs = config.result_inputs(study.corpus.fingerprint)
     study.results_path.with_suffix(".config.json").write_text(json.dumps(inputs, indent=1))
-    docs = study.corpus.test_documents(config.docs_per_domain, config.seed, config.domains)
+    docs = study.test_documents()
     for donor in reusable_stores(study.results_path.parent, inputs):
         for doc in docs:
             row = donor.rows.get(doc["id"])
