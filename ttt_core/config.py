@@ -23,7 +23,7 @@ OPTIMIZERS = ("adamw", "adafactor")
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 # Fields added after METHOD_VERSION 3 whose default is exactly the earlier behaviour: left out of the run key at
 # that default, so that adding an option does not orphan every finished result.
-KEY_NEUTRAL_DEFAULTS = {"test_portion": None, "optimizer": "adamw", "index_type": "flat", "index_nprobe": 32, "index_ef_search": 128,
+KEY_NEUTRAL_DEFAULTS = {"test_portion": None, "embedder_tokenizer": None, "optimizer": "adamw", "index_type": "flat", "index_nprobe": 32, "index_ef_search": 128,
                         "selection": "nearest", "selection_pool": 0, "sift_lambda": 0.01, "reuse_gradients": False}
 SELECTION_RULES = ("nearest", "sift", "hullft")
 
@@ -140,6 +140,7 @@ class StudyConfig:
     # by file allows (the translation of a test text in another language is in it); no decontamination.
     leaky_index: bool = False
     embed_max_tokens: int = 512  # the paper embeds the first 512 tokens
+    embedder_tokenizer: str | None = None  # another tokenizer for the embedder (paper: roberta-base's)
     index_fraction: float = 1.0  # index a nested random subset of the train split (index-size ablation)
     # 'flat' (exact, the paper's) or an approximate faiss index for millions of vectors: 'ivf' (IVF-Flat, probing
     # `index_nprobe` cells) or 'hnsw' (HNSW32, `index_ef_search`); its recall@k against exact search is measured
@@ -228,6 +229,8 @@ class StudyConfig:
              "a positive integer (HNSW candidate list size per query)")
         need(isinstance(self.embed_max_tokens, int) and self.embed_max_tokens >= 1, "embed_max_tokens",
              "a positive integer (paper: 512)")
+        need(self.embedder_tokenizer is None or (isinstance(self.embedder_tokenizer, str) and self.embedder_tokenizer),
+             "embedder_tokenizer", "None (the embedder's own) or a Hub id or folder (paper: 'roberta-base')")
         need(self.eval_context is None or (isinstance(self.eval_context, int) and self.eval_context >= 2),
              "eval_context", "None (the model's context) or an integer >= 2")
         need(self.max_eval_tokens is None or (isinstance(self.max_eval_tokens, int) and self.max_eval_tokens >= 1),

@@ -140,6 +140,10 @@ def exact_duplicates(index: NeighborIndex, queries: np.ndarray, threshold: float
 
 def index_folder(config: StudyConfig, corpus: Corpus) -> Path:
     safe = config.embedder.replace("/", "--")
+    if config.embedder_tokenizer:  # another tokenizer gives other vectors
+        import hashlib
+
+        safe += "--tokenizer-" + hashlib.sha256(config.embedder_tokenizer.encode()).hexdigest()[:8]
     return corpus.path / "index" / f"{safe}-{config.embed_max_tokens}"
 
 

@@ -85,7 +85,7 @@ def prepare(config: StudyConfig, progress: bool = True) -> Study:
     """Corpus, embedder and index for `config`, built where missing."""
     check(config)
     corpus = build_corpus(config, progress)
-    embedder = load_embedder(config.embedder, config.work_path, config.device, config.seed)
+    embedder = load_embedder(config.embedder, config.work_path, config.device, config.seed, config.embedder_tokenizer)
     index = build_index(config, corpus, embedder, progress)
     return Study(config, corpus, embedder, index)
 
