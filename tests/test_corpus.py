@@ -149,3 +149,33 @@ def test_test_portion_is_the_official_per_task_subsample(tmp_path):
     assert len(picked) == 22 * 2
     with pytest.raises(ValueError, match="invalid test_portion=1.5"):
         StudyConfig.from_params(test_portion=1.5).validate()
+
+
+def test_a_study_on_the_pile_layout_searches_its_shards_exactly_and_trains(tmp_path):
+    """The whole path at the paper's shape, in miniature: layout corpus, per-shard index, exact merged search,
+    TTT-NN on the paper's 20 % of the test documents, and the Pile weights."""
+    import numpy as np
+    from conftest import write_pile_layout
+
+    from ttt_core.index import NeighborIndex
+    from ttt_core.metrics import pile_weights
+    from ttt_core.shards import ShardedIndex
+    from ttt_core.study import prepare, run_ttt
+
+    pile = write_pile_layout(tmp_path / "pile", shards=3, docs_per_task=5)
+    params = dict(corpus=str(pile), chunk_bytes=None, decontam_threshold=None, test_portion=0.2, k=2,
+                  model="tiny-gpt2", embedder="tiny-bert", learning_rate=1e-3, device="cpu",
+                  work_dir=str(tmp_path / "work"), domains=("github", "pile-cc", "arxiv"))
+    with pytest.raises(ValueError, match="invalid decontam_threshold=0.1 for a corpus in the Pile layout"):
+        prepare(StudyConfig.from_params(**{**params, "decontam_threshold": 0.1}), progress=False)
+    study = prepare(StudyConfig.from_params(**params), progress=False)
+    assert isinstance(study.index, ShardedIndex) and study.index.shards == ["00", "01", "02"]
+    train = study.corpus.rows("train")
+    vectors = study.embedder.encode(study.corpus.texts(train))
+    flat = NeighborIndex.from_embeddings(vectors, train, {"metric": "l2"})
+    queries = study.embedder.encode(study.corpus.texts(study.corpus.rows("test")))
+    assert np.array_equal(study.index.search(queries, 7)[1], flat.search(queries, 7)[1])
+    assert sorted(study.index.rows) == sorted(train)
+    rows = run_ttt(study, progress=False)
+    assert len(rows) == 3 and all(len(r["neighbors"]) == 2 for r in rows)  # int(0.2 * 5) = 1 per task
+    assert pile_weights(study.corpus.domains, study.pile_set_names)["pile-cc"] > 0.5  # 18.11 of 34.66

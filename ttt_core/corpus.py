@@ -136,14 +136,18 @@ def _build_from_layout(config: StudyConfig, folder: Path, shards: list[Path], te
                     "domains": tuple(config.domains)})
     if len(dataset) == 0:
         raise ValueError(f"corpus={config.corpus!r} yielded no documents (domains={list(config.domains)})")
-    digest, counts = hashlib.sha256(), {}
-    for batch in dataset.select_columns(["id", "text", "domain", "split"]).iter(batch_size=1000):
-        for doc_id, text, domain, side in zip(batch["id"], batch["text"], batch["domain"], batch["split"]):
+    digest, counts, shard_rows, row = hashlib.sha256(), {}, {}, 0
+    for batch in dataset.select_columns(["id", "text", "domain", "split", "shard"]).iter(batch_size=1000):
+        for doc_id, text, domain, side, shard in zip(*(batch[c] for c in ("id", "text", "domain", "split", "shard"))):
             digest.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
             counts.setdefault(domain, {"train": 0, "test": 0})[side] += 1
+            if shard:  # train rows come shard after shard: each shard is one range of rows
+                shard_rows.setdefault(shard, [row, row])[1] = row + 1
+            row += 1
     manifest = {"corpus": config.corpus, "layout": "pile (train shards, test file)", "fingerprint":
-                digest.hexdigest()[:16], "chunk_bytes": config.chunk_bytes, "domain_bytes": config.domain_bytes,
-                "train_shards": [p.name for p in shards], "test_file": test_file.name,
+                digest.hexdigest()[:16], "rows": row, "chunk_bytes": config.chunk_bytes,
+                "domain_bytes": config.domain_bytes, "train_shards": [p.name for p in shards],
+                "shard_rows": shard_rows, "test_file": test_file.name,
                 "documents per domain": counts, "pile_set_name": {d: d for d in counts}, "sources": []}
     dataset.save_to_disk(str(tmp / "data"))
     shutil.rmtree(tmp / "cache", ignore_errors=True)
@@ -337,6 +341,11 @@ def load_corpus(path: Path) -> Corpus:
 
     manifest = json.loads((path / "manifest.json").read_text())
     dataset = datasets.load_from_disk(str(path / "data"))
+    if "layout" in manifest:  # the Pile: hashed once when built; re-reading a terabyte on every load is not affordable
+        if len(dataset) != manifest["rows"]:
+            raise RuntimeError(f"corpus at {path} has {len(dataset)} rows, its manifest {manifest['rows']}; "
+                               "delete it to rebuild")
+        return Corpus(path, dataset, manifest)
     digest = hashlib.sha256()
     for batch in dataset.select_columns(["id", "text"]).iter(batch_size=1000):
         for doc_id, text in zip(batch["id"], batch["text"]):

@@ -43,6 +43,15 @@ class ShardedIndex:
     def __len__(self) -> int:
         return sum(len(np.load(self.folder / f"{name}.rows.npy", mmap_mode="r")) for name in self.shards)
 
+    @property
+    def metric(self) -> str:
+        return self.meta["metric"]
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The corpus row of every indexed vector, shard after shard (the random-neighbour controls draw from it)."""
+        return np.concatenate([np.load(self.folder / f"{name}.rows.npy") for name in self.shards])
+
     def search_shard(self, name: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """One shard's top-k as (squared L2 distances, global rows)."""
         import faiss

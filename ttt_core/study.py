@@ -13,7 +13,7 @@ import pandas as pd
 
 from . import metrics
 from .config import StudyConfig
-from .corpus import Corpus, build_corpus
+from .corpus import Corpus, build_corpus, pile_layout
 from .index import NeighborIndex, build_index
 from .models import (PACKAGED, Embedder, LanguageModel, check_installed, check_model_name, load_embedder,
                      load_language_model)
@@ -75,6 +75,17 @@ class Study:
 def check(config: StudyConfig) -> StudyConfig:
     """All cheap checks: parameter values, model and embedder names, their packages."""
     config.validate()
+    if config.corpus != "minipile" and pile_layout(config.corpus) is not None:
+        # The Pile is indexed whole, exactly, shard by shard (as the paper); the ablations of the small corpus
+        # need one index in memory.
+        for name, ok, valid in (("decontam_threshold", config.decontam_threshold is None, "None (the paper's)"),
+                                ("index_fraction", config.index_fraction == 1.0, "1.0"),
+                                ("leaky_index", not config.leaky_index, "False"),
+                                ("index_type", config.index_type == "flat", "'flat' (exact, per shard)"),
+                                ("selection", config.selection == "nearest", "'nearest'")):
+            if not ok:
+                raise ValueError(f"invalid {name}={getattr(config, name)!r} for a corpus in the Pile layout "
+                                 f"({config.corpus}): expected {valid}")
     for name, kind in ((config.model, "lm"), (config.embedder, "embedder")):
         if check_model_name(name, kind) == "packaged":
             check_installed(PACKAGED[name])
