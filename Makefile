@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 PARAMS  ?= params/study.yml
 EXEC    := book/executed
+SCALE_SITE := .scale-site
 NOTEBOOKS := 00_methods 01_corpus_and_index 02_ttt 03_neighbors 04_index_size 05_model_scaling \
              06_leakage_control
 
@@ -36,8 +37,16 @@ $(EXEC)/%.ipynb: notebooks/%.ipynb $(PARAMS) ttt_core/*.py | prepare
 book: run
 	$(BIN)/jupyter-book build book/ -W --keep-going
 
-test: setup
+# The Ray tests (tests/scale) run in a second pass with the `scale` extra on the path, installed apart in
+# .scale-site: installed into .venv it would add distributions to the mini-Pile's package_docs domain.
+test: setup $(SCALE_SITE)/.installed
 	$(BIN)/python -m pytest -q tests
+	PYTHONPATH=$(SCALE_SITE) $(BIN)/python -m pytest -q tests/scale
+
+$(SCALE_SITE)/.installed: requirements-scale.txt | setup
+	rm -rf $(SCALE_SITE)
+	$(BIN)/pip install -q --no-deps --target $(SCALE_SITE) -r requirements-scale.txt
+	touch $@
 
 # The performance study (benchmarks/results.md, the book's appendix): hours on a 2-core CPU; sections can be
 # picked with BENCH_ARGS="--only flops speedups". sentence-transformers (the embedding comparison) is not installed

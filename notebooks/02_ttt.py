@@ -72,6 +72,22 @@ weights = pile_weights(table.index.drop("Pile-weighted"), study.pile_set_names)
 lower = int((table[config.k] < table[0]).drop("Pile-weighted").sum())
 glue_finding("ttt_change", change, note=f"k = {config.k}")
 glue_text("ttt_domains_lower", f"lower on {lower} of {len(table) - 1} domains")
+# The quantities the paper-scale page sets beside the paper's (book/paper_scale.md).
+seconds = [s for row in rows for s in row["train_seconds"]]
+best = relative_change(table[0], table[config.k]).drop("Pile-weighted").idxmin()
+glue_text("scale_documents", f"{len(rows)} documents of {len(table) - 1} mini-Pile domains "
+          f"({config.docs_per_domain} per domain)")
+glue_text("scale_index", f"{len(study.index):,} train chunks of at most {config.chunk_bytes:,} bytes, "
+          f"{config.embedder}, {config.index_type} index" if config.chunk_bytes else
+          f"{len(study.index):,} whole train documents, {config.embedder}, {config.index_type} index")
+glue_text("scale_k", f"{config.k}")
+glue_text("scale_bpb", f"{table.loc['Pile-weighted', 0]:.4f} → {table.loc['Pile-weighted', config.k]:.4f} at "
+          f"k = {config.k} ({relative_change(table.loc['Pile-weighted', 0], table.loc['Pile-weighted', config.k]):+.1f} %), "
+          f"{config.model}")
+glue_text("scale_seconds", f"{sum(seconds) / max(1, len(seconds)):.2f} s per neighbour, the training step alone "
+          f"({study.language_model().device.type}; scoring runs only at the {len(config.ks)} k of the grid)")
+glue_text("scale_best_domain", f"{best} ({study.pile_set_names.get(best, best)}): {table.loc[best, 0]:.4f} → "
+          f"{table.loc[best, config.k]:.4f} ({relative_change(table.loc[best, 0], table.loc[best, config.k]):+.1f} %)")
 if more is not None:
     glue_finding("ttt_more", more, note=f"k = {config.k} against k = {first_k}")
 else:

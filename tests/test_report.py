@@ -63,13 +63,17 @@ def allowed_numbers() -> set[str]:
     allowed |= {f"{v:g}" for v in quoted} | {str(v) for v in quoted}
     allowed |= {f"{100 * config.decontam_threshold:g}"}  # the decontamination threshold, in percent
     allowed.add(str(len({s.domain for s in SOURCES})))
+    for value in paper.PAPER_SCALE.values():  # the paper's scale and cost (the paper-scale page)
+        allowed |= {f"{v:g}" for v in (value if isinstance(value, tuple) else (value,)) if not isinstance(v, str)}
     return allowed
 
 
-def test_the_landing_page_types_no_number_of_ours():
-    """Every number of ours on the landing page is glued from an executed notebook; what remains typed must be
-    the paper's or the configuration's. Typing a result (say "-3.7 %") into the page makes this fail."""
-    text = DIRECTIVE_OPTIONS.sub(r"\1", LANDING.read_text())  # a directive's options (column widths) are layout
+@pytest.mark.parametrize("page", [LANDING, ROOT / "book" / "paper_scale.md"], ids=lambda p: p.name)
+def test_the_landing_page_types_no_number_of_ours(page):
+    """Every number of ours on the landing page (and the paper-scale page) is glued from an executed notebook;
+    what remains typed must be the paper's or the configuration's. Typing a result (say "-3.7 %") into the page
+    makes this fail."""
+    text = DIRECTIVE_OPTIONS.sub(r"\1", page.read_text())  # a directive's options (column widths) are layout
     text = re.sub(r"(?m)^```.*$", "", GLUE.sub("", text))  # fences (their contents stay checked)
     text = re.sub(r"\{[\w:]+\}`[^`]*`", "", text)  # roles (links to chapters) are not prose
     text = re.sub(r"\bk = \d+", "", text)  # a neighbour count named as such ("k = 50") is a setting

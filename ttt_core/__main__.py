@@ -40,9 +40,15 @@ def study_parameters(params: dict) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ttt_core")
-    parser.add_argument("command", choices=["prepare", "mark-for-book"])
-    parser.add_argument("-f", "--params", help="papermill-style YAML parameter file (prepare)")
+    parser.add_argument("command", choices=["prepare", "mark-for-book", "ray-run"])
+    parser.add_argument("-f", "--params", help="papermill-style YAML parameter file (prepare, ray-run)")
     parser.add_argument("notebooks", nargs="*", help="executed notebooks (mark-for-book)")
+    scale = parser.add_argument_group("ray-run: the corpus here, then the index and TTT-NN on a Ray cluster")
+    scale.add_argument("--address", default=None, help="a Ray cluster's address ('auto' on a node of it); "
+                                                       "none: a local Ray instance on this machine")
+    scale.add_argument("--workers", type=int, default=2, help="embedding and TTT-NN workers")
+    scale.add_argument("--gpus-per-worker", type=float, default=0.0)
+    scale.add_argument("--index-actors", type=int, default=2, help="actors holding the index shards")
     args = parser.parse_args(argv)
     if args.command == "mark-for-book":
         from .report import mark_for_book  # needs nbformat and IPython (the notebooks extra)
@@ -51,14 +57,40 @@ def main(argv=None) -> None:
             mark_for_book(path)
         return
     if not args.params:
-        parser.error("prepare needs -f/--params, a papermill-style YAML parameter file")
+        parser.error(f"{args.command} needs -f/--params, a papermill-style YAML parameter file")
     with open(args.params) as f:
         params = yaml.safe_load(f) or {}
+    if args.command == "ray-run":
+        return ray_run(StudyConfig.from_params(**study_parameters(params)), args)
     started = time.perf_counter()
     study = prepare(StudyConfig.from_params(**study_parameters(params)))
     lm = study.language_model()  # assembles and converts the packaged LM once
     print(f"corpus {study.corpus.path} ({len(study.corpus)} documents), index {len(study.index)} vectors, "
           f"model {lm.name} ({lm.n_params / 1e6:.1f} M parameters) ready in {time.perf_counter() - started:.0f} s")
+
+
+def ray_run(config: StudyConfig, args) -> None:
+    """The paper-scale path: corpus (this process, streamed), index shards embedded by Ray Data workers, shards
+    held by Ray actors, documents spread over Ray workers; every stage resumes where a kill left it."""
+    from . import scale
+    from .corpus import build_corpus
+    from .models import load_embedder
+    from .study import Study, check
+
+    check(config)
+    scale.init(args.address)
+    corpus = build_corpus(config)
+    embedder = load_embedder(config.embedder, config.work_path, "cpu", config.seed, config.embedder_tokenizer)
+    study = Study(config, corpus, embedder, None)
+    if "shard_rows" not in corpus.manifest:
+        raise ValueError(f"ray-run needs a corpus in the Pile layout (train/NN.jsonl.zst beside test.jsonl.zst), "
+                         f"not corpus={config.corpus!r}; `make` runs the small corpora in one process")
+    index = scale.build_index_ray(study, args.workers, args.gpus_per_worker)
+    study = scale.study_on_ray(Study(config, corpus, embedder, index), args.index_actors)
+    rows = scale.run_ttt_ray(study, args.workers, args.gpus_per_worker)
+    failed = scale.failed_documents(study)
+    print(f"{len(rows)} documents finished, {len(failed)} failed (reasons in {scale.failures_path(study)}); "
+          f"results in {study.results_path}")
 
 
 if __name__ == "__main__":

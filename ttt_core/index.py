@@ -221,24 +221,36 @@ def _exact_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progre
     return index if within.all() else index.subset(within, embeddings, **selection)
 
 
-def _sharded_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool):
-    """A corpus in the Pile layout: one exact index per train shard, embedded a batch at a time (memory: one
-    shard's vectors), resumable after a kill, searched with the exact merge (`shards.ShardedIndex`)."""
+def sharded_index_folder(config: StudyConfig, corpus: Corpus) -> Path:
+    folder = index_folder(config, corpus)
+    return folder.with_name(folder.name + "-shards")
+
+
+def build_sharded_index(config: StudyConfig, corpus: Corpus, batches_for, dim: int, metric: str,
+                        progress: bool = True):
+    """The index of a corpus in the Pile layout: one exact index per train shard (`shards.build_shards`:
+    resumable, one shard's vectors in memory), searched with the exact merge. `batches_for(start, stop)` gives the
+    function that yields (rows, vectors) for a shard's rows, embedded here or by Ray workers
+    (`scale.build_index_ray`): both write the same shards."""
     from .shards import ShardedIndex, build_shards
 
-    def batches(start: int, stop: int, size: int = 4096):
+    meta = {"embedder": config.embedder, "embedder_tokenizer": config.embedder_tokenizer,
+            "corpus_fingerprint": corpus.fingerprint, "embed_max_tokens": config.embed_max_tokens}
+    plan = [(name, batches_for(*bounds)) for name, bounds in corpus.manifest["shard_rows"].items()]
+    build_shards(sharded_index_folder(config, corpus), plan, dim, metric, meta, progress)
+    return ShardedIndex(sharded_index_folder(config, corpus))
+
+
+def _sharded_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool):
+    def batches_for(start: int, stop: int, size: int = 4096):
         def embedded():
             for lo in range(start, stop, size):
                 rows = np.arange(lo, min(lo + size, stop))
                 yield rows, embedder.encode(corpus.texts(rows), config.embed_max_tokens)
         return embedded
 
-    meta = {"embedder": config.embedder, "embedder_tokenizer": config.embedder_tokenizer,
-            "corpus_fingerprint": corpus.fingerprint, "embed_max_tokens": config.embed_max_tokens}
-    folder = index_folder(config, corpus).with_name(index_folder(config, corpus).name + "-shards")
-    plan = [(name, batches(*bounds)) for name, bounds in corpus.manifest["shard_rows"].items()]
-    build_shards(folder, plan, embedder.dim, "ip" if embedder.normalize else "l2", meta, progress)
-    return ShardedIndex(folder)
+    return build_sharded_index(config, corpus, batches_for, embedder.dim, "ip" if embedder.normalize else "l2",
+                               progress)
 
 
 def _leaky_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool) -> NeighborIndex:

@@ -49,3 +49,9 @@ PAPER_MODELS = {  # parameter file -> model, learning rate, max_length (= stride
     "paper-gpt2-large": ("gpt2-large", 2e-5, 1024),
     "paper-gptneo": ("EleutherAI/gpt-neo-1.3B", 5e-6, 2048),
 }
+
+
+# The paper's scale and cost (PAPER.md sections 1, 3 and 7), for the paper-scale page beside ours.
+PAPER_SCALE = {"test documents": 42916, "test portion %": 20, "indexed documents (millions)": 210, "index GB": 860, "servers": 180,
+               "RAM per server GB": 128, "seconds per neighbour (GPT-2, A100)": 5.5,
+               "largest gain": ("github", 1.9184, 0.6907)}

@@ -101,10 +101,9 @@ def prepare(config: StudyConfig, progress: bool = True) -> Study:
     return Study(config, corpus, embedder, index)
 
 
-def run_ttt(study: Study, progress: bool = True) -> list[dict]:
-    """TTT-NN on every sampled test document; finished documents are read back, not recomputed."""
-    from tqdm import tqdm
-
+def open_run(study: Study) -> tuple[ResultsStore, list[dict], list[dict]]:
+    """The run's results store, with the rows other runs already hold for it (cut from a run with more
+    neighbours), its documents, and those still pending."""
     config = study.config
     store = ResultsStore(study.results_path)
     inputs = config.result_inputs(study.corpus.fingerprint)
@@ -119,26 +118,43 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
     if pending and not config.reset_optimizer and len(pending) < len(docs):
         warnings.warn("resuming a run with reset_optimizer=False: the Adam moments carried from the finished "
                       "documents are lost, so the remaining rows are not what an uninterrupted run gives")
+    return store, docs, pending
+
+
+def ttt_document(study: Study, doc: dict, optimizer=None, same_neighbors=()) -> tuple[dict, object]:
+    """One document's result row and the optimizer to pass to the next document (one per run: reset in place
+    between documents, or carried with reset_optimizer=False). A run in `same_neighbors` that retrieved the same
+    neighbours for it already holds the row: it is copied rather than retrained."""
+    config = study.config
+    query, scored = doc["text"], doc
+    if config.split_query:
+        query, text = split_query_and_scored(study.language_model().tokenizer, doc["text"])
+        scored = dict(doc, text=text)
+    neighbors = study.training_texts(doc, query)
+    ids = [n.doc_id for n in neighbors]
+    donor = next((row for row in (s.rows.get(doc["id"]) for s in same_neighbors)
+                  if evaluated_at(row, config.k) and row["neighbors"][:config.k] == ids), None)
+    if donor is not None:
+        return cut_row(donor, config.k), optimizer
+    lm = study.language_model()
+    if optimizer is None:
+        optimizer = make_optimizer(lm.model, config)
+    return test_time_train(lm, scored, neighbors, config, optimizer), optimizer
+
+
+def run_ttt(study: Study, progress: bool = True) -> list[dict]:
+    """TTT-NN on every sampled test document; finished documents are read back, not recomputed
+    (`scale.run_ttt_ray` spreads the same work over Ray workers)."""
+    from tqdm import tqdm
+
+    store, docs, pending = open_run(study)
     if pending:
-        same_neighbors = same_neighbor_stores(study.results_path.parent, inputs)
-        optimizer = None  # one per run: reset in place between documents (or carried, reset_optimizer=False)
-        for doc in tqdm(pending, desc=f"TTT-NN k={config.k}", unit="doc", disable=not progress):
-            query, scored = doc["text"], doc
-            if config.split_query:
-                query, text = split_query_and_scored(study.language_model().tokenizer, doc["text"])
-                scored = dict(doc, text=text)
-            neighbors = study.training_texts(doc, query)
-            ids = [n.doc_id for n in neighbors]
-            # Another index that retrieved the same neighbours gives the same row: copy it rather than retrain.
-            donor = next((row for row in (s.rows.get(doc["id"]) for s in same_neighbors)
-                          if evaluated_at(row, config.k) and row["neighbors"][:config.k] == ids), None)
-            if donor is not None:
-                store.append(cut_row(donor, config.k))
-                continue
-            lm = study.language_model()
-            if optimizer is None:
-                optimizer = make_optimizer(lm.model, config)
-            store.append(test_time_train(lm, scored, neighbors, config, optimizer))
+        same_neighbors = same_neighbor_stores(study.results_path.parent,
+                                              study.config.result_inputs(study.corpus.fingerprint))
+        optimizer = None
+        for doc in tqdm(pending, desc=f"TTT-NN k={study.config.k}", unit="doc", disable=not progress):
+            row, optimizer = ttt_document(study, doc, optimizer, same_neighbors)
+            store.append(row)
     return [store.rows[d["id"]] for d in docs]
 
 
