@@ -32,7 +32,6 @@ seed = 0
 work_dir = "artifacts"
 baseline_k = 5  # neighbours (training steps) every method gets
 baseline_docs_per_domain = 1
-tuning_docs_per_domain = 1  # held-out test documents per domain that choose the interpolation weight
 in_context_tokens = 1024  # the paper's context (GPT-2's), beside the model's own
 selection_rules = "sift,hullft"  # besides nearest neighbours, on the same candidates
 selection_pool = 0  # candidates the rules choose from; 0: 4 x baseline_k
@@ -49,8 +48,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from ttt_core import paper
-from ttt_core.baselines import (baselines_key, choose_alpha, documents_frame, interpolated_loglik,
-                                interpolation_inputs, run_baselines)
+from ttt_core.baselines import (baselines_key, choose_alpha, cross_fitted_alphas, documents_frame,
+                                interpolated_loglik, interpolation_inputs, run_baselines)
 from ttt_core.config import StudyConfig
 from ttt_core.metrics import document_changes, documents_at, paired_change
 from ttt_core.plots import SERIES_GREYS, use_report_style
@@ -86,17 +85,14 @@ if hullft_reuse and "hullft" in rules:
     arm("HullFT, gradients reused", selection="hullft", reuse_gradients=True)
 arm("TTT-NN, split", split_query=True)  # query = first half, the rest scored: beside dynamic evaluation
 
-# The baselines on the k nearest neighbours TTT-NN trains on, and held-out documents for interpolation's alpha:
-# the next test documents of each domain, from content groups none of the reported documents belong to.
+# The baselines on the k nearest neighbours TTT-NN trains on. Interpolation's alpha is cross-fitted: each
+# document's is chosen on the other documents outside its content group, never on its own tokens.
 baseline_rows = run_baselines(study, documents, contexts=(None, in_context_tokens))
 run_keys["baselines (in-context, interpolation, dynamic evaluation)"] = baselines_key(study, (None, in_context_tokens))
-evaluated = {d["id"] for d in documents}
-groups = {d.get("group", d["id"]) for d in documents}
-more = study.corpus.test_documents(config.docs_per_domain + tuning_docs_per_domain, config.seed, config.domains)
-tuning_documents = [d for d in more if d["id"] not in evaluated and d.get("group", d["id"]) not in groups]
-tuning_rows = run_baselines(study, tuning_documents, full=False)
-alpha = choose_alpha([interpolation_inputs(r) for r in tuning_rows], evaluated_ids=evaluated)
-alpha_test_tuned = choose_alpha([interpolation_inputs(r) for r in baseline_rows])  # the paper's way, labelled
+interpolation = [interpolation_inputs(r) for r in baseline_rows]
+alphas = cross_fitted_alphas(interpolation, {r["doc_id"]: r["group"] for r in baseline_rows})
+alpha_test_tuned = choose_alpha(interpolation)  # the paper's way, on the reported documents: labelled
+alpha_range = f"{min(alphas.values())}" + (f" to {max(alphas.values())}" if len(set(alphas.values())) > 1 else "")
 
 # Per-document frames (doc_id: domain, group, loglik, n_bytes, bpb), one per method.
 none = documents_frame(baseline_rows, [r["loglik"] for r in baseline_rows])
@@ -109,11 +105,12 @@ for entry in (baseline_rows[0]["in_context"] if baseline_rows else []):
             for r in baseline_rows]
     methods[label] = documents_frame(baseline_rows, [e["loglik"] for e in pick])
     seconds[label] = float(np.mean([e["seconds"] for e in pick]))
-for label, a in ((f"interpolation, alpha {alpha} (held out)", alpha),
-                 (f"interpolation, alpha {alpha_test_tuned} (test-tuned, the paper's)", alpha_test_tuned)):
-    inputs = [interpolation_inputs(r) for r in baseline_rows]
-    methods[label] = documents_frame(baseline_rows, [interpolated_loglik(d["logprobs"], d["targets"], d["p_knn"], a)
-                                                     for d in inputs])
+held_out_label = f"interpolation, alpha {alpha_range} (cross-fitted)"
+for label, chosen in ((held_out_label, alphas),
+                      (f"interpolation, alpha {alpha_test_tuned} (test-tuned, the paper's)",
+                       {d["id"]: alpha_test_tuned for d in interpolation})):
+    methods[label] = documents_frame(baseline_rows, [interpolated_loglik(d["logprobs"], d["targets"], d["p_knn"],
+                                                                         chosen[d["id"]]) for d in interpolation])
     seconds[label] = float(np.mean([r["score_seconds"] for r in baseline_rows]))
 score_seconds = float(np.mean([r["score_seconds"] for r in baseline_rows]))
 for name, rows in ttt_rows.items():
@@ -146,7 +143,6 @@ seconds["dynamic evaluation"] = float(np.mean([r["dynamic"]["seconds"] for r in 
 # Head to head, on the same documents: TTT-NN (B) against each alternative (A); negative: TTT-NN is lower.
 ttt = methods["TTT-NN (nearest)"]
 in_context_label = f"in-context, {model_context:,} tokens"
-held_out_label = f"interpolation, alpha {alpha} (held out)"
 versus = {"TTT-NN vs " + name: paired_change(methods[name], ttt, names, config.bootstrap_samples, config.seed)
           for name in (in_context_label, held_out_label)}
 versus["TTT-NN vs dynamic evaluation (split)"] = paired_change(dynamic, documents_at(split, config.k), names,
@@ -162,7 +158,7 @@ note = f"k = {config.k}, {model}"
 glue_finding("incontext_vs_ttt", versus["TTT-NN vs " + in_context_label],
              note=f"TTT-NN against the same neighbours in a {model_context:,}-token context, {note}")
 glue_finding("interpolation_vs_ttt", versus["TTT-NN vs " + held_out_label],
-             note=f"TTT-NN against unigram interpolation with alpha {alpha} chosen on held-out documents, {note}")
+             note=f"TTT-NN against unigram interpolation, alpha cross-fitted on other documents, {note}")
 glue_finding("dynamic_vs_ttt", versus["TTT-NN vs dynamic evaluation (split)"],
              note=f"TTT-NN against {config.k} steps on the document's first half, second half scored, {note}")
 for rule, key in (("SIFT", "sift_vs_nearest"), ("HullFT", "hullft_vs_nearest")):
@@ -180,8 +176,9 @@ paragraphs = [
     f"test documents ({len(study.corpus.domains)} domains, {model}). Head to head, bits per byte of TTT-NN "
     f"against each alternative (negative: TTT-NN is lower):",
     "\n".join(f"- {sentence(name, change)}." for name, change in versus.items()),
-    f"The interpolation weight was chosen on {len(tuning_rows)} held-out documents (alpha = {alpha}); chosen on the "
-    f"reported documents themselves, as the official code did, it would be {alpha_test_tuned}. The paper's GPT-2 "
+    f"Interpolation's weight was cross-fitted: each document's alpha was chosen on the other documents outside "
+    f"its content group (alpha {alpha_range}); chosen on the reported documents themselves, as the official code "
+    f"did, it would be {alpha_test_tuned}. The paper's GPT-2 "
     f"Large goes from {paper.BASELINES_GPT2_LARGE['base']} to "
     f"{paper.BASELINES_GPT2_LARGE['in-context (20 neighbours, 1,024 tokens)']} bits per byte with 20 neighbours in "
     f"context, to {paper.BASELINES_GPT2_LARGE['interpolation (test-tuned alpha)']} with test-tuned interpolation and "
@@ -224,8 +221,9 @@ fig.tight_layout()
 #   concatenation (the farthest neighbours' ends). Run at the model's own context and at the paper's 1,024 tokens.
 # - **Interpolation**: a unigram distribution over the neighbours' tokens, weighted by softmax of the negative
 #   distance, mixed with the model's next-token distribution with weight alpha from the paper's grid
-#   (0.00 to 0.19). Alpha is chosen on held-out test documents from other content groups; the paper's variant,
-#   chosen on the reported documents, is shown labelled.
+#   (0.00 to 0.19). Alpha is cross-fitted: each document's is chosen on the other documents outside its content
+#   group, so no document's own tokens choose its weight; the paper's variant, chosen on the reported documents
+#   themselves, is shown labelled.
 # - **Dynamic evaluation**: k steps on the document's own first part (the split protocol's query), the rest
 #   scored; beside TTT-NN under the same split (query = first part, the same rest scored).
 # - **SIFT** (Hübotter et al., ICLR 2025): from the `pool` nearest candidates, k chosen greedily by posterior
@@ -265,8 +263,7 @@ display(pd.DataFrame([
      "the concatenation kept", "here": f"{config.k} neighbours (the TTT-NN ones), the model's {model_context:,} tokens "
      f"and {in_context_tokens:,}; the nearest kept (the official rule shown beside it)"},
     {"method": "interpolation", "paper": "20 neighbours, alpha chosen per task on the test documents",
-     "here": f"{config.k} neighbours, alpha chosen on {len(tuning_rows)} held-out documents (the test-tuned value "
-     "shown labelled)"},
+     "here": f"{config.k} neighbours, alpha cross-fitted by content group (the test-tuned value shown labelled)"},
     {"method": "dynamic evaluation", "paper": "20 steps on the prefix (6 for the standalone bars)",
      "here": f"{config.k} steps, the same budget as TTT-NN"},
     {"method": "SIFT, HullFT", "paper": "not in the paper (follow-up work)",

@@ -141,6 +141,17 @@ def choose_alpha(tuning: list[dict], evaluated_ids=(), grid=ALPHA_GRID) -> float
     return min(grid, key=bits)
 
 
+def cross_fitted_alphas(documents: list[dict], groups: dict, grid=ALPHA_GRID) -> dict:
+    """Alpha for each document chosen on the *other* documents outside its content group (leave one group out):
+    no document's own tokens ever choose the alpha it is scored with, and no extra documents need scoring.
+    `documents` as `choose_alpha` takes them; `groups` maps a document id to its content group."""
+    alphas = {}
+    for d in documents:
+        tuning = [t for t in documents if groups[t["id"]] != groups[d["id"]]]
+        alphas[d["id"]] = choose_alpha(tuning, evaluated_ids=[d["id"]], grid=grid)
+    return alphas
+
+
 # ----------------------------------------------------------------------------------------- per-document runs
 def interpolation_inputs(row: dict) -> dict:
     """A stored row as `choose_alpha` takes it: p_knn is kept per scored token, so it is indexed by position."""
