@@ -41,7 +41,8 @@ test: setup
 
 # The performance study (benchmarks/results.md, the book's appendix): hours on a 2-core CPU; sections can be
 # picked with BENCH_ARGS="--only flops speedups". sentence-transformers (the embedding comparison) is not installed
-# here: any new distribution changes the mini-Pile's package_docs domain, hence the corpus and every result.
+# here: any new distribution changes the mini-Pile's package_docs domain, hence the corpus and every result; install
+# it into a folder of its own and pass BENCH_ARGS="--only embed --sentence-transformers DIR".
 benchmarks: prepare
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 

@@ -17,7 +17,8 @@ Sections:
             wall-time ratio at k = 50 (goal >= 3x) with bits per byte equal at the shared k
   overheads restore, retrieval and scoring as shares of one document's TTT-NN time (goals: restore < 2 %,
             everything but training < 15 % at k = 50)
-  embed     index-build embedding throughput, length-sorted batches against input-order batches
+  embed     index-build embedding throughput, length-sorted batches against input-order batches and against
+            SentenceTransformer.encode (with --sentence-transformers DIR: it is kept out of the study's environment)
   retrieval query latency and recall@50 of flat, IVF and HNSW faiss indexes on synthetic vectors
   memory    peak resident memory of one TTT-NN document per model and optimizer (each in its own process),
             and the bits-per-byte effect of Adafactor against AdamW where both fit
@@ -356,7 +357,12 @@ def section_embed(args) -> dict:
     result = {"embedder": config.embedder, "chunks": len(texts), "sorted chunks/s": len(texts) / sorted_s,
               "input-order chunks/s": len(texts) / plain_s, "speed-up": plain_s / sorted_s,
               "max abs difference": float(np.abs(sorted_vectors - plain_vectors).max())}
-    try:  # the library a reader would otherwise use, where installed (it sorts by length too)
+    if args.sentence_transformers:
+        # Not a dependency of the study: installed into its environment, it would add a package description to
+        # the package_docs domain (another corpus). A folder from `pip install --no-deps --target DIR
+        # sentence-transformers` is put on the path only now, after the corpus is prepared.
+        sys.path.append(str(args.sentence_transformers))
+    try:  # the library a reader would otherwise use, where available (it sorts by length too)
         from sentence_transformers import SentenceTransformer
 
         from ttt_core.models import assemble_packaged
@@ -384,8 +390,10 @@ def clustered_vectors(n: int, dim: int, rng: np.random.Generator, centres: np.nd
 
 
 def search_seconds(index, queries: np.ndarray, k: int) -> tuple[float, np.ndarray]:
+    """Seconds per query, the queries sent one at a time as the study sends them (one per test document): a
+    batch would let the flat index use a matrix product and hide the latency a document waits for."""
     start = time.perf_counter()
-    _, ids = index.search(queries, k)
+    ids = np.vstack([index.search(queries[i:i + 1], k)[1] for i in range(len(queries))])
     return (time.perf_counter() - start) / len(queries), ids
 
 
@@ -624,6 +632,9 @@ def main(argv=None) -> None:
                         help="document sizes at which the protocol section times one scoring pass")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--embed-chunks", type=int, default=512)
+    parser.add_argument("--sentence-transformers", type=Path, metavar="DIR",
+                        help="a folder holding sentence-transformers (pip install --no-deps --target DIR "
+                             "sentence-transformers), for the embed section's comparison")
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=384, help="the embedder's dimension (MiniLM: 384)")
     parser.add_argument("--queries", type=int, default=200)

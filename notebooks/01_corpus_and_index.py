@@ -54,7 +54,7 @@ config = StudyConfig.from_namespace(globals())
 use_report_style()
 study = prepare(config)
 n = config.decontam_ngram
-test_docs = study.corpus.test_documents(config.docs_per_domain, config.seed, config.domains)
+test_docs = study.test_documents()
 leaky = dataclasses.replace(config, leaky_index=True)
 leaky_study = prepare(leaky)  # shares the corpus and the train embeddings; embeds the test chunks once
 texts = [d["text"] for d in test_docs]

@@ -29,7 +29,7 @@ def export(args) -> None:
     params = study_parameters(yaml.safe_load(Path(args.params).read_text()) if args.params else {})
     config = StudyConfig.from_params(**{**params, "k": args.k, "docs_per_domain": args.docs_per_domain})
     study = prepare(config)
-    docs = study.corpus.test_documents(config.docs_per_domain, config.seed, config.domains)
+    docs = study.test_documents()
     out = {"config": config.as_dict(), "corpus_fingerprint": study.corpus.fingerprint,
            "pile_set_names": study.pile_set_names, "documents": []}
     for doc in docs:

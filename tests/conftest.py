@@ -38,3 +38,29 @@ def tiny_params(pile_file, tmp_path) -> dict:
     return dict(model="tiny-llama", embedder="tiny-bert", corpus=str(pile_file), k=3, docs_per_domain=1,
                 chunk_bytes=300, test_fraction=0.25, learning_rate=1e-3, bootstrap_samples=20,
                 work_dir=str(tmp_path / "work"), device="cpu")
+
+
+def write_pile_layout(root: Path, shards: int = 3, docs_per_task: int = 5, seed: int = 0) -> Path:
+    """The official Pile layout in miniature: train/00.jsonl.zst ... and test.jsonl.zst, every one of the 22 Pile
+    sets (by their `pile_set_name`) in each file, texts drawn from a small vocabulary per set."""
+    import zstandard
+
+    from ttt_core.corpus import PILE_TASK_OF_SET
+
+    rng = random.Random(seed)
+    (root / "train").mkdir(parents=True)
+
+    def write(path: Path, tag: str) -> None:
+        lines = []
+        for name in PILE_TASK_OF_SET:
+            words = [f"{name.split()[0].lower()}{i}" for i in range(12)]
+            for d in range(docs_per_task):
+                text = f"{tag} {d} " + " ".join(rng.choice(words) for _ in range(rng.randint(20, 60)))
+                lines.append(json.dumps({"text": text, "meta": {"pile_set_name": name}}))
+        rng.shuffle(lines)  # tasks interleaved, as in the Pile
+        path.write_bytes(zstandard.ZstdCompressor().compress(("\n".join(lines) + "\n").encode()))
+
+    for shard in range(shards):
+        write(root / "train" / f"{shard:02d}.jsonl.zst", f"train{shard}")
+    write(root / "test.jsonl.zst", "test")
+    return root

@@ -89,3 +89,93 @@ def test_unknown_minipile_domain_is_rejected_before_any_work(tmp_path):
     config = StudyConfig.from_params(domains="code_python,klingon", work_dir=str(tmp_path))
     with pytest.raises(ValueError, match="invalid domains=.*klingon"):
         build_corpus(config, progress=False)
+
+
+def test_the_piles_set_names_become_its_task_names_and_carry_the_pile_weights(tmp_path):
+    from ttt_core.corpus import PILE_TASK_OF_SET
+    from ttt_core.metrics import PILE_WEIGHTS, pile_weights
+
+    assert sorted(PILE_TASK_OF_SET.values()) == sorted(PILE_WEIGHTS)  # all 22 tasks, each once
+    path = tmp_path / "pile.jsonl"
+    with open(path, "w") as f:
+        for name in ("Pile-CC", "USPTO Backgrounds", "Github", "my-own-set"):
+            for i in range(6):
+                f.write(json.dumps({"text": f"{name} document {i} " * 20, "meta": {"pile_set_name": name}}) + "\n")
+    corpus = build_corpus(StudyConfig.from_params(corpus=str(path), work_dir=str(tmp_path / "work"),
+                                                  chunk_bytes=None), progress=False)
+    assert corpus.domains == ["github", "my-own-set", "pile-cc", "uspto"]
+    weights = pile_weights(corpus.domains, corpus.manifest["pile_set_name"])
+    assert weights["my-own-set"] == 0  # not a Pile task: no weight in the Pile aggregate
+    assert weights["pile-cc"] / weights["uspto"] == pytest.approx(PILE_WEIGHTS["pile-cc"] / PILE_WEIGHTS["uspto"])
+
+
+def test_the_official_pile_layout_keeps_the_piles_own_split_whole_documents_and_shards(tmp_path):
+    from conftest import write_pile_layout
+
+    from ttt_core.corpus import PILE_TASK_OF_SET, read_pile_jsonl
+
+    pile = write_pile_layout(tmp_path / "pile", shards=3, docs_per_task=5)
+    config = StudyConfig.from_params(corpus=str(pile), chunk_bytes=None, domain_bytes=10**12,
+                                     work_dir=str(tmp_path / "work"))
+    corpus = build_corpus(config, progress=False)
+    table = corpus.dataset.to_pandas()
+    assert sorted(corpus.domains) == sorted(PILE_TASK_OF_SET.values())  # all 22 tasks
+    sizes = table.groupby(["domain", "split"]).size().unstack()  # 3 shards x 5 train documents, 5 test
+    assert len(sizes) == 22 and (sizes["train"] == 15).all() and (sizes["test"] == 5).all()
+    # whole documents, each in the split of the file it came from, train rows tagged with their shard
+    test_texts = [r["text"] for r in read_pile_jsonl(pile / "test.jsonl.zst")]
+    assert sorted(table[table.split == "test"].text) == sorted(test_texts)
+    assert set(table[table.split == "train"].shard) == {"00", "01", "02"} and (table.chunk == 0).all()
+    assert table[table.split == "train"].text.str.startswith("train").all()
+    assert build_corpus(config, progress=False).fingerprint == corpus.fingerprint  # cached, verified on load
+
+
+def test_test_portion_is_the_official_per_task_subsample(tmp_path):
+    import random
+
+    from conftest import write_pile_layout
+
+    from ttt_core.corpus import PILE_TASK_OF_SET, read_pile_jsonl
+
+    pile = write_pile_layout(tmp_path / "pile", shards=1, docs_per_task=11)
+    corpus = build_corpus(StudyConfig.from_params(corpus=str(pile), chunk_bytes=None, work_dir=str(tmp_path / "w")),
+                          progress=False)
+    picked = corpus.test_documents(1, seed=0, portion=0.2, portion_seed=1216)
+    # eval_tttlm.py: a task's documents in file order, random.Random(1216).shuffle, the first int(0.2 * n)
+    for name, task in PILE_TASK_OF_SET.items():
+        docs = [r["text"] for r in read_pile_jsonl(pile / "test.jsonl.zst") if r["meta"]["pile_set_name"] == name]
+        random.Random(1216).shuffle(docs)
+        assert [d["text"] for d in picked if d["domain"] == task] == docs[:int(0.2 * len(docs))]
+    assert len(picked) == 22 * 2
+    with pytest.raises(ValueError, match="invalid test_portion=1.5"):
+        StudyConfig.from_params(test_portion=1.5).validate()
+
+
+def test_a_study_on_the_pile_layout_searches_its_shards_exactly_and_trains(tmp_path):
+    """The whole path at the paper's shape, in miniature: layout corpus, per-shard index, exact merged search,
+    TTT-NN on the paper's 20 % of the test documents, and the Pile weights."""
+    import numpy as np
+    from conftest import write_pile_layout
+
+    from ttt_core.index import NeighborIndex
+    from ttt_core.metrics import pile_weights
+    from ttt_core.shards import ShardedIndex
+    from ttt_core.study import prepare, run_ttt
+
+    pile = write_pile_layout(tmp_path / "pile", shards=3, docs_per_task=5)
+    params = dict(corpus=str(pile), chunk_bytes=None, decontam_threshold=None, test_portion=0.2, k=2,
+                  model="tiny-gpt2", embedder="tiny-bert", learning_rate=1e-3, device="cpu",
+                  work_dir=str(tmp_path / "work"), domains=("github", "pile-cc", "arxiv"))
+    with pytest.raises(ValueError, match="invalid decontam_threshold=0.1 for a corpus in the Pile layout"):
+        prepare(StudyConfig.from_params(**{**params, "decontam_threshold": 0.1}), progress=False)
+    study = prepare(StudyConfig.from_params(**params), progress=False)
+    assert isinstance(study.index, ShardedIndex) and study.index.shards == ["00", "01", "02"]
+    train = study.corpus.rows("train")
+    vectors = study.embedder.encode(study.corpus.texts(train))
+    flat = NeighborIndex.from_embeddings(vectors, train, {"metric": "l2"})
+    queries = study.embedder.encode(study.corpus.texts(study.corpus.rows("test")))
+    assert np.array_equal(study.index.search(queries, 7)[1], flat.search(queries, 7)[1])
+    assert sorted(study.index.rows) == sorted(train)
+    rows = run_ttt(study, progress=False)
+    assert len(rows) == 3 and all(len(r["neighbors"]) == 2 for r in rows)  # int(0.2 * 5) = 1 per task
+    assert pile_weights(study.corpus.domains, study.pile_set_names)["pile-cc"] > 0.5  # 18.11 of 34.66

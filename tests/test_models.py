@@ -122,3 +122,33 @@ def test_a_model_that_did_not_load_correctly_is_refused(tmp_path):
 
     with pytest.raises(RuntimeError, match="did not load correctly"):
         check_plausible(load_language_model("tiny-llama", tmp_path, device="cpu"))
+
+
+def test_a_roberta_checkpoint_without_a_tokenizer_embeds_with_the_one_named(tmp_path):
+    """The paper's embedder: a RoBERTa checkpoint (no tokenizer of its own) with roberta-base's tokenizer, 512
+    tokens, unnormalised mean pooling. A tiny RoBERTa saved to a folder takes the Hub checkpoint's code path."""
+    from transformers import RobertaConfig, RobertaModel
+
+    tok = byte_tokenizer()
+    # RoBERTa's positions start after its padding id, so the table holds pad id + 1 + the usable length (40 here)
+    config = RobertaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=tok.pad_token_id + 1 + 40,
+                           pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    RobertaModel(config).save_pretrained(tmp_path / "checkpoint")  # weights only, as on the Hub
+    tok.save_pretrained(tmp_path / "tokenizer")
+    with pytest.raises(ValueError, match="ships no tokenizer of its own; name one with embedder_tokenizer"):
+        load_embedder(str(tmp_path / "checkpoint"), tmp_path, device="cpu")  # transformers would make an empty one
+    embedder = load_embedder(str(tmp_path / "checkpoint"), tmp_path, device="cpu", tokenizer=str(tmp_path / "tokenizer"))
+    assert not embedder.normalize and embedder.provenance["tokenizer"] == str(tmp_path / "tokenizer")
+    texts = ["a short text", "a much longer text " * 10]
+    vectors = embedder.encode(texts, max_tokens=30)  # the paper: 512
+    # by hand: the first 30 tokens, masked mean (the short text's padding left out), no normalisation
+    ids = torch.tensor([tok(texts[1], truncation=True, max_length=30)["input_ids"]])
+    expected = embedder.model(input_ids=ids).last_hidden_state.mean(1)[0].detach().numpy()
+    np.testing.assert_allclose(vectors[1], expected, rtol=1e-4, atol=1e-5)
+    alone = embedder.model(input_ids=torch.tensor([tok(texts[0])["input_ids"]])).last_hidden_state.mean(1)[0]
+    np.testing.assert_allclose(vectors[0], alone.detach().numpy(), rtol=1e-4, atol=1e-5)
+    assert abs(np.linalg.norm(vectors[1]) - 1) > 1e-3
+    with pytest.raises(ValueError, match="invalid embedder_tokenizer"):
+        load_embedder("tiny-bert", tmp_path, device="cpu", tokenizer=str(tmp_path / "tokenizer"))

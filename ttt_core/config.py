@@ -23,7 +23,7 @@ OPTIMIZERS = ("adamw", "adafactor")
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 # Fields added after METHOD_VERSION 3 whose default is exactly the earlier behaviour: left out of the run key at
 # that default, so that adding an option does not orphan every finished result.
-KEY_NEUTRAL_DEFAULTS = {"optimizer": "adamw", "index_type": "flat", "index_nprobe": 32, "index_ef_search": 128,
+KEY_NEUTRAL_DEFAULTS = {"test_portion": None, "embedder_tokenizer": None, "optimizer": "adamw", "index_type": "flat", "index_nprobe": 32, "index_ef_search": 128,
                         "selection": "nearest", "selection_pool": 0, "sift_lambda": 0.01, "reuse_gradients": False}
 SELECTION_RULES = ("nearest", "sift", "hullft")
 
@@ -69,7 +69,8 @@ DEVIATIONS = (
               "licences, repeated messages); None keeps the leaky index. The corpus chapter reports both."),
     Deviation("k", 50, "Neighbours trained on; smaller on a CPU to fit the time budget."),
     Deviation("docs_per_domain", "20% of the Pile test set (42,916 documents)",
-              "A few test documents per domain on a CPU."),
+              "A few test documents per domain on a CPU; `test_portion: 0.2` draws the paper's share of each "
+              "domain's test documents with the official shuffle (seed `split_seed`) instead."),
     Deviation("reset_optimizer", False,
               "The official code keeps the AdamW moments across test documents (only weights are reset). "
               "We reset both by default so every document is independent and a resumed run is identical."),
@@ -103,6 +104,9 @@ class StudyConfig:
     corpus: str = "minipile"
     domains: tuple[str, ...] = ()  # empty: every available domain
     docs_per_domain: int = 1  # test documents per domain (the book uses 2: params/study.yml)
+    # Instead of docs_per_domain: this share of each domain's test documents, drawn as the official code drew them
+    # (random.Random(split_seed).shuffle, then the first 20 %: the paper's 42,916 Pile test documents)
+    test_portion: float | None = None
     # Test-time training (paper: AdamW lr 2e-5, eps 1e-8, wd 0.01, clip 1.0, batch 1, fp32)
     k: int = 10
     eval_ks: tuple[int, ...] = DEFAULT_EVAL_KS
@@ -136,6 +140,7 @@ class StudyConfig:
     # by file allows (the translation of a test text in another language is in it); no decontamination.
     leaky_index: bool = False
     embed_max_tokens: int = 512  # the paper embeds the first 512 tokens
+    embedder_tokenizer: str | None = None  # another tokenizer for the embedder (paper: roberta-base's)
     index_fraction: float = 1.0  # index a nested random subset of the train split (index-size ablation)
     # 'flat' (exact, the paper's) or an approximate faiss index for millions of vectors: 'ivf' (IVF-Flat, probing
     # `index_nprobe` cells) or 'hnsw' (HNSW32, `index_ef_search`); its recall@k against exact search is measured
@@ -212,6 +217,9 @@ class StudyConfig:
              "False when index_fraction < 1 (the leaky control indexes every chunk of another source)")
         need(isinstance(self.domain_bytes, int) and self.domain_bytes > 0, "domain_bytes", "a positive integer")
         need(0 < self.test_fraction < 1, "test_fraction", "a float strictly between 0 and 1")
+        need(self.test_portion is None or 0 < self.test_portion <= 1, "test_portion",
+             "None (docs_per_domain documents per domain) or a share in (0, 1] of each domain's test documents "
+             "(paper: 0.2)")
         need(0 < self.index_fraction <= 1, "index_fraction", "a float in (0, 1] (share of the train split indexed)")
         need(self.index_type in INDEX_TYPES, "index_type",
              f"one of {list(INDEX_TYPES)} ('flat': exact, the paper's; 'ivf' or 'hnsw': approximate)")
@@ -221,6 +229,8 @@ class StudyConfig:
              "a positive integer (HNSW candidate list size per query)")
         need(isinstance(self.embed_max_tokens, int) and self.embed_max_tokens >= 1, "embed_max_tokens",
              "a positive integer (paper: 512)")
+        need(self.embedder_tokenizer is None or (isinstance(self.embedder_tokenizer, str) and self.embedder_tokenizer),
+             "embedder_tokenizer", "None (the embedder's own) or a Hub id or folder (paper: 'roberta-base')")
         need(self.eval_context is None or (isinstance(self.eval_context, int) and self.eval_context >= 2),
              "eval_context", "None (the model's context) or an integer >= 2")
         need(self.max_eval_tokens is None or (isinstance(self.max_eval_tokens, int) and self.max_eval_tokens >= 1),
@@ -259,11 +269,11 @@ class StudyConfig:
         d = self.as_dict()
         # With carried Adam moments (reset_optimizer=False) a document's result depends on the documents before
         # it, so the sampled documents are part of what changes a result.
-        scale = ("docs_per_domain", "domains") if self.reset_optimizer else ()
+        scale = ("docs_per_domain", "test_portion", "domains") if self.reset_optimizer else ()
         for name in scale + ("bootstrap_samples", "device", "work_dir"):
             d.pop(name)
         for name, default in KEY_NEUTRAL_DEFAULTS.items():
-            if d[name] == default:
+            if name in d and d[name] == default:
                 d.pop(name)
         d["corpus_fingerprint"] = corpus_fingerprint
         d["method_version"] = METHOD_VERSION

@@ -21,6 +21,18 @@ import numpy as np
 from .config import StudyConfig
 
 SPLIT_SALT = "tttlm-split"
+# The Pile's `meta.pile_set_name` -> the lm-evaluation-harness task (the key of the Pile weights), as the Pile's
+# datasets script pairs them (its config for USPTO is spelt "pile_upsto"). Without it a real Pile's domains
+# ("Pile-CC", "USPTO Backgrounds") match no weight and the Pile-weighted aggregate would be a plain mean.
+PILE_TASK_OF_SET = {
+    "ArXiv": "arxiv", "BookCorpus2": "bookcorpus2", "Books3": "books3", "DM Mathematics": "dm-mathematics",
+    "Enron Emails": "enron", "EuroParl": "europarl", "FreeLaw": "freelaw", "Github": "github",
+    "Gutenberg (PG-19)": "gutenberg", "HackerNews": "hackernews", "NIH ExPorter": "nih-exporter",
+    "OpenSubtitles": "opensubtitles", "OpenWebText2": "openwebtext2", "PhilPapers": "philpapers",
+    "Pile-CC": "pile-cc", "PubMed Abstracts": "pubmed-abstracts", "PubMed Central": "pubmed-central",
+    "StackExchange": "stackexchange", "USPTO Backgrounds": "uspto", "Ubuntu IRC": "ubuntu-irc",
+    "Wikipedia (en)": "wikipedia", "YoutubeSubtitles": "youtubesubtitles",
+}
 BUILD_VERSION = 2  # 2: byte-bounded chunks, content groups  # bump when the way a corpus is built changes, to invalidate caches
 
 
@@ -60,12 +72,89 @@ def _pile_documents(corpus: str, domain_bytes: int) -> Iterator[tuple[str, str, 
     used: dict[str, int] = {}
     for source_id, record in records:
         meta = record.get("meta") or {}
-        domain = (meta.get("pile_set_name") if isinstance(meta, dict) else None) or "unknown"
+        name = (meta.get("pile_set_name") if isinstance(meta, dict) else None) or "unknown"
+        domain = PILE_TASK_OF_SET.get(name, name)  # the Pile's 22 sets by their task names; others as they are
         if used.get(domain, 0) >= domain_bytes:
             continue
         text = record["text"] or " "  # the official code replaces empty texts by a space
         used[domain] = used.get(domain, 0) + len(text.encode("utf-8"))
-        yield domain, source_id, source_id, text, {"source": corpus}  # a Pile document is its own group
+        yield domain, source_id, source_id, text, {"source": corpus, "pile_set_name": domain}  # its own group
+
+
+def pile_layout(corpus: str) -> tuple[list[Path], Path] | None:
+    """The official Pile layout, `train/00.jsonl.zst ...` beside `test.jsonl.zst` (or `.jsonl`), as (train shards,
+    test file); None for any other corpus. The split is then the Pile's own: train shards are indexed, the test
+    file is evaluated."""
+    path = Path(corpus)
+    tests = [path / f"test.{ext}" for ext in ("jsonl.zst", "jsonl") if (path / f"test.{ext}").is_file()]
+    if not ((path / "train").is_dir() and tests):
+        return None
+    shards = sorted(p for p in (path / "train").iterdir() if p.name.endswith((".jsonl", ".jsonl.zst")))
+    if not shards:
+        raise ValueError(f"invalid corpus={corpus!r}: {path / 'train'} holds no .jsonl or .jsonl.zst shard")
+    return shards, tests[0]
+
+
+def _layout_rows(shards: tuple[str, ...], test_file: str, chunk_bytes: int | None, domain_bytes: int,
+                 domains: tuple[str, ...]) -> Iterator[dict]:
+    """One row per chunk (a whole document with chunk_bytes=None) of the train shards, then of the test file,
+    read one record at a time; `shard` names the train shard a row came from (its index shard)."""
+    used: dict[tuple[str, str], int] = {}
+    for split, files in (("train", shards), ("test", [test_file])):
+        for file in map(Path, files):
+            for i, record in enumerate(read_pile_jsonl(file)):
+                meta = record.get("meta") or {}
+                name = (meta.get("pile_set_name") if isinstance(meta, dict) else None) or "unknown"
+                domain = PILE_TASK_OF_SET.get(name, name)
+                text = record["text"] or " "  # the official code replaces empty texts by a space
+                if (domains and domain not in domains) or used.get((split, domain), 0) >= domain_bytes:
+                    continue
+                used[(split, domain)] = used.get((split, domain), 0) + len(text.encode("utf-8"))
+                source_id = f"{split}/{file.name}:{i}"
+                for j, piece in enumerate(chunk_text(text, chunk_bytes)):
+                    yield {"id": f"{domain}/{source_id}#{j}", "text": piece, "domain": domain, "pile_set_name": domain,
+                           "source_id": source_id, "group": source_id, "chunk": j, "split": split,
+                           "shard": file.name.split(".")[0] if split == "train" else ""}
+
+
+def _build_from_layout(config: StudyConfig, folder: Path, shards: list[Path], test_file: Path,
+                       progress: bool) -> "Corpus":
+    """The corpus of an official Pile layout, streamed to an Arrow file on disk (never held in memory whole)."""
+    import datasets
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    strings = ("id", "text", "domain", "pile_set_name", "source_id", "group", "split", "shard")
+    features = datasets.Features({**{k: datasets.Value("string") for k in strings}, "chunk": datasets.Value("int64")})
+    if not progress:
+        datasets.disable_progress_bars()
+    dataset = datasets.Dataset.from_generator(
+        _layout_rows, features=features, cache_dir=str(tmp / "cache"),
+        # tuples, not lists: datasets would take a list argument for data shards to split among workers
+        gen_kwargs={"shards": tuple(str(p) for p in shards), "test_file": str(test_file),
+                    "chunk_bytes": config.chunk_bytes, "domain_bytes": config.domain_bytes,
+                    "domains": tuple(config.domains)})
+    if len(dataset) == 0:
+        raise ValueError(f"corpus={config.corpus!r} yielded no documents (domains={list(config.domains)})")
+    digest, counts, shard_rows, row = hashlib.sha256(), {}, {}, 0
+    for batch in dataset.select_columns(["id", "text", "domain", "split", "shard"]).iter(batch_size=1000):
+        for doc_id, text, domain, side, shard in zip(*(batch[c] for c in ("id", "text", "domain", "split", "shard"))):
+            digest.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
+            counts.setdefault(domain, {"train": 0, "test": 0})[side] += 1
+            if shard:  # train rows come shard after shard: each shard is one range of rows
+                shard_rows.setdefault(shard, [row, row])[1] = row + 1
+            row += 1
+    manifest = {"corpus": config.corpus, "layout": "pile (train shards, test file)", "fingerprint":
+                digest.hexdigest()[:16], "rows": row, "chunk_bytes": config.chunk_bytes,
+                "domain_bytes": config.domain_bytes, "train_shards": [p.name for p in shards],
+                "shard_rows": shard_rows, "test_file": test_file.name,
+                "documents per domain": counts, "pile_set_name": {d: d for d in counts}, "sources": []}
+    dataset.save_to_disk(str(tmp / "data"))
+    shutil.rmtree(tmp / "cache", ignore_errors=True)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)  # atomic: a killed build leaves no half corpus behind
+    return load_corpus(folder)
 
 
 def _minipile_documents(config: StudyConfig, download_dir: Path, provenance: list) -> Iterator:
@@ -189,15 +278,24 @@ class Corpus:
         out.insert(0, "Pile task", [self.manifest["pile_set_name"].get(d, "") for d in out.index])
         return out.fillna(0)
 
-    def test_documents(self, docs_per_domain: int, seed: int, domains=()) -> list[dict]:
+    def test_documents(self, docs_per_domain: int, seed: int, domains=(), portion: float | None = None,
+                       portion_seed: int = 1216) -> list[dict]:
         """A seeded sample of test chunks per domain, from distinct sources first: sources in a seeded order, one
-        chunk of each, then a second chunk of each, and so on. More documents extend the sample (prefix-stable)."""
+        chunk of each, then a second chunk of each, and so on. More documents extend the sample (prefix-stable).
+
+        With `portion` (the paper: 0.2) the sample is instead the official code's: a domain's test documents in
+        corpus order, shuffled by random.Random(portion_seed), the first int(portion * n) kept."""
         table = self.dataset.select_columns(["domain", "split", "source_id"]).to_pandas()
         picked = []
         for domain in sorted(set(table["domain"])):
             if domains and domain not in domains:
                 continue
             test = table[(table["domain"] == domain) & (table["split"] == "test")]
+            if portion is not None:
+                rows = test.index.tolist()
+                random.Random(portion_seed).shuffle(rows)  # eval_tttlm.py: shuffle, then the first 20 %
+                picked += [dict(self.record(r), row=int(r)) for r in rows[:int(portion * len(rows))]]
+                continue
             sources = sorted(set(test["source_id"]))
             random.Random(f"{seed}:{domain}").shuffle(sources)
             chunks = {}
@@ -226,8 +324,10 @@ def _corpus_key(config: StudyConfig) -> str:
               "split_seed": config.split_seed, "version": BUILD_VERSION}
     if config.corpus == "minipile":
         inputs["sources"] = [(s.domain, s.version()) for s in minipile.available_sources()]
-    elif Path(config.corpus).exists():
-        inputs["mtime"] = Path(config.corpus).stat().st_mtime_ns
+    else:
+        inputs["pile_tasks"] = "lm-eval task names"  # domains renamed by PILE_TASK_OF_SET: older caches are stale
+        if Path(config.corpus).exists():
+            inputs["mtime"] = Path(config.corpus).stat().st_mtime_ns
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -241,6 +341,11 @@ def load_corpus(path: Path) -> Corpus:
 
     manifest = json.loads((path / "manifest.json").read_text())
     dataset = datasets.load_from_disk(str(path / "data"))
+    if "layout" in manifest:  # the Pile: hashed once when built; re-reading a terabyte on every load is not affordable
+        if len(dataset) != manifest["rows"]:
+            raise RuntimeError(f"corpus at {path} has {len(dataset)} rows, its manifest {manifest['rows']}; "
+                               "delete it to rebuild")
+        return Corpus(path, dataset, manifest)
     digest = hashlib.sha256()
     for batch in dataset.select_columns(["id", "text"]).iter(batch_size=1000):
         for doc_id, text in zip(batch["id"], batch["text"]):
@@ -258,6 +363,9 @@ def build_corpus(config: StudyConfig, progress: bool = True) -> Corpus:
     folder = corpus_folder(config)
     if (folder / "manifest.json").exists():
         return load_corpus(folder)
+    layout = pile_layout(config.corpus) if config.corpus != "minipile" else None
+    if layout is not None:
+        return _build_from_layout(config, folder, *layout, progress)
     provenance: list[dict] = []
     if config.corpus == "minipile":
         docs = _minipile_documents(config, config.work_path / "downloads", provenance)

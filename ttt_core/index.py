@@ -140,6 +140,10 @@ def exact_duplicates(index: NeighborIndex, queries: np.ndarray, threshold: float
 
 def index_folder(config: StudyConfig, corpus: Corpus) -> Path:
     safe = config.embedder.replace("/", "--")
+    if config.embedder_tokenizer:  # another tokenizer gives other vectors
+        import hashlib
+
+        safe += "--tokenizer-" + hashlib.sha256(config.embedder_tokenizer.encode()).hexdigest()[:8]
     return corpus.path / "index" / f"{safe}-{config.embed_max_tokens}"
 
 
@@ -188,6 +192,8 @@ def _exact_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progre
         raise ValueError(f"corpus={config.corpus!r} has no train documents to index")
     if config.leaky_index:
         return _leaky_index(config, corpus, embedder, progress)
+    if "shard_rows" in corpus.manifest:
+        return _sharded_index(config, corpus, embedder, progress)
     keep = indexed_mask(config, corpus)
     selection = dict(index_fraction=config.index_fraction, decontam_threshold=config.decontam_threshold,
                      decontam_ngram=config.decontam_ngram, left_out=int((~keep).sum()))
@@ -213,6 +219,26 @@ def _exact_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progre
         index.save(folder, embeddings)
     within = keep[embedded]  # the decontamination mask over the embedded rows
     return index if within.all() else index.subset(within, embeddings, **selection)
+
+
+def _sharded_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool):
+    """A corpus in the Pile layout: one exact index per train shard, embedded a batch at a time (memory: one
+    shard's vectors), resumable after a kill, searched with the exact merge (`shards.ShardedIndex`)."""
+    from .shards import ShardedIndex, build_shards
+
+    def batches(start: int, stop: int, size: int = 4096):
+        def embedded():
+            for lo in range(start, stop, size):
+                rows = np.arange(lo, min(lo + size, stop))
+                yield rows, embedder.encode(corpus.texts(rows), config.embed_max_tokens)
+        return embedded
+
+    meta = {"embedder": config.embedder, "embedder_tokenizer": config.embedder_tokenizer,
+            "corpus_fingerprint": corpus.fingerprint, "embed_max_tokens": config.embed_max_tokens}
+    folder = index_folder(config, corpus).with_name(index_folder(config, corpus).name + "-shards")
+    plan = [(name, batches(*bounds)) for name, bounds in corpus.manifest["shard_rows"].items()]
+    build_shards(folder, plan, embedder.dim, "ip" if embedder.normalize else "l2", meta, progress)
+    return ShardedIndex(folder)
 
 
 def _leaky_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool) -> NeighborIndex:

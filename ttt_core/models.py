@@ -451,7 +451,9 @@ class Embedder:
 
 
 def load_embedder(name: str, work_dir: Path | str = "artifacts", device: str = "auto",
-                  seed: int = 0) -> Embedder:
+                  seed: int = 0, tokenizer: str | None = None) -> Embedder:
+    """The embedder `name`; `tokenizer` (a Hub id or folder) replaces its own, as the paper's RoBERTa checkpoint,
+    which ships none, was used with roberta-base's."""
     source = check_model_name(name, "embedder")
     dev = resolve_device(device)
     _quiet_weight_loading()
@@ -465,7 +467,18 @@ def load_embedder(name: str, work_dir: Path | str = "artifacts", device: str = "
         model, tok = tiny_model(name, seed)
         record, normalize = {"name": name, "what it is": "tiny randomly initialised encoder for tests"}, False
     else:
-        model, tok = AutoModel.from_pretrained(name), AutoTokenizer.from_pretrained(name)
+        model, tok = AutoModel.from_pretrained(name), AutoTokenizer.from_pretrained(tokenizer or name)
         record, normalize = {"name": name, "what it is": f"{source}: {name}"}, False  # paper: no normalisation
+        if tokenizer:
+            record["tokenizer"] = tokenizer
+        # transformers builds an empty tokenizer (special tokens only) for a checkpoint that ships none, which
+        # would embed every text as the same few ids: refuse it and say what to pass.
+        if len(tok) < model.config.vocab_size // 2:
+            raise ValueError(f"the tokenizer found for embedder={name!r} has {len(tok)} tokens for a model with "
+                             f"{model.config.vocab_size} embeddings: the checkpoint ships no tokenizer of its own; "
+                             f"name one with embedder_tokenizer (the paper's RoBERTa checkpoint: 'roberta-base')")
+    if tokenizer and source in ("packaged", "tiny"):
+        raise ValueError(f"invalid embedder_tokenizer={tokenizer!r}: only a Hub or folder embedder takes another "
+                         f"tokenizer, not the {source} embedder {name!r}")
     return Embedder(model.to(dev).float(), tok, name, dev, normalize, record)
 

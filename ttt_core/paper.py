@@ -41,3 +41,19 @@ def gpt2_tasks_frame() -> pd.DataFrame:
 # published in the repository.
 BASELINES_GPT2_LARGE = {"base": 1.0724, "in-context (20 neighbours, 1,024 tokens)": 1.0643,
                         "interpolation (test-tuned alpha)": 0.99, "TTT-NN k = 20": 0.8669}
+
+
+# The paper's setup per model (PAPER.md sections 1-5: the official code's defaults and condor files), which
+# params/paper-*.yml must match (tests/test_paper_params.py). Everything not listed is the same for all three.
+PAPER_SETUP = {
+    "k": 50, "eval_ks": KS, "embedder": "socialfoundations/roberta-large-pile-lr2e-5-bs16-8gpu-1700000",
+    "embedder_tokenizer": "roberta-base", "embed_max_tokens": 512, "index_type": "flat", "chunk_bytes": None,
+    "test_portion": 0.2, "split_seed": 1216, "adam_epsilon": 1e-8, "weight_decay": 0.01, "grad_clip": 1.0,
+    "optimizer": "adamw", "eval_context": None, "max_eval_tokens": None, "score_prefix": "lm-eval",
+    "decontam_threshold": None, "split_query": False,
+}
+PAPER_MODELS = {  # parameter file -> model, learning rate, max_length (= stride) of the training chunks
+    "paper-gpt2": ("gpt2", 2e-5, 1024),
+    "paper-gpt2-large": ("gpt2-large", 2e-5, 1024),
+    "paper-gptneo": ("EleutherAI/gpt-neo-1.3B", 5e-6, 2048),
+}

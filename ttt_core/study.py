@@ -13,7 +13,7 @@ import pandas as pd
 
 from . import metrics
 from .config import StudyConfig
-from .corpus import Corpus, build_corpus
+from .corpus import Corpus, build_corpus, pile_layout
 from .index import NeighborIndex, build_index
 from .models import (PACKAGED, Embedder, LanguageModel, check_installed, check_model_name, load_embedder,
                      load_language_model)
@@ -39,6 +39,12 @@ class Study:
             self.lm = load_language_model(self.config.model, self.config.work_path, self.config.device,
                                           self.config.seed, self.config.score_prefix)
         return self.lm
+
+    def test_documents(self) -> list[dict]:
+        """The test documents this configuration runs: docs_per_domain per domain, or the paper's test_portion."""
+        config = self.config
+        return self.corpus.test_documents(config.docs_per_domain, config.seed, config.domains, config.test_portion,
+                                          config.split_seed)
 
     def training_texts(self, document: dict, query: str | None = None) -> list:
         """The k train chunks a document is trained on under `config.neighbors`: its nearest neighbours for
@@ -69,6 +75,17 @@ class Study:
 def check(config: StudyConfig) -> StudyConfig:
     """All cheap checks: parameter values, model and embedder names, their packages."""
     config.validate()
+    if config.corpus != "minipile" and pile_layout(config.corpus) is not None:
+        # The Pile is indexed whole, exactly, shard by shard (as the paper); the ablations of the small corpus
+        # need one index in memory.
+        for name, ok, valid in (("decontam_threshold", config.decontam_threshold is None, "None (the paper's)"),
+                                ("index_fraction", config.index_fraction == 1.0, "1.0"),
+                                ("leaky_index", not config.leaky_index, "False"),
+                                ("index_type", config.index_type == "flat", "'flat' (exact, per shard)"),
+                                ("selection", config.selection == "nearest", "'nearest'")):
+            if not ok:
+                raise ValueError(f"invalid {name}={getattr(config, name)!r} for a corpus in the Pile layout "
+                                 f"({config.corpus}): expected {valid}")
     for name, kind in ((config.model, "lm"), (config.embedder, "embedder")):
         if check_model_name(name, kind) == "packaged":
             check_installed(PACKAGED[name])
@@ -79,7 +96,7 @@ def prepare(config: StudyConfig, progress: bool = True) -> Study:
     """Corpus, embedder and index for `config`, built where missing."""
     check(config)
     corpus = build_corpus(config, progress)
-    embedder = load_embedder(config.embedder, config.work_path, config.device, config.seed)
+    embedder = load_embedder(config.embedder, config.work_path, config.device, config.seed, config.embedder_tokenizer)
     index = build_index(config, corpus, embedder, progress)
     return Study(config, corpus, embedder, index)
 
@@ -92,7 +109,7 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
     store = ResultsStore(study.results_path)
     inputs = config.result_inputs(study.corpus.fingerprint)
     study.results_path.with_suffix(".config.json").write_text(json.dumps(inputs, indent=1))
-    docs = study.corpus.test_documents(config.docs_per_domain, config.seed, config.domains)
+    docs = study.test_documents()
     for donor in reusable_stores(study.results_path.parent, inputs):
         for doc in docs:
             row = donor.rows.get(doc["id"])

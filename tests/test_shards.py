@@ -1,0 +1,76 @@
+"""The sharded index: the exact merge equals one flat index over everything, and a killed build resumes."""
+import faiss
+import numpy as np
+import pytest
+
+from ttt_core.shards import ShardedIndex, build_shards, finished_shards, merge_top_k
+
+
+def vectors(n=600, dim=16, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+
+
+def shard_plan(x, bounds, calls=None, fail_at=None):
+    """(name, batches) per shard of x cut at `bounds`, batches of 50 rows; rows are global positions."""
+    def batches(name, lo, hi):
+        def gen():
+            if calls is not None:
+                calls.append(name)
+            for start in range(lo, hi, 50):
+                if fail_at is not None and start >= fail_at:
+                    raise KeyboardInterrupt("killed mid-shard")
+                stop = min(start + 50, hi)
+                yield np.arange(start, stop), x[start:stop]
+        return gen
+    edges = [0, *bounds, len(x)]
+    return [(f"{i:02d}", batches(f"{i:02d}", lo, hi)) for i, (lo, hi) in enumerate(zip(edges, edges[1:]))]
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_sharded_search_is_one_flat_index(tmp_path, metric):
+    x = vectors()
+    if metric == "ip":
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    build_shards(tmp_path, shard_plan(x, [130, 400]), dim=16, metric=metric, progress=False)
+    queries = vectors(25, seed=1)
+    if metric == "ip":
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    flat = faiss.IndexFlatL2(16)
+    flat.add(x)
+    want_d, want_rows = flat.search(queries, 50)
+    got_d, got_rows = ShardedIndex(tmp_path).search(queries, 50)
+    assert np.array_equal(got_rows, want_rows)
+    np.testing.assert_allclose(got_d, want_d, rtol=1e-4, atol=1e-4)
+    assert len(ShardedIndex(tmp_path)) == len(x)
+
+
+def test_merge_breaks_ties_by_row_and_puts_missing_places_last():
+    d, r = merge_top_k([np.array([[1.0, 2.0]]), np.array([[1.0, 0.5, 9.0]])], [np.array([[7, 3]]), np.array([[2, 9, -1]])], 4)
+    assert r.tolist() == [[9, 2, 7, 3]] and d.tolist() == [[0.5, 1.0, 1.0, 2.0]]
+    d, r = merge_top_k([np.array([[3.0, 0.0]])], [np.array([[4, -1]])], 2)
+    assert r.tolist() == [[4, -1]] and d[0, 1] == np.inf
+
+
+def test_a_killed_build_keeps_finished_shards_and_resumes(tmp_path):
+    x = vectors()
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        build_shards(tmp_path, shard_plan(x, [200, 400], calls, fail_at=450), dim=16, progress=False)
+    assert finished_shards(tmp_path) == ["00", "01"]  # shard 02 died half-way and left no index file
+    assert not (tmp_path / "02.faiss").exists()
+    calls.clear()
+    built = build_shards(tmp_path, shard_plan(x, [200, 400], calls), dim=16, progress=False)
+    assert built == ["02"] and calls == ["02"]  # finished shards are not re-embedded
+    flat = faiss.IndexFlatL2(16)
+    flat.add(x)
+    queries = vectors(5, seed=2)
+    assert np.array_equal(ShardedIndex(tmp_path).search(queries, 10)[1], flat.search(queries, 10)[1])
+
+
+def test_shards_of_another_configuration_are_refused(tmp_path):
+    x = vectors(100)
+    build_shards(tmp_path, shard_plan(x, [50]), dim=16, meta={"embedder": "a"}, progress=False)
+    with pytest.raises(ValueError, match="holds shards built with"):
+        build_shards(tmp_path, shard_plan(x, [50]), dim=16, meta={"embedder": "b"}, progress=False)
+    with pytest.raises(ValueError, match="invalid metric='cos'"):
+        build_shards(tmp_path / "other", [], dim=16, metric="cos")

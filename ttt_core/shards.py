@@ -1,0 +1,114 @@
+"""The index at the paper's scale: one faiss index per corpus shard, built shard by shard and searched with an
+exact merge of the per-shard top-k, so that the answer equals one flat index over every shard.
+
+The official code served 30 shard indexes from 180 socket servers and merged their replies on the client
+(PAPER.md section 3). Here a shard is a pair of files in one folder, `<name>.faiss` and `<name>.rows.npy` (the
+global row of each vector), moved into place only when complete: a killed build leaves no half shard, and the
+next build skips every finished one. Search reads one shard at a time (memory-mapped), so memory is bounded by
+the largest shard; `merge_top_k` is the one merge rule, also used where shards live in other processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+METRICS = ("l2", "ip")
+
+
+def merge_top_k(distances: list[np.ndarray], rows: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k smallest distances per query over the shards' answers (each of shape [queries, k_shard]), ties broken
+    by the lower global row so the order never depends on how the corpus was sharded; missing places (row -1,
+    as an approximate index may leave) sort last."""
+    d = np.concatenate(distances, axis=1).astype(np.float64)
+    r = np.concatenate(rows, axis=1).astype(np.int64)
+    d = np.where(r < 0, np.inf, d)
+    order = np.lexsort((np.where(r < 0, np.iinfo(np.int64).max, r), d), axis=-1)[:, :k]  # by distance, then row
+    return np.take_along_axis(d, order, axis=1), np.take_along_axis(r, order, axis=1)
+
+
+class ShardedIndex:
+    """Exact nearest neighbours over the finished shards in `folder` (squared L2 distances, global rows)."""
+
+    def __init__(self, folder: Path | str):
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "meta.json").read_text())
+        self.shards = finished_shards(self.folder)
+        if not self.shards:
+            raise ValueError(f"no finished shard in {self.folder}: build them with build_shards()")
+
+    def __len__(self) -> int:
+        return sum(len(np.load(self.folder / f"{name}.rows.npy", mmap_mode="r")) for name in self.shards)
+
+    @property
+    def metric(self) -> str:
+        return self.meta["metric"]
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The corpus row of every indexed vector, shard after shard (the random-neighbour controls draw from it)."""
+        return np.concatenate([np.load(self.folder / f"{name}.rows.npy") for name in self.shards])
+
+    def search_shard(self, name: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One shard's top-k as (squared L2 distances, global rows)."""
+        import faiss
+
+        index = faiss.read_index(str(self.folder / f"{name}.faiss"), faiss.IO_FLAG_MMAP)
+        rows = np.load(self.folder / f"{name}.rows.npy")
+        scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, index.ntotal))
+        distances = 2.0 - 2.0 * scores if self.meta["metric"] == "ip" else scores  # unit vectors
+        return distances, np.where(ids < 0, -1, rows[np.maximum(ids, 0)])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        answers = [self.search_shard(name, queries, k) for name in self.shards]
+        return merge_top_k([a[0] for a in answers], [a[1] for a in answers], k)
+
+
+def finished_shards(folder: Path) -> list[str]:
+    """Names of the shards whose files are both in place, in name order."""
+    return sorted(p.name[:-len(".faiss")] for p in Path(folder).glob("*.faiss")
+                  if (p.parent / f"{p.name[:-len('.faiss')]}.rows.npy").exists())
+
+
+def build_shards(folder: Path | str, shards: Iterable[tuple[str, Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]]],
+                 dim: int, metric: str = "l2", meta: dict | None = None, progress: bool = True) -> list[str]:
+    """Build one flat faiss index per shard: `shards` yields (name, batches) where batches() yields
+    (global rows, vectors) a batch at a time (the embedder's output). A shard already finished is skipped without
+    calling its batches(), so a killed build resumes where it stopped; memory is one shard's vectors."""
+    import faiss
+    from tqdm import tqdm
+
+    if metric not in METRICS:
+        raise ValueError(f"invalid metric={metric!r}: expected one of {list(METRICS)}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path = folder / "meta.json"
+    meta = dict(meta or {}, dim=dim, metric=metric)
+    if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
+        raise ValueError(f"{folder} holds shards built with {json.loads(meta_path.read_text())}, not {meta}: "
+                         "use another folder or delete it")
+    meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True))
+    done = set(finished_shards(folder))
+    built = []
+    for name, batches in tqdm(list(shards), desc="index shards", unit="shard", disable=not progress):
+        if name in done:
+            continue
+        index = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+        rows = []
+        for batch_rows, vectors in batches():
+            vectors = np.nan_to_num(np.ascontiguousarray(vectors, dtype=np.float32))  # official: NaN -> 0
+            if vectors.shape[1:] != (dim,):
+                raise ValueError(f"shard {name!r}: vectors of shape {vectors.shape}, expected (n, {dim})")
+            index.add(vectors)
+            rows.append(np.asarray(batch_rows, dtype=np.int64))
+        tmp_index, tmp_rows = folder / f"{name}.faiss.tmp", folder / f"{name}.rows.npy.tmp"
+        faiss.write_index(index, str(tmp_index))
+        with open(tmp_rows, "wb") as f:
+            np.save(f, np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64))
+        os.replace(tmp_rows, folder / f"{name}.rows.npy")  # the index file last: its presence marks "finished"
+        os.replace(tmp_index, folder / f"{name}.faiss")
+        built.append(name)
+    return built
