@@ -62,7 +62,7 @@ use_report_style()
 config = dataclasses.replace(config, k=baseline_k, docs_per_domain=baseline_docs_per_domain,
                              selection_pool=selection_pool, sift_lambda=sift_lambda)
 study = prepare(config)
-documents = study.corpus.test_documents(config.docs_per_domain, config.seed, config.domains)
+documents = study.test_documents()  # the documents run_ttt runs
 names = study.pile_set_names
 run_keys, ttt_rows, seconds = {}, {}, {}
 
