@@ -83,6 +83,17 @@ def test_alpha_is_chosen_on_held_out_documents_never_on_the_reported_ones():
         choose_alpha(tuning + [reported[0]], evaluated_ids=["e1", "e2"])
 
 
+def test_cross_fitted_alpha_ignores_the_documents_own_tokens_and_its_group():
+    # e1's neighbours hit: tuned on e1 the largest alpha wins, and e1 pulls any tuning set it is in that way.
+    documents = [doc("e1", 0.01), doc("e2", 0.5, hit=False), doc("t1", 0.5, hit=False), doc("t2", 0.6, hit=False)]
+    groups = {"e1": "g", "e2": "g", "t1": "a", "t2": "b"}
+    alphas = baselines.cross_fitted_alphas(documents, groups)
+    assert choose_alpha([documents[0]]) == max(baselines.ALPHA_GRID)
+    assert alphas["e1"] == 0.0  # chosen on t1 and t2 only (and e2 of its own group is left out too)
+    assert alphas["e2"] == 0.0  # e1 shares e2's content group: left out, else it would pull alpha up
+    assert alphas["t1"] == alphas["t2"] == max(baselines.ALPHA_GRID)  # e1 does tune the other groups' alpha
+
+
 def test_unigram_distribution_weights_nearer_neighbours_more():
     p = unigram_distribution([[1, 1], [2, 2]], distances=[0.0, 2.0], vocab_size=4)
     assert p.sum() == pytest.approx(1.0) and p[1] > p[2] > 0 and p[0] == 0

@@ -55,6 +55,9 @@ def allowed_numbers() -> set[str]:
         allowed |= {f"{a:.3f}" for a in curve} | {f"{a:.4f}" for a in curve}
         at = dict(zip(paper.KS, curve))
         allowed |= {f"{100 * (at[b] - at[a]) / at[a]:.1f}" for a in (0, 1) for b in (10, 50)}
+    base = paper.BASELINES_GPT2_LARGE["base"]  # the baselines row: values, their change from base, 20 neighbours
+    allowed |= {f"{v:g}" for v in paper.BASELINES_GPT2_LARGE.values()} | {"20", "2025", "2026"}
+    allowed |= {f"{100 * (v - base) / base:.1f}" for v in paper.BASELINES_GPT2_LARGE.values()}
     for before, after in paper.GPT2_TASKS_K50.values():
         allowed |= {f"{before:.4f}", f"{after:.4f}", f"{100 * (after - before) / before:.1f}"}
     # the default configuration's values that the method section quotes, by name

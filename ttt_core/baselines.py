@@ -139,3 +139,110 @@ def choose_alpha(tuning: list[dict], evaluated_ids=(), grid=ALPHA_GRID) -> float
         return -sum(interpolated_loglik(d["logprobs"], d["targets"], d["p_knn"], alpha) for d in tuning) / \
             sum(d["n_bytes"] for d in tuning) / math.log(2)
     return min(grid, key=bits)
+
+
+def cross_fitted_alphas(documents: list[dict], groups: dict, grid=ALPHA_GRID) -> dict:
+    """Alpha for each document chosen on the *other* documents outside its content group (leave one group out):
+    no document's own tokens ever choose the alpha it is scored with, and no extra documents need scoring.
+    `documents` as `choose_alpha` takes them; `groups` maps a document id to its content group."""
+    alphas = {}
+    for d in documents:
+        tuning = [t for t in documents if groups[t["id"]] != groups[d["id"]]]
+        alphas[d["id"]] = choose_alpha(tuning, evaluated_ids=[d["id"]], grid=grid)
+    return alphas
+
+
+# ----------------------------------------------------------------------------------------- per-document runs
+def interpolation_inputs(row: dict) -> dict:
+    """A stored row as `choose_alpha` takes it: p_knn is kept per scored token, so it is indexed by position."""
+    n = len(row["token_logprobs"])
+    return {"id": row["doc_id"], "logprobs": np.asarray(row["token_logprobs"]), "targets": list(range(n)),
+            "p_knn": np.asarray(row["knn_probs"]), "n_bytes": row["n_bytes"]}
+
+
+def baseline_row(study, document: dict, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True) -> dict:
+    """Every baseline of one document, on the k nearest neighbours TTT-NN trains on (equal k):
+
+    - `loglik`, `token_logprobs`: the document scored alone (k = 0), each token's log-probability;
+    - `knn_probs`: p_knn of each scored token (the neighbours' unigram mixture, for interpolation at any alpha);
+    - `in_context` (with `full`): one entry per context size (None: the model's) and truncation rule;
+    - `dynamic` (with `full`): trained on the document's first part, the rest scored after each k of the grid.
+    Seconds are wall times of each method on this machine."""
+    import time
+
+    lm, config = study.language_model(), study.config
+    neighbors = study.training_texts(document)
+    tokens = lm.tokenizer(document["text"], add_special_tokens=False)["input_ids"]
+    window = min(config.eval_context or lm.context_length, lm.context_length)
+    start = time.perf_counter()
+    logprobs = target_logprobs(lm.model, tokens, lm.prefix_token_id, window)
+    score_seconds = time.perf_counter() - start
+    neighbor_tokens = [lm.tokenizer(n.text, add_special_tokens=False)["input_ids"] for n in neighbors]
+    vocab = lm.model.get_output_embeddings().weight.shape[0]
+    p_knn = unigram_distribution(neighbor_tokens, [n.distance for n in neighbors], vocab) if neighbors else np.zeros(vocab)
+    row = {"doc_id": document["id"], "domain": document["domain"], "pile_set_name": document["pile_set_name"],
+           "group": document.get("group", document["id"]), "source_id": document.get("source_id", document["id"]),
+           "n_bytes": len(document["text"].encode("utf-8")), "n_tokens": len(tokens),
+           "loglik": float(logprobs.sum()), "score_seconds": score_seconds,
+           "token_logprobs": logprobs.tolist(), "knn_probs": p_knn[np.asarray(tokens, dtype=int)].tolist(),
+           "neighbors": [n.doc_id for n in neighbors]}
+    if not full:
+        return row
+    row["in_context"] = []
+    for context in contexts:
+        for keep in keeps:
+            start = time.perf_counter()
+            scored = in_context(lm, document["text"], [n.text for n in neighbors], context, keep)
+            row["in_context"].append({"context": context or lm.context_length, "keep": keep,
+                                      "loglik": scored["loglik"], "context_tokens": scored["context_tokens"],
+                                      "seconds": time.perf_counter() - start})
+    start = time.perf_counter()
+    dynamic = dynamic_evaluation(lm, document["text"], config, steps=config.ks)
+    row["dynamic"] = {"scored_bytes": dynamic["evals"][0]["n_bytes"], "seconds": time.perf_counter() - start,
+                      "evals": [{"k": e["steps"], "loglik": e["loglik"]} for e in dynamic["evals"]]}
+    return row
+
+
+def baseline_settings(study, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True) -> dict:
+    return {"run": study.config.result_inputs(study.corpus.fingerprint), "contexts": list(contexts),
+            "keeps": list(keeps), "full": full}
+
+
+def baselines_key(study, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True) -> str:
+    """The results file's name: 'baselines-' and a hash of the run's inputs and the baseline settings."""
+    import hashlib
+    import json
+
+    text = json.dumps(baseline_settings(study, contexts, keeps, full), sort_keys=True)
+    return "baselines-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def documents_frame(rows: list[dict], logliks, n_bytes=None):
+    """A `metrics.documents_at`-shaped frame (index doc_id: domain, group, loglik, n_bytes, bpb) from baseline
+    rows and one log-likelihood per row; `n_bytes` are the scored bytes (default: the whole document's)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"domain": [r["domain"] for r in rows], "group": [r["group"] for r in rows],
+                          "loglik": list(logliks), "n_bytes": list(n_bytes or [r["n_bytes"] for r in rows])},
+                         index=pd.Index([r["doc_id"] for r in rows], name="doc_id"))
+    return frame.assign(bpb=-frame["loglik"] / frame["n_bytes"] / math.log(2))
+
+
+def run_baselines(study, documents: list[dict], contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True,
+                  progress: bool = True) -> list[dict]:
+    """`baseline_row` for every document, each appended to a results file the moment it is done (named by the
+    run's key and the baseline settings), so a killed run resumes where it stopped."""
+    import json
+
+    from tqdm import tqdm
+
+    from .results import ResultsStore
+
+    settings = baseline_settings(study, contexts, keeps, full)
+    path = study.results_path.parent / f"{baselines_key(study, contexts, keeps, full)}.jsonl"
+    store = ResultsStore(path)
+    path.with_suffix(".config.json").write_text(json.dumps(settings, indent=1))
+    pending = [d for d in documents if d["id"] not in store]
+    for document in tqdm(pending, desc="baselines", unit="doc", disable=not progress):
+        store.append(baseline_row(study, document, contexts, keeps, full))
+    return [store.rows[d["id"]] for d in documents]
