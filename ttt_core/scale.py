@@ -58,7 +58,7 @@ class _ShardEmbedder:
         self.first_row = first_row
 
     def __call__(self, batch: dict) -> dict:
-        rows = np.asarray(batch["id"], dtype=np.int64) + self.first_row
+        rows = np.asarray(batch["data"], dtype=np.int64) + self.first_row
         vectors = self.embedder.encode(self.corpus.texts(rows), self.config.embed_max_tokens)
         return {"row": rows, "vector": vectors}
 
@@ -75,7 +75,9 @@ def build_index_ray(study, workers: int = 2, gpus_per_worker: float = 0.0, batch
 
     def batches_for(start: int, stop: int):
         def embedded():
-            data = ray.data.range(stop - start).map_batches(
+            # rows from the driver's memory, not a read task: a read task would wait for a CPU that the actor
+            # pool holds (on a 2-CPU machine the pipeline would never start)
+            data = ray.data.from_numpy(np.arange(stop - start)).map_batches(
                 _ShardEmbedder, fn_constructor_args=(params, str(corpus.path), start), batch_size=batch_size,
                 concurrency=workers, num_gpus=gpus_per_worker or None, num_cpus=None if gpus_per_worker else 1)
             for batch in data.iter_batches(batch_size=batch_size, batch_format="numpy"):

@@ -27,9 +27,9 @@ def local_ray():
 
 
 def layout_params(root, **changes):
-    return dict(corpus=str(root / "pile"), chunk_bytes=None, decontam_threshold=None, k=2, model="tiny-gpt2",
-                embedder="tiny-bert", learning_rate=1e-3, device="cpu", work_dir=str(root / "work"),
-                domains=("github", "pile-cc", "arxiv"), docs_per_domain=3, **changes)
+    return {**dict(corpus=str(root / "pile"), chunk_bytes=None, decontam_threshold=None, k=2, model="tiny-gpt2",
+                   embedder="tiny-bert", learning_rate=1e-3, device="cpu", work_dir=str(root / "work"),
+                   domains=("github", "pile-cc", "arxiv"), docs_per_domain=3), **changes}
 
 
 def comparable(row):
