@@ -55,6 +55,13 @@ def read_pile_jsonl(path: Path) -> Iterator[dict]:
                 yield record
 
 
+def pile_task(record: dict) -> str:
+    """A Pile record's domain: its set's lm-eval task name (the 22 Pile sets), any other set name as it is."""
+    meta = record.get("meta") or {}
+    name = (meta.get("pile_set_name") if isinstance(meta, dict) else None) or "unknown"
+    return PILE_TASK_OF_SET.get(name, name)
+
+
 def _pile_documents(corpus: str, domain_bytes: int) -> Iterator[tuple[str, str, str, str, dict]]:
     """(domain, source_id, content group, text, provenance) from local Pile files or a `datasets` id, capped per domain."""
     path = Path(corpus)
@@ -71,9 +78,7 @@ def _pile_documents(corpus: str, domain_bytes: int) -> Iterator[tuple[str, str, 
         records = ((f"{corpus}:{i}", r) for i, r in enumerate(stream))
     used: dict[str, int] = {}
     for source_id, record in records:
-        meta = record.get("meta") or {}
-        name = (meta.get("pile_set_name") if isinstance(meta, dict) else None) or "unknown"
-        domain = PILE_TASK_OF_SET.get(name, name)  # the Pile's 22 sets by their task names; others as they are
+        domain = pile_task(record)
         if used.get(domain, 0) >= domain_bytes:
             continue
         text = record["text"] or " "  # the official code replaces empty texts by a space
@@ -103,9 +108,7 @@ def _layout_rows(shards: tuple[str, ...], test_file: str, chunk_bytes: int | Non
     for split, files in (("train", shards), ("test", [test_file])):
         for file in map(Path, files):
             for i, record in enumerate(read_pile_jsonl(file)):
-                meta = record.get("meta") or {}
-                name = (meta.get("pile_set_name") if isinstance(meta, dict) else None) or "unknown"
-                domain = PILE_TASK_OF_SET.get(name, name)
+                domain = pile_task(record)
                 text = record["text"] or " "  # the official code replaces empty texts by a space
                 if (domains and domain not in domains) or used.get((split, domain), 0) >= domain_bytes:
                     continue

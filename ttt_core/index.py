@@ -236,9 +236,10 @@ def build_sharded_index(config: StudyConfig, corpus: Corpus, batches_for, dim: i
 
     meta = {"embedder": config.embedder, "embedder_tokenizer": config.embedder_tokenizer,
             "corpus_fingerprint": corpus.fingerprint, "embed_max_tokens": config.embed_max_tokens}
+    folder = sharded_index_folder(config, corpus)
     plan = [(name, batches_for(*bounds)) for name, bounds in corpus.manifest["shard_rows"].items()]
-    build_shards(sharded_index_folder(config, corpus), plan, dim, metric, meta, progress)
-    return ShardedIndex(sharded_index_folder(config, corpus))
+    build_shards(folder, plan, dim, metric, meta, progress)
+    return ShardedIndex(folder)
 
 
 def _sharded_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool):

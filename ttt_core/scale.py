@@ -71,7 +71,7 @@ def build_index_ray(study, workers: int = 2, gpus_per_worker: float = 0.0, batch
     from .index import build_sharded_index
 
     config, corpus, embedder = study.config, study.corpus, study.embedder
-    params = {k: v for k, v in config.as_dict().items()}
+    params = config.as_dict()
 
     def batches_for(start: int, stop: int):
         def embedded():
@@ -97,10 +97,7 @@ class _ShardSearcher:
         self.index, self.names = ShardedIndex(folder), names
 
     def search(self, queries: np.ndarray, k: int):
-        from .shards import merge_top_k
-
-        answers = [self.index.search_shard(name, queries, k) for name in self.names]
-        return merge_top_k([a[0] for a in answers], [a[1] for a in answers], k)
+        return self.index.search(queries, k, self.names)
 
 
 class RayShardedIndex:

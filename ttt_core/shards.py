@@ -62,8 +62,9 @@ class ShardedIndex:
         distances = 2.0 - 2.0 * scores if self.meta["metric"] == "ip" else scores  # unit vectors
         return distances, np.where(ids < 0, -1, rows[np.maximum(ids, 0)])
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        answers = [self.search_shard(name, queries, k) for name in self.shards]
+    def search(self, queries: np.ndarray, k: int, shards: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top-k over `shards` (default: all of them)."""
+        answers = [self.search_shard(name, queries, k) for name in (self.shards if shards is None else shards)]
         return merge_top_k([a[0] for a in answers], [a[1] for a in answers], k)
 
 
