@@ -179,3 +179,8 @@ def test_a_study_on_the_pile_layout_searches_its_shards_exactly_and_trains(tmp_p
     rows = run_ttt(study, progress=False)
     assert len(rows) == 3 and all(len(r["neighbors"]) == 2 for r in rows)  # int(0.2 * 5) = 1 per task
     assert pile_weights(study.corpus.domains, study.pile_set_names)["pile-cc"] > 0.5  # 18.11 of 34.66
+    # An approximate index per shard, as an option: the same study with IVF reports its recall against exact.
+    approximate = prepare(StudyConfig.from_params(**{**params, "index_type": "ivf", "index_nprobe": 10_000}),
+                          progress=False)
+    assert approximate.index.index_type == "ivf" and approximate.index.meta["recall@2"] == 1.0
+    assert np.array_equal(approximate.index.search(queries, 7)[1], flat.search(queries, 7)[1])

@@ -5,7 +5,7 @@ import pytest
 import ttt_core.study as study_module
 from ttt_core.config import StudyConfig
 from ttt_core.results import ResultsStore, cut_row, long_frame
-from ttt_core.study import prepare, run_ttt
+from ttt_core.study import failed_documents, failures_path, prepare, run_ttt
 
 
 def test_store_appends_resumes_and_drops_a_row_cut_by_a_kill(tmp_path):
@@ -45,6 +45,37 @@ def test_killed_run_resumes_without_lost_or_duplicated_documents(tiny_params, mo
     assert len(study.results_path.read_text().splitlines()) == 6
     frame = long_frame(rows)
     assert set(frame["k"]) == set(config.ks) and len(frame) == 6 * len(config.ks)
+
+
+def test_a_failing_document_is_recorded_retried_once_and_never_dropped_silently(tiny_params, monkeypatch):
+    study = prepare(StudyConfig.from_params(**tiny_params), progress=False)
+    real, attempts = study_module.test_time_train, []
+    victim = study.test_documents()[1]["id"]
+
+    def fails(times):
+        def train(*args, **kwargs):
+            if args[1]["id"] == victim and attempts.count(victim) < times:
+                attempts.append(victim)
+                raise RuntimeError("retrieval shard unreadable\nsecond line")
+            return real(*args, **kwargs)
+        return train
+
+    monkeypatch.setattr(study_module, "test_time_train", fails(1))  # fails once: the retry finishes it
+    rows = run_ttt(study, progress=False)
+    assert len(rows) == 3 and failed_documents(study) == {}
+    records = [json.loads(line) for line in failures_path(study).read_text().splitlines()]
+    assert records == [{**records[0], "doc_id": victim, "attempt": 1, "reason": "RuntimeError: retrieval shard unreadable"}]
+
+    other = prepare(StudyConfig.from_params(**{**tiny_params, "learning_rate": 3e-3}), progress=False)  # a new run
+    attempts.clear()
+    monkeypatch.setattr(study_module, "test_time_train", fails(99))  # fails every time
+    with pytest.raises(RuntimeError, match=f"1 of 3 documents failed 2 times.*{victim}.*failures.jsonl"):
+        run_ttt(other, progress=False)
+    assert len(ResultsStore(other.results_path)) == 2 and attempts == [victim, victim]  # the others are kept
+    assert [r["attempt"] for r in failed_documents(other)[victim]] == [1, 2]
+    with pytest.warns(UserWarning, match="1 of 3 documents failed"):
+        rows = run_ttt(other, progress=False, allow_failures=True)
+    assert [r["doc_id"] for r in rows] == [d["id"] for d in other.test_documents() if d["id"] != victim]
 
 
 def test_more_documents_reuse_the_finished_ones(tiny_params, monkeypatch):

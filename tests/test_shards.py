@@ -3,7 +3,7 @@ import faiss
 import numpy as np
 import pytest
 
-from ttt_core.shards import ShardedIndex, build_shards, finished_shards, merge_top_k
+from ttt_core.shards import ShardedIndex, approximate_shards, build_shards, finished_shards, merge_top_k
 
 
 def vectors(n=600, dim=16, seed=0):
@@ -74,3 +74,30 @@ def test_shards_of_another_configuration_are_refused(tmp_path):
         build_shards(tmp_path, shard_plan(x, [50]), dim=16, meta={"embedder": "b"}, progress=False)
     with pytest.raises(ValueError, match="invalid metric='cos'"):
         build_shards(tmp_path / "other", [], dim=16, metric="cos")
+
+
+@pytest.mark.parametrize("index_type, setting", [("ivf", {"nprobe": 10_000}), ("hnsw", {"ef_search": 512})])
+def test_approximate_shards_are_built_once_beside_the_exact_ones_and_report_their_recall(tmp_path, index_type, setting):
+    x = vectors()
+    build_shards(tmp_path, shard_plan(x, [200, 400]), dim=16, progress=False)
+    with pytest.raises(ValueError, match=f"have no {index_type} index: build them with approximate_shards"):
+        ShardedIndex(tmp_path, index_type)
+    assert approximate_shards(tmp_path, index_type, progress=False) == ["00", "01", "02"]
+    assert finished_shards(tmp_path) == ["00", "01", "02"]  # the approximate files are not taken for shards
+    (tmp_path / f"01.{index_type}.faiss").unlink()
+    assert approximate_shards(tmp_path, index_type, progress=False) == ["01"]  # a finished one is never rebuilt
+    index = ShardedIndex(tmp_path, index_type, **setting)
+    queries = vectors(20, seed=3)
+    # Probing every cell (or a search list longer than the shard) makes the approximate search exhaustive.
+    assert index.measure_recall(queries, 10) >= (1.0 if index_type == "ivf" else 0.98)
+    reopened = ShardedIndex(tmp_path, index_type, **setting)
+    assert reopened.meta["recall@10"] == index.meta["recall@10"] and reopened.meta["index_type"] == index_type
+    assert "recall@10" not in ShardedIndex(tmp_path, index_type, nprobe=1, ef_search=1).meta  # another setting
+    if index_type == "ivf":
+        flat = faiss.IndexFlatL2(16)
+        flat.add(x)
+        assert np.array_equal(index.search(queries, 10)[1], flat.search(queries, 10)[1])
+        few = ShardedIndex(tmp_path, "ivf", nprobe=1)
+        assert few.measure_recall(queries, 10) < 1.0  # one cell of each shard misses some neighbours
+    with pytest.raises(ValueError, match="invalid index_type='lsh'"):
+        ShardedIndex(tmp_path, "lsh")

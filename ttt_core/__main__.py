@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from .config import StudyConfig
-from .study import prepare
+from .study import failed_documents, failures_path, prepare
 
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -88,8 +88,8 @@ def ray_run(config: StudyConfig, args) -> None:
     index = scale.build_index_ray(study, args.workers, args.gpus_per_worker)
     study = scale.study_on_ray(Study(config, corpus, embedder, index), args.index_actors)
     rows = scale.run_ttt_ray(study, args.workers, args.gpus_per_worker)
-    failed = scale.failed_documents(study)
-    print(f"{len(rows)} documents finished, {len(failed)} failed (reasons in {scale.failures_path(study)}); "
+    failed = failed_documents(study)
+    print(f"{len(rows)} documents finished, {len(failed)} failed (reasons in {failures_path(study)}); "
           f"results in {study.results_path}")
 
 

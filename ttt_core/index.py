@@ -86,40 +86,50 @@ class NeighborIndex:
         return distances.mean(axis=0)
 
 
+def approximate_structure(x: np.ndarray, metric: str, index_type: str, nprobe: int, ef_search: int, seed: int = 0):
+    """An approximate faiss index of the vectors `x` ('ivf': IVF-Flat with about 4 sqrt(n) cells, `nprobe` of them
+    probed; 'hnsw': HNSW32, `ef_search`) and its settings; the one recipe for one index and for each shard."""
+    import faiss
+
+    n, dim = x.shape
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    if index_type == "ivf":
+        nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))  # faiss wants >= 39 training points per cell
+        structure = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim),
+                                       dim, nlist, faiss_metric)
+        sample = np.random.default_rng(seed).permutation(n)[:min(n, 256 * nlist)]
+        structure.train(x[sample])
+        structure.add(x)
+        structure.nprobe = min(nprobe, nlist)
+        return structure, {"nlist": nlist, "nprobe": structure.nprobe}
+    if index_type == "hnsw":
+        structure = faiss.IndexHNSWFlat(dim, 32, faiss_metric)
+        structure.hnsw.efConstruction = 64
+        structure.add(x)
+        structure.hnsw.efSearch = ef_search
+        return structure, {"M": 32, "efSearch": ef_search}
+    raise ValueError(f"invalid index_type={index_type!r}: expected 'ivf' or 'hnsw' here")
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each query's exact top-k that the approximate search found (places of -1 never count)."""
+    k = exact.shape[1]
+    return float(np.mean([len((set(f) & set(e)) - {-1}) / k for f, e in zip(found, exact)])) if len(exact) else 1.0
+
+
 def approximate(index: NeighborIndex, config: StudyConfig, queries: np.ndarray) -> NeighborIndex:
     """The same vectors under an approximate faiss index (`config.index_type`), with its recall@k against the
     exact index on `queries` (held-out test chunks) in its meta, so every run that uses it says what it costs."""
     import time
 
-    import faiss
-
     x = np.ascontiguousarray(index.index.reconstruct_n(0, len(index)), dtype=np.float32)  # the exact index's vectors
-    n, dim = x.shape
-    metric = faiss.METRIC_INNER_PRODUCT if index.metric == "ip" else faiss.METRIC_L2
     start = time.perf_counter()
-    if config.index_type == "ivf":
-        nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))  # faiss wants >= 39 training points per cell
-        structure = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim) if index.metric == "ip" else faiss.IndexFlatL2(dim),
-                                       dim, nlist, metric)
-        sample = np.random.default_rng(config.seed).permutation(n)[:min(n, 256 * nlist)]
-        structure.train(x[sample])
-        structure.add(x)
-        structure.nprobe = min(config.index_nprobe, nlist)
-        settings = {"nlist": nlist, "nprobe": structure.nprobe}
-    elif config.index_type == "hnsw":
-        structure = faiss.IndexHNSWFlat(dim, 32, metric)
-        structure.hnsw.efConstruction = 64
-        structure.add(x)
-        structure.hnsw.efSearch = config.index_ef_search
-        settings = {"M": 32, "efSearch": config.index_ef_search}
-    else:
-        raise ValueError(f"invalid index_type={config.index_type!r}: expected 'ivf' or 'hnsw' here")
+    structure, settings = approximate_structure(x, index.metric, config.index_type, config.index_nprobe,
+                                                config.index_ef_search, config.seed)
     built = NeighborIndex(structure, index.rows, dict(index.meta, index_type=config.index_type, **settings,
                                                       build_seconds=round(time.perf_counter() - start, 2)))
     k = max(1, min(config.k or 1, len(index)))
-    _, exact = index.search(queries, k)
-    _, found = built.search(queries, k)
-    built.meta[f"recall@{k}"] = float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found, exact)]))
+    built.meta[f"recall@{k}"] = recall_at_k(built.search(queries, k)[1], index.search(queries, k)[1])
     built.meta["recall_queries"] = int(len(queries))
     return built
 
@@ -166,6 +176,8 @@ def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progres
     `config.index_fraction`, less the decontaminated chunks. Only what is indexed is embedded: a subset is cut
     from the cached full index where one exists, else its own rows are embedded and cached apart (the rows are
     the same either way). With an approximate `index_type` the same vectors go into that faiss index."""
+    if "shard_rows" in corpus.manifest:  # the Pile layout: one index per shard, exact or approximate per shard
+        return _sharded_index(config, corpus, embedder, progress)
     exact = _exact_index(config, corpus, embedder, progress)
     if config.index_type == "flat":
         return exact
@@ -192,8 +204,6 @@ def _exact_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progre
         raise ValueError(f"corpus={config.corpus!r} has no train documents to index")
     if config.leaky_index:
         return _leaky_index(config, corpus, embedder, progress)
-    if "shard_rows" in corpus.manifest:
-        return _sharded_index(config, corpus, embedder, progress)
     keep = indexed_mask(config, corpus)
     selection = dict(index_fraction=config.index_fraction, decontam_threshold=config.decontam_threshold,
                      decontam_ngram=config.decontam_ngram, left_out=int((~keep).sum()))
@@ -227,19 +237,35 @@ def sharded_index_folder(config: StudyConfig, corpus: Corpus) -> Path:
 
 
 def build_sharded_index(config: StudyConfig, corpus: Corpus, batches_for, dim: int, metric: str,
-                        progress: bool = True):
+                        progress: bool = True, recall_queries=None):
     """The index of a corpus in the Pile layout: one exact index per train shard (`shards.build_shards`:
     resumable, one shard's vectors in memory), searched with the exact merge. `batches_for(start, stop)` gives the
     function that yields (rows, vectors) for a shard's rows, embedded here or by Ray workers
-    (`scale.build_index_ray`): both write the same shards."""
-    from .shards import ShardedIndex, build_shards
+    (`scale.build_index_ray`): both write the same shards. With an approximate `index_type` each shard also gets
+    that index, and its recall@k against the exact shards is measured on `recall_queries()` (test embeddings)."""
+    from .shards import ShardedIndex, approximate_shards, build_shards
 
     meta = {"embedder": config.embedder, "embedder_tokenizer": config.embedder_tokenizer,
             "corpus_fingerprint": corpus.fingerprint, "embed_max_tokens": config.embed_max_tokens}
     folder = sharded_index_folder(config, corpus)
     plan = [(name, batches_for(*bounds)) for name, bounds in corpus.manifest["shard_rows"].items()]
     build_shards(folder, plan, dim, metric, meta, progress)
-    return ShardedIndex(folder)
+    if config.index_type == "flat":
+        return ShardedIndex(folder)
+    approximate_shards(folder, config.index_type, config.index_nprobe, config.index_ef_search, config.seed, progress)
+    index = ShardedIndex(folder, config.index_type, config.index_nprobe, config.index_ef_search)
+    k = f"recall@{max(1, config.k)}"
+    if k not in index.meta and recall_queries is not None:
+        index.measure_recall(recall_queries(), max(1, config.k))
+    return index
+
+
+def recall_sample(config: StudyConfig, corpus: Corpus, embedder: Embedder, n: int = 200) -> np.ndarray:
+    """Embeddings of a random `n` of the test documents: the queries an approximate index's recall is measured on
+    (the Pile's test split is too large to embed whole for that)."""
+    rows = corpus.rows("test")
+    rows = np.sort(np.random.default_rng(config.seed).permutation(rows)[:n])
+    return embedder.encode(corpus.texts(rows), config.embed_max_tokens)
 
 
 def _sharded_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool):
@@ -251,7 +277,7 @@ def _sharded_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, prog
         return embedded
 
     return build_sharded_index(config, corpus, batches_for, embedder.dim, "ip" if embedder.normalize else "l2",
-                               progress)
+                               progress, lambda: recall_sample(config, corpus, embedder))
 
 
 def _leaky_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool) -> NeighborIndex:

@@ -16,8 +16,6 @@ cluster whose nodes share the work directory (README, "Paper scale").
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 import warnings
 from pathlib import Path
 
@@ -68,7 +66,7 @@ def build_index_ray(study, workers: int = 2, gpus_per_worker: float = 0.0, batch
     """The sharded index of `study` (a Pile-layout corpus), each shard's rows embedded by `workers` Ray Data
     actors; the shards are those `prepare` builds in one process and skips once they exist."""
     ray = _ray()
-    from .index import build_sharded_index
+    from .index import build_sharded_index, recall_sample
 
     config, corpus, embedder = study.config, study.corpus, study.embedder
     params = config.as_dict()
@@ -85,16 +83,16 @@ def build_index_ray(study, workers: int = 2, gpus_per_worker: float = 0.0, batch
         return embedded
 
     return build_sharded_index(config, corpus, batches_for, embedder.dim, "ip" if embedder.normalize else "l2",
-                               progress)
+                               progress, lambda: recall_sample(config, corpus, embedder))
 
 
 class _ShardSearcher:
     """A Ray actor holding some shards of a sharded index; answers with their merged top-k."""
 
-    def __init__(self, folder: str, names: list[str]):
+    def __init__(self, folder: str, names: list[str], settings: dict):
         from .shards import ShardedIndex
 
-        self.index, self.names = ShardedIndex(folder), names
+        self.index, self.names = ShardedIndex(folder, **settings), names
 
     def search(self, queries: np.ndarray, k: int):
         return self.index.search(queries, k, self.names)
@@ -104,15 +102,16 @@ class RayShardedIndex:
     """A `shards.ShardedIndex` whose shards are spread over `actors` Ray actors (round robin): the same search
     answer, since the top-k of each actor's top-k is the top-k over all shards (one merge rule)."""
 
-    def __init__(self, folder: Path | str, actors: int = 2, handles: list | None = None):
+    def __init__(self, folder: Path | str, actors: int = 2, handles: list | None = None, settings: dict | None = None):
         ray = _ray()
         from .shards import ShardedIndex
 
-        self.local = ShardedIndex(folder)
+        self.local = ShardedIndex(folder, **(settings or {}))  # settings: exact, or the approximate shards'
+        settings = self.local.settings()
         if handles is None:  # start the actors; a worker is given the driver's (`handles`) instead
             groups = [self.local.shards[i::actors] for i in range(min(actors, len(self.local.shards)))]
             searcher = ray.remote(num_cpus=0)(_ShardSearcher)  # searching is memory-bound: no CPU reserved
-            handles = [searcher.remote(str(folder), names) for names in groups]
+            handles = [searcher.remote(str(folder), names, settings) for names in groups]
         self.actors = handles
 
     meta = property(lambda self: self.local.meta)
@@ -141,8 +140,9 @@ class _TTTWorker:
         from .study import prepare
 
         self.study = prepare(StudyConfig.from_params(**params), progress=False)
-        if index is not None:  # (folder, actor handles): search the driver's shard actors, not the disk
-            self.study = dataclasses.replace(self.study, index=RayShardedIndex(index[0], handles=index[1]))
+        if index is not None:  # (folder, actor handles, settings): search the driver's shard actors, not the disk
+            self.study = dataclasses.replace(self.study, index=RayShardedIndex(index[0], handles=index[1],
+                                                                               settings=index[2]))
         self.optimizer = None
 
     def run(self, doc: dict) -> dict:
@@ -152,24 +152,6 @@ class _TTTWorker:
         return row
 
 
-def failures_path(study) -> Path:
-    return study.results_path.with_name(study.results_path.stem + ".failures.jsonl")
-
-
-def failed_documents(study) -> dict[str, list[dict]]:
-    """Every recorded failure of the run, by document, for documents that have no result row (yet)."""
-    from .results import ResultsStore
-
-    path, finished = failures_path(study), ResultsStore(study.results_path)
-    failures: dict[str, list[dict]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            if record["doc_id"] not in finished:
-                failures.setdefault(record["doc_id"], []).append(record)
-    return failures
-
-
 def run_ttt_ray(study, workers: int = 2, gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0,
                 retries: int = 1, progress: bool = True) -> list[dict]:
     """`study.run_ttt` with the pending documents spread over `workers` Ray actors. Returns the rows of the
@@ -177,7 +159,7 @@ def run_ttt_ray(study, workers: int = 2, gpus_per_worker: float = 0.0, cpus_per_
     ray = _ray()
     from tqdm import tqdm
 
-    from .study import open_run
+    from .study import failures_path, open_run, record_failure
 
     if not study.config.reset_optimizer:
         raise ValueError("invalid reset_optimizer=False for a distributed run: the carried Adam moments would "
@@ -185,7 +167,8 @@ def run_ttt_ray(study, workers: int = 2, gpus_per_worker: float = 0.0, cpus_per_
     init()
     store, docs, pending = open_run(study)
     params = study.config.as_dict()
-    index = (str(study.index.local.folder), study.index.actors) if isinstance(study.index, RayShardedIndex) else None
+    index = ((str(study.index.local.folder), study.index.actors, study.index.local.settings())
+             if isinstance(study.index, RayShardedIndex) else None)
     worker_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0)(_TTTWorker)
 
     def start_worker(i: int):
@@ -211,11 +194,8 @@ def run_ttt_ray(study, workers: int = 2, gpus_per_worker: float = 0.0, cpus_per_
             bar.update()
         except Exception as error:  # noqa: BLE001 - recorded with its reason, retried once, then reported
             died = isinstance(error, ray.exceptions.RayActorError)
-            cause = getattr(error, "cause", None) or error  # a task's own exception, not Ray's wrapper
-            reason = (f"{type(cause).__name__}: {cause}".splitlines() or [""])[0][:500]
-            with open(failure_log, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"doc_id": doc["id"], "attempt": attempt, "worker_died": died,
-                                    "reason": reason, "time": time.time()}) + "\n")
+            record_failure(study, doc, attempt, getattr(error, "cause", None) or error,  # the task's own error
+                           worker_died=died)
             if died:  # a replacement takes its place (the dead one's name is free again)
                 actors.pop(i)
                 actors[next_name] = start_worker(next_name)
@@ -240,4 +220,5 @@ def study_on_ray(study, index_actors: int = 2):
 
     if not isinstance(study.index, ShardedIndex):
         raise ValueError("study_on_ray needs a study on a corpus in the Pile layout (a sharded index)")
-    return dataclasses.replace(study, index=RayShardedIndex(study.index.folder, index_actors))
+    return dataclasses.replace(study, index=RayShardedIndex(study.index.folder, index_actors,
+                                                            settings=study.index.settings()))

@@ -16,6 +16,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from .config import INDEX_TYPES
+
 METRICS = ("l2", "ip")
 
 
@@ -31,14 +33,31 @@ def merge_top_k(distances: list[np.ndarray], rows: list[np.ndarray], k: int) -> 
 
 
 class ShardedIndex:
-    """Exact nearest neighbours over the finished shards in `folder` (squared L2 distances, global rows)."""
+    """Nearest neighbours over the finished shards in `folder` (squared L2 distances, global rows): exact, or with
+    `index_type` 'ivf' or 'hnsw' each shard's approximate index (`approximate_shards`), merged by the same rule."""
 
-    def __init__(self, folder: Path | str):
+    def __init__(self, folder: Path | str, index_type: str = "flat", nprobe: int = 32, ef_search: int = 128):
+        if index_type not in INDEX_TYPES:
+            raise ValueError(f"invalid index_type={index_type!r}: expected one of {list(INDEX_TYPES)}")
         self.folder = Path(folder)
         self.meta = json.loads((self.folder / "meta.json").read_text())
         self.shards = finished_shards(self.folder)
         if not self.shards:
             raise ValueError(f"no finished shard in {self.folder}: build them with build_shards()")
+        self.index_type, self.nprobe, self.ef_search = index_type, nprobe, ef_search
+        if index_type != "flat":
+            missing = [n for n in self.shards if not (self.folder / f"{n}.{index_type}.faiss").exists()]
+            if missing:
+                raise ValueError(f"shards {missing} of {self.folder} have no {index_type} index: build them with "
+                                 "approximate_shards()")
+            recall = self.recall_path()
+            self.meta = dict(self.meta, index_type=index_type, **({"nprobe": nprobe} if index_type == "ivf" else
+                                                                  {"efSearch": ef_search}),
+                             **(json.loads(recall.read_text()) if recall.exists() else {}))
+
+    def settings(self) -> dict:
+        """What another process needs to open the same index (`ShardedIndex(folder, **settings())`)."""
+        return {"index_type": self.index_type, "nprobe": self.nprobe, "ef_search": self.ef_search}
 
     def __len__(self) -> int:
         return sum(len(np.load(self.folder / f"{name}.rows.npy", mmap_mode="r")) for name in self.shards)
@@ -56,7 +75,14 @@ class ShardedIndex:
         """One shard's top-k as (squared L2 distances, global rows)."""
         import faiss
 
-        index = faiss.read_index(str(self.folder / f"{name}.faiss"), faiss.IO_FLAG_MMAP)
+        if self.index_type == "flat":
+            index = faiss.read_index(str(self.folder / f"{name}.faiss"), faiss.IO_FLAG_MMAP)
+        else:  # read whole (memory: one shard's index), then its search setting
+            index = faiss.read_index(str(self.folder / f"{name}.{self.index_type}.faiss"))
+            if self.index_type == "ivf":
+                index.nprobe = min(self.nprobe, index.nlist)
+            else:
+                index.hnsw.efSearch = self.ef_search
         rows = np.load(self.folder / f"{name}.rows.npy")
         scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, index.ntotal))
         distances = 2.0 - 2.0 * scores if self.meta["metric"] == "ip" else scores  # unit vectors
@@ -66,6 +92,51 @@ class ShardedIndex:
         """The exact top-k over `shards` (default: all of them)."""
         answers = [self.search_shard(name, queries, k) for name in (self.shards if shards is None else shards)]
         return merge_top_k([a[0] for a in answers], [a[1] for a in answers], k)
+
+
+    def recall_path(self) -> Path:
+        """Where the recall of this index at its search setting is kept (it depends on nprobe or efSearch)."""
+        setting = f"nprobe{self.nprobe}" if self.index_type == "ivf" else f"ef{self.ef_search}"
+        return self.folder / f"{self.index_type}-{setting}.recall.json"
+
+    def measure_recall(self, queries: np.ndarray, k: int) -> float:
+        """Recall@k of this (approximate) index against the exact shards on `queries`, kept beside the shards and
+        in `meta`, so every run that uses the index says what it costs."""
+        from .index import recall_at_k
+
+        value = recall_at_k(self.search(queries, k)[1], ShardedIndex(self.folder).search(queries, k)[1])
+        record = {f"recall@{k}": value, "recall_queries": int(len(queries))}
+        if self.index_type != "flat":
+            self.recall_path().write_text(json.dumps(record, indent=1))
+        self.meta = dict(self.meta, **record)
+        return value
+
+
+def approximate_shards(folder: Path | str, index_type: str, nprobe: int = 32, ef_search: int = 128, seed: int = 0,
+                       progress: bool = True) -> list[str]:
+    """Beside each finished exact shard, an approximate index of its vectors (`<name>.<index_type>.faiss`, read
+    back from the exact shard: nothing is embedded again). Resumable like `build_shards`: a finished one is
+    never rebuilt, and each is moved into place only when complete. Memory: one shard's vectors."""
+    import faiss
+    from tqdm import tqdm
+
+    from .index import approximate_structure
+
+    folder = Path(folder)
+    metric = json.loads((folder / "meta.json").read_text())["metric"]
+    built = []
+    for name in tqdm(finished_shards(folder), desc=f"{index_type} shards", unit="shard", disable=not progress):
+        target = folder / f"{name}.{index_type}.faiss"
+        if target.exists():
+            continue
+        exact = faiss.read_index(str(folder / f"{name}.faiss"))
+        x = np.ascontiguousarray(exact.reconstruct_n(0, exact.ntotal), dtype=np.float32)
+        structure, _ = approximate_structure(x, metric, index_type, nprobe, ef_search, seed)
+        tmp = target.with_name(target.name + ".tmp")
+        faiss.write_index(structure, str(tmp))
+        os.replace(tmp, target)
+        built.append(name)
+    return built
 
 
 def finished_shards(folder: Path) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -76,12 +77,11 @@ def check(config: StudyConfig) -> StudyConfig:
     """All cheap checks: parameter values, model and embedder names, their packages."""
     config.validate()
     if config.corpus != "minipile" and pile_layout(config.corpus) is not None:
-        # The Pile is indexed whole, exactly, shard by shard (as the paper); the ablations of the small corpus
-        # need one index in memory.
+        # The Pile is indexed whole, shard by shard (exact as the paper, or approximate per shard); the ablations
+        # of the small corpus need one index in memory.
         for name, ok, valid in (("decontam_threshold", config.decontam_threshold is None, "None (the paper's)"),
                                 ("index_fraction", config.index_fraction == 1.0, "1.0"),
                                 ("leaky_index", not config.leaky_index, "False"),
-                                ("index_type", config.index_type == "flat", "'flat' (exact, per shard)"),
                                 ("selection", config.selection == "nearest", "'nearest'")):
             if not ok:
                 raise ValueError(f"invalid {name}={getattr(config, name)!r} for a corpus in the Pile layout "
@@ -142,9 +142,12 @@ def ttt_document(study: Study, doc: dict, optimizer=None, same_neighbors=()) -> 
     return test_time_train(lm, scored, neighbors, config, optimizer), optimizer
 
 
-def run_ttt(study: Study, progress: bool = True) -> list[dict]:
+def run_ttt(study: Study, progress: bool = True, retries: int = 1, allow_failures: bool = False) -> list[dict]:
     """TTT-NN on every sampled test document; finished documents are read back, not recomputed
-    (`scale.run_ttt_ray` spreads the same work over Ray workers)."""
+    (`scale.run_ttt_ray` spreads the same work over Ray workers). A document whose retrieval or training raises is
+    recorded in `failures_path(study)` with its reason and retried once after the others; if it fails again, the
+    run ends with an error naming it (the finished rows are kept), or with `allow_failures` a warning, and only the
+    finished rows are returned."""
     from tqdm import tqdm
 
     store, docs, pending = open_run(study)
@@ -152,10 +155,55 @@ def run_ttt(study: Study, progress: bool = True) -> list[dict]:
         same_neighbors = same_neighbor_stores(study.results_path.parent,
                                               study.config.result_inputs(study.corpus.fingerprint))
         optimizer = None
-        for doc in tqdm(pending, desc=f"TTT-NN k={study.config.k}", unit="doc", disable=not progress):
-            row, optimizer = ttt_document(study, doc, optimizer, same_neighbors)
-            store.append(row)
-    return [store.rows[d["id"]] for d in docs]
+        queue = [(doc, 1) for doc in pending]  # (document, attempt)
+        bar = tqdm(total=len(pending), desc=f"TTT-NN k={study.config.k}", unit="doc", disable=not progress)
+        while queue:
+            doc, attempt = queue.pop(0)
+            try:
+                row, optimizer = ttt_document(study, doc, optimizer, same_neighbors)
+            except Exception as error:  # noqa: BLE001 - recorded with its reason, retried once, then reported
+                record_failure(study, doc, attempt, error)
+                if attempt <= retries:
+                    queue.append((doc, attempt + 1))
+                    continue
+            else:
+                store.append(row)
+            bar.update()
+        bar.close()
+    failed = [d["id"] for d in docs if d["id"] not in store]
+    if failed:
+        message = (f"{len(failed)} of {len(docs)} documents failed {retries + 1} times and have no result (for "
+                   f"example {failed[0]!r}); their reasons are in {failures_path(study)}")
+        if not allow_failures:
+            raise RuntimeError(message + "; the finished rows are kept and the next run resumes")
+        warnings.warn(message)
+    return [store.rows[d["id"]] for d in docs if d["id"] in store]
+
+
+def failures_path(study: Study) -> Path:
+    return study.results_path.with_name(study.results_path.stem + ".failures.jsonl")
+
+
+def record_failure(study: Study, doc: dict, attempt: int, error: BaseException, worker_died: bool = False) -> None:
+    """Append one failed attempt, with its reason, to the run's failure log (kept beside its results)."""
+    import time
+
+    reason = (f"{type(error).__name__}: {error}".splitlines() or [""])[0][:500]
+    with open(failures_path(study), "a", encoding="utf-8") as f:
+        f.write(json.dumps({"doc_id": doc["id"], "attempt": attempt, "worker_died": worker_died,
+                            "reason": reason, "time": time.time()}) + "\n")
+
+
+def failed_documents(study: Study) -> dict[str, list[dict]]:
+    """Every recorded failure of the run, by document, for documents that have no result row (yet)."""
+    path, finished = failures_path(study), ResultsStore(study.results_path)
+    failures: dict[str, list[dict]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record["doc_id"] not in finished:
+                failures.setdefault(record["doc_id"], []).append(record)
+    return failures
 
 
 def ttt_change(study: Study, rows: list[dict], k: int | None = None) -> metrics.PairedChange:

@@ -16,7 +16,7 @@ from ttt_core import scale
 from ttt_core.config import StudyConfig
 from ttt_core.corpus import build_corpus
 from ttt_core.models import load_embedder
-from ttt_core.study import Study, prepare, run_ttt
+from ttt_core.study import Study, failed_documents, failures_path, prepare, run_ttt
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,7 +73,7 @@ def test_a_ray_run_gives_the_rows_of_a_single_process_run(tmp_path):
     study = prepare(StudyConfig.from_params(**layout_params(tmp_path, work_dir=str(tmp_path / "work-ray"))),
                     progress=False)
     rows = scale.run_ttt_ray(scale.study_on_ray(study), workers=2, progress=False)
-    assert len(rows) == 9 and not scale.failures_path(study).exists()
+    assert len(rows) == 9 and not failures_path(study).exists()
     assert_same_rows(rows, single)
 
 
@@ -95,9 +95,9 @@ def test_killing_a_worker_mid_run_loses_no_finished_row(tmp_path):
     lines = study.results_path.read_text().splitlines()
     assert len(lines) == len({json.loads(line)["doc_id"] for line in lines}) == 15  # none lost, none twice
     assert_same_rows(out["rows"], single)
-    records = [json.loads(line) for line in scale.failures_path(study).read_text().splitlines()]
+    records = [json.loads(line) for line in failures_path(study).read_text().splitlines()]
     assert records and all(r["worker_died"] and r["attempt"] == 1 for r in records)
-    assert scale.failed_documents(study) == {}  # each was retried and finished
+    assert failed_documents(study) == {}  # each was retried and finished
 
 
 def test_a_failing_document_is_recorded_retried_once_and_reported(tmp_path):
@@ -111,7 +111,7 @@ def test_a_failing_document_is_recorded_retried_once_and_reported(tmp_path):
     with pytest.warns(UserWarning, match="1 of 7 documents failed 2 times"):  # enron 3 + "x", github 3
         rows = scale.run_ttt_ray(study, workers=2, progress=False)
     assert len(rows) == 6
-    (doc_id, records), = scale.failed_documents(study).items()
+    (doc_id, records), = failed_documents(study).items()
     assert [r["attempt"] for r in records] == [1, 2] and "at least 2 tokens" in records[0]["reason"]
     with pytest.raises(ValueError, match="invalid reset_optimizer=False for a distributed run"):
         scale.run_ttt_ray(dataclass_replace_config(study, reset_optimizer=False))
