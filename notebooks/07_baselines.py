@@ -100,9 +100,10 @@ methods = {name: documents_at(long_frame(rows), config.k) for name, rows in ttt_
 model_context = baseline_rows[0]["in_context"][0]["context"] if baseline_rows else 0
 for entry in (baseline_rows[0]["in_context"] if baseline_rows else []):
     label = (f"in-context, {entry['context']:,} tokens"
-             + (", official truncation" if entry["keep"] == "official" else ""))
-    pick = [next(e for e in r["in_context"] if e["context"] == entry["context"] and e["keep"] == entry["keep"])
-            for r in baseline_rows]
+             + (", official truncation" if entry["keep"] == "official" else "")
+             + (", random same-domain chunks" if entry["neighbors"] == "random-domain" else ""))
+    pick = [next(e for e in r["in_context"] if (e["context"], e["keep"], e["neighbors"]) ==
+                 (entry["context"], entry["keep"], entry["neighbors"])) for r in baseline_rows]
     methods[label] = documents_frame(baseline_rows, [e["loglik"] for e in pick])
     seconds[label] = float(np.mean([e["seconds"] for e in pick]))
 held_out_label = f"interpolation, alpha {alpha_range} (cross-fitted)"
@@ -145,6 +146,17 @@ ttt = methods["TTT-NN (nearest)"]
 in_context_label = f"in-context, {model_context:,} tokens"
 versus = {"TTT-NN vs " + name: paired_change(methods[name], ttt, names, config.bootstrap_samples, config.seed)
           for name in (in_context_label, held_out_label)}
+# In-context's control: the same number of random chunks of the document's domain in the same context. What the
+# nearest neighbours add beyond them is retrieval's share; how much of the document they contain says whether
+# the model could copy it.
+random_label = f"in-context, {model_context:,} tokens, random same-domain chunks"
+retrieval_in_context = paired_change(methods[random_label], methods[in_context_label], names,
+                                     config.bootstrap_samples, config.seed)
+overlap = pd.DataFrame([{"neighbours": name, **r["overlap"][name]} for r in baseline_rows for name in r["overlap"]])
+overlap_summary = overlap.groupby("neighbours").agg(
+    mean_ngram_share=("ngram_share", "mean"), max_ngram_share=("ngram_share", "max"),
+    median_longest_shared_chars=("longest_shared_chars", "median"),
+    max_longest_shared_chars=("longest_shared_chars", "max"))
 versus["TTT-NN vs dynamic evaluation (split)"] = paired_change(dynamic, documents_at(split, config.k), names,
                                                                config.bootstrap_samples, config.seed)
 for rule in ("SIFT", "HullFT"):
@@ -176,6 +188,20 @@ paragraphs = [
     f"test documents ({len(study.corpus.domains)} domains, {model}). Head to head, bits per byte of TTT-NN "
     f"against each alternative (negative: TTT-NN is lower):",
     "\n".join(f"- {sentence(name, change)}." for name, change in versus.items()),
+    # Copying needs shared spans: none above the index's own decontamination bar (10 % of the n-grams), and no
+    # shared text as long as two n-grams.
+    ("No neighbour could let the model copy the document: " if
+     overlap_summary.loc["nearest", "max_ngram_share"] <= 0.1 and
+     overlap_summary.loc["nearest", "max_longest_shared_chars"] < 2 * config.decontam_ngram else
+     "Some neighbours contain long spans of their document, so in-context can copy: ")
+    + f"the nearest neighbours contain on average "
+    f"{overlap_summary.loc['nearest', 'mean_ngram_share']:.1%} of a document's {config.decontam_ngram}-character "
+    f"n-grams (at most {overlap_summary.loc['nearest', 'max_ngram_share']:.1%}), and the longest text a document "
+    f"shares with any of its neighbours is {overlap_summary.loc['nearest', 'max_longest_shared_chars']:.0f} "
+    f"characters (median {overlap_summary.loc['nearest', 'median_longest_shared_chars']:.0f}). Random chunks of "
+    f"the document's domain in the same context change bits per byte by "
+    f"{changes[random_label].describe()}; the nearest neighbours instead of them: "
+    f"{retrieval_in_context.describe()}.",
     f"Interpolation's weight was cross-fitted: each document's alpha was chosen on the other documents outside "
     f"its content group (alpha {alpha_range}); chosen on the reported documents themselves, as the official code "
     f"did, it would be {alpha_test_tuned}. The paper's GPT-2 "
@@ -218,7 +244,8 @@ fig.tight_layout()
 # - **In-context**: the neighbours concatenated before the document, nothing trained; only the document's own
 #   tokens are scored. When they do not all fit, the neighbours nearest to the query are kept (whole, nearest
 #   next to the document); "official truncation" keeps what the official code kept, the tail of the
-#   concatenation (the farthest neighbours' ends). Run at the model's own context and at the paper's 1,024 tokens.
+#   concatenation (the farthest neighbours' ends). Run at the model's own context and at the paper's 1,024 tokens,
+#   and, as its control, with as many random chunks of the document's own domain in the model's context.
 # - **Interpolation**: a unigram distribution over the neighbours' tokens, weighted by softmax of the negative
 #   distance, mixed with the model's next-token distribution with weight alpha from the paper's grid
 #   (0.00 to 0.19). Alpha is cross-fitted: each document's is chosen on the other documents outside its content
@@ -243,6 +270,16 @@ display(ordered.round(2))
 display(pd.DataFrame({name: change.as_row() for name, change in versus.items()}).round(4))
 
 # %% [markdown]
+# ## Is in-context's gain retrieval, or copying?
+# The nearest neighbours in context against as many random chunks of the document's domain in the same context
+# (paired), and how much of each document its neighbours contain: the share of its 50-character n-grams found
+# in them and the longest text it shares with any one of them.
+
+# %% tags=["hide-input"]
+display(pd.DataFrame({"in-context: nearest vs random same-domain chunks": retrieval_in_context.as_row()}).round(4))
+display(overlap_summary.round(3))
+
+# %% [markdown]
 # ## Per domain
 # Each domain's mean change of bits per byte (%) against no training; one document per domain gives no interval,
 # so these are descriptions, not findings.
@@ -258,10 +295,16 @@ display(per_domain.groupby("domain").mean().round(1).T)
 # ## Departures from the paper
 
 # %% tags=["hide-input"]
+room = np.mean([e["context_tokens"] for r in baseline_rows for e in r["in_context"]
+                if (e["context"], e["keep"], e["neighbors"]) == (model_context, "nearest", "nearest")])
 display(pd.DataFrame([
     {"method": "in-context", "paper": "GPT-2 Large, 20 neighbours with L2 < 2.3, 1,024-token context, the tail of "
      "the concatenation kept", "here": f"{config.k} neighbours (the TTT-NN ones), the model's {model_context:,} tokens "
      f"and {in_context_tokens:,}; the nearest kept (the official rule shown beside it)"},
+    {"method": "in-context: room for neighbours", "paper": "whole Pile documents scored: a document longer than "
+     "the context leaves no room, and many Pile documents are", "here": f"chunks of at most {config.chunk_bytes:,} "
+     f"bytes scored (mean {np.mean([r['n_tokens'] for r in baseline_rows]):.0f} tokens): the neighbours fit beside "
+     f"every document (mean {room:.0f} tokens of neighbours in the model's context)"},
     {"method": "interpolation", "paper": "20 neighbours, alpha chosen per task on the test documents",
      "here": f"{config.k} neighbours, alpha cross-fitted by content group (the test-tuned value shown labelled)"},
     {"method": "dynamic evaluation", "paper": "20 steps on the prefix (6 for the standalone bars)",

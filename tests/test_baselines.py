@@ -99,3 +99,28 @@ def test_unigram_distribution_weights_nearer_neighbours_more():
     assert p.sum() == pytest.approx(1.0) and p[1] > p[2] > 0 and p[0] == 0
     assert p[1] / p[2] == pytest.approx(math.exp(2.0))
     assert interpolated_loglik(np.log([0.5, 0.5]), [1, 2], p, 0.0) == pytest.approx(2 * math.log(0.5))
+
+
+def test_text_overlap_measures_shared_spans_and_ngrams():
+    text = "0123456789 shared span of text!"
+    copied = baselines.text_overlap(text, ["zzz", "qqq shared span of text! rrr"], 8)
+    assert copied["longest_shared_chars"] == len(" shared span of text!")
+    assert copied["ngram_share"] == pytest.approx((21 - 7) / (len(text) - 7))
+    assert baselines.text_overlap(text, ["zzzz"], 8) == {"ngram_share": 0.0, "longest_shared_chars": 0}
+    assert baselines.text_overlap(text, [], 8)["longest_shared_chars"] == 0
+
+
+def test_baselines_set_random_same_domain_chunks_beside_the_nearest_in_context(tiny_params):
+    from ttt_core.study import prepare
+
+    study = prepare(StudyConfig.from_params(**tiny_params), progress=False)
+    documents = study.test_documents()[:2]
+    rows = baselines.run_baselines(study, documents, contexts=(None,), progress=False)
+    for row, document in zip(rows, documents):
+        entries = {(e["neighbors"], e["keep"]): e for e in row["in_context"]}
+        assert set(entries) == {("nearest", "nearest"), ("nearest", "official"), ("random-domain", "nearest")}
+        assert math.isfinite(entries[("random-domain", "nearest")]["loglik"])
+        assert set(row["overlap"]) == {"nearest", "random-domain"}
+        assert all(0.0 <= o["ngram_share"] <= 1.0 for o in row["overlap"].values())
+    again = baselines.run_baselines(study, documents, contexts=(None,), progress=False)
+    assert again == rows  # read back from the results file, not recomputed

@@ -2,7 +2,8 @@
 
 - in-context: the neighbours before the document in the model's context, only the document's tokens scored;
   by default the neighbours *nearest* the query are the ones kept when they do not all fit (the official code
-  kept the tail of the concatenation, i.e. the farthest neighbours' ends: `keep="official"`);
+  kept the tail of the concatenation, i.e. the farthest neighbours' ends: `keep="official"`), beside the same
+  number of random chunks of the document's domain as its control, and the neighbours' overlap with the document;
 - dynamic evaluation: train on the document's own first part (the split protocol's query) and score the rest;
 - interpolation: a unigram distribution over the neighbours' tokens, weighted by softmax(-distance), mixed
   with the model's next-token distribution with weight alpha chosen on held-out documents (the official code
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from .metrics import rolling_windows
+from .retrieve import random_neighbors
 from .ttt import reset_optimizer, reset_weights, snapshot_weights, split_query_and_scored, train_on_text
 
 ALPHA_GRID = tuple(round(0.01 * i, 2) for i in range(20))  # the paper's 0.00, 0.01, ..., 0.19
@@ -193,9 +195,19 @@ def baseline_row(study, document: dict, contexts=(None, 1024), keeps=IN_CONTEXT_
         for keep in keeps:
             start = time.perf_counter()
             scored = in_context(lm, document["text"], [n.text for n in neighbors], context, keep)
-            row["in_context"].append({"context": context or lm.context_length, "keep": keep,
+            row["in_context"].append({"context": context or lm.context_length, "keep": keep, "neighbors": "nearest",
                                       "loglik": scored["loglik"], "context_tokens": scored["context_tokens"],
                                       "seconds": time.perf_counter() - start})
+    # The control for in-context's gain: as many random chunks of the document's domain in the same context. What
+    # the nearest neighbours add beyond it is retrieval's; their overlap with the document says whether it is copied.
+    start = time.perf_counter()
+    randoms = random_neighbors(document, len(neighbors), "random-domain", study.index, study.corpus, config.seed)
+    scored = in_context(lm, document["text"], [n.text for n in randoms], contexts[0], keeps[0])
+    row["in_context"].append({"context": contexts[0] or lm.context_length, "keep": keeps[0],
+                              "neighbors": "random-domain", "loglik": scored["loglik"],
+                              "context_tokens": scored["context_tokens"], "seconds": time.perf_counter() - start})
+    row["overlap"] = {name: text_overlap(document["text"], [n.text for n in chosen], config.decontam_ngram)
+                      for name, chosen in (("nearest", neighbors), ("random-domain", randoms))}
     start = time.perf_counter()
     dynamic = dynamic_evaluation(lm, document["text"], config, steps=config.ks)
     row["dynamic"] = {"scored_bytes": dynamic["evals"][0]["n_bytes"], "seconds": time.perf_counter() - start,
@@ -203,9 +215,21 @@ def baseline_row(study, document: dict, contexts=(None, 1024), keeps=IN_CONTEXT_
     return row
 
 
+def text_overlap(text: str, others: list[str], n: int) -> dict:
+    """How much of `text` the `others` contain: the share of its n-character n-grams found in them and the longest
+    substring it shares with any of them (characters); copying in context needs long shared spans."""
+    from difflib import SequenceMatcher
+
+    from .decontaminate import document_overlap
+
+    longest = max((SequenceMatcher(None, text, other, autojunk=False).find_longest_match().size for other in others),
+                  default=0)
+    return {"ngram_share": document_overlap(text, others, n), "longest_shared_chars": longest}
+
+
 def baseline_settings(study, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True) -> dict:
     return {"run": study.config.result_inputs(study.corpus.fingerprint), "contexts": list(contexts),
-            "keeps": list(keeps), "full": full}
+            "keeps": list(keeps), "full": full, "in_context_control": "random-domain"}
 
 
 def baselines_key(study, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True) -> str:
