@@ -67,7 +67,9 @@ tables, model_rows, changes, parameter_counts, no_bos, run_keys = {}, {}, {}, {}
 for name in trained + score_only:
     run = dataclasses.replace(config, model=name, k=scaling_k if name in trained else 0,
                               docs_per_domain=scaling_docs_per_domain,
-                              optimizer="adafactor" if name in adafactor_models.split(",") else config.optimizer)
+                              optimizer="adafactor" if name in adafactor_models.split(",") else config.optimizer,
+                              # and restored from its own file: no second copy of its weights in memory
+                              weights_snapshot="file" if name in adafactor_models.split(",") else config.weights_snapshot)
     model_study = dataclasses.replace(study, config=run, lm=None)
     model_rows[name] = run_ttt(model_study)
     run_keys[name] = run.run_key(study.corpus.fingerprint)

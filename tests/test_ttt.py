@@ -179,3 +179,28 @@ def test_reused_gradients_skip_the_forward_pass_of_a_repeated_text(lm):
         assert all(torch.equal(p, b) for p, b in zip(lm.model.parameters(), before))
     hook.remove()
     assert passes[False] - passes[True] == 2  # the second and third copies reuse the first one's gradient
+
+
+def test_restoring_from_the_models_file_gives_exactly_what_a_copy_in_memory_gives(lm, tmp_path):
+    import dataclasses
+
+    lm.model.save_pretrained(tmp_path / "folder")  # a local model folder with one safetensors file
+    lm.tokenizer.save_pretrained(tmp_path / "folder")
+    local = load_language_model(str(tmp_path / "folder"), tmp_path, device="cpu")
+    assert local.weights_file == tmp_path / "folder" / "model.safetensors" and lm.weights_file is None
+    before = [p.detach().clone() for p in local.model.parameters()]
+    config = StudyConfig(k=3, learning_rate=1e-3, max_length=64, eval_ks=(0, 1, 3))
+    document = {"id": "d", "domain": "prose", "pile_set_name": "pile-cc", "text": TEXT}
+    in_memory = run_ttt_nn(local, document, neighbors(), config)
+    from_file = run_ttt_nn(local, document, neighbors(), dataclasses.replace(config, weights_snapshot="file"))
+    assert from_file["evals"] == in_memory["evals"] and from_file["train_loss"] == in_memory["train_loss"]
+    assert all(torch.equal(a, b) for a, b in zip(before, local.model.parameters()))
+    assert config.run_key("c") == dataclasses.replace(config, weights_snapshot="file").run_key("c")
+    with torch.no_grad():
+        next(local.model.parameters()).add_(1.0)  # the weights are no longer the file's: refused, not restored
+    with pytest.raises(ValueError, match="does not hold the model's current weight"):
+        run_ttt_nn(local, document, neighbors(), dataclasses.replace(config, weights_snapshot="file"))
+    with pytest.raises(ValueError, match="invalid weights_snapshot='file' for model 'tiny-llama'"):
+        run_ttt_nn(lm, document, neighbors(), dataclasses.replace(config, weights_snapshot="file"))
+    with pytest.raises(ValueError, match="invalid weights_snapshot='disk'"):
+        dataclasses.replace(config, weights_snapshot="disk").validate()

@@ -275,6 +275,7 @@ class LanguageModel:
     prefix_token_id: int  # prepended to the first scoring window (lm-eval 0.4: BOS, else EOS)
     provenance: dict
     bos_token_id: int | None = None  # the BOS its tokenizer puts before every text, if it adds one (Gemma)
+    weights_file: Path | None = None  # the safetensors file its weights were loaded from (packaged models)
 
     @property
     def n_params(self) -> int:
@@ -377,8 +378,11 @@ def load_language_model(name: str, work_dir: Path | str = "artifacts", device: s
     model.to(dev).eval()  # from_config models start in train mode; training switches explicitly
     cfg = model.config
     context = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 1024
+    # The file the weights came from, for restoring from it (`weights_snapshot='file'`): the packaged model's
+    # converted folder, or a local folder's single safetensors file.
+    weights = (folder if source == "packaged" else Path(name)) / "model.safetensors"
     lm = LanguageModel(model, tok, name, dev, int(context), scoring_prefix_token(tok, score_prefix), record,
-                       added_bos_token(tok))
+                       added_bos_token(tok), weights if source != "tiny" and weights.is_file() else None)
     if source == "packaged":
         check_plausible(lm)
     return lm
