@@ -81,3 +81,10 @@ def test_a_list_of_records_in_a_result_renders_as_its_own_table():
                                                  [{"bytes": 1000, "modelled speed-up": 1.25}], "speed-up": 1.2},
                                       "machine": {}, "date": "d", "command": "c"}})
     assert "Modelled by document size:" in text and "| bytes | modelled speed-up |" in text and "| 1000 | 1.25 |" in text
+
+
+def test_a_single_record_in_a_result_renders_as_a_table_not_as_json():
+    text = bench.render({"overheads": {"result": {"rows": [{"a": 1}], "mean": {"total s": 146.2, "restore %": 0.27},
+                                                  "k": 50}, "machine": {}, "date": "d", "command": "c"}})
+    assert "Mean:" in text and "| total s | restore % |" in text and "| 146 | 0.27 |" in text
+    assert "{" not in text.split("## overheads")[1] and "| k |\n|---|\n| 50 |" in text

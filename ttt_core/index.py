@@ -254,9 +254,9 @@ def build_sharded_index(config: StudyConfig, corpus: Corpus, batches_for, dim: i
         return ShardedIndex(folder)
     approximate_shards(folder, config.index_type, config.index_nprobe, config.index_ef_search, config.seed, progress)
     index = ShardedIndex(folder, config.index_type, config.index_nprobe, config.index_ef_search)
-    k = f"recall@{max(1, config.k)}"
-    if k not in index.meta and recall_queries is not None:
-        index.measure_recall(recall_queries(), max(1, config.k))
+    k = max(1, config.k)
+    if f"recall@{k}" not in index.meta and recall_queries is not None:
+        index.measure_recall(recall_queries(), k)
     return index
 
 

@@ -93,7 +93,6 @@ class ShardedIndex:
         answers = [self.search_shard(name, queries, k) for name in (self.shards if shards is None else shards)]
         return merge_top_k([a[0] for a in answers], [a[1] for a in answers], k)
 
-
     def recall_path(self) -> Path:
         """Where the recall of this index at its search setting is kept (it depends on nprobe or efSearch)."""
         setting = f"nprobe{self.nprobe}" if self.index_type == "ivf" else f"ef{self.ef_search}"
