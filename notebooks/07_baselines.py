@@ -302,9 +302,10 @@ display(pd.DataFrame([
      "the concatenation kept", "here": f"{config.k} neighbours (the TTT-NN ones), the model's {model_context:,} tokens "
      f"and {in_context_tokens:,}; the nearest kept (the official rule shown beside it)"},
     {"method": "in-context: room for neighbours", "paper": "whole Pile documents scored: a document longer than "
-     "the context leaves no room, and many Pile documents are", "here": f"chunks of at most {config.chunk_bytes:,} "
-     f"bytes scored (mean {np.mean([r['n_tokens'] for r in baseline_rows]):.0f} tokens): the neighbours fit beside "
-     f"every document (mean {room:.0f} tokens of neighbours in the model's context)"},
+     "the context leaves no room, and many Pile documents are",
+     "here": (f"chunks of at most {config.chunk_bytes:,} bytes" if config.chunk_bytes else "whole documents")
+     + f" scored, {np.mean([r['n_tokens'] for r in baseline_rows]):.0f} tokens on average; {room:.0f} tokens of "
+     "neighbours beside them in the model's context on average"},
     {"method": "interpolation", "paper": "20 neighbours, alpha chosen per task on the test documents",
      "here": f"{config.k} neighbours, alpha cross-fitted by content group (the test-tuned value shown labelled)"},
     {"method": "dynamic evaluation", "paper": "20 steps on the prefix (6 for the standalone bars)",

@@ -120,6 +120,10 @@ def test_baselines_set_random_same_domain_chunks_beside_the_nearest_in_context(t
         entries = {(e["neighbors"], e["keep"]): e for e in row["in_context"]}
         assert set(entries) == {("nearest", "nearest"), ("nearest", "official"), ("random-domain", "nearest")}
         assert math.isfinite(entries[("random-domain", "nearest")]["loglik"])
+        random_ids = entries[("random-domain", "nearest")]["ids"]
+        domain_of = dict(zip(study.corpus.dataset["id"], study.corpus.dataset["domain"]))
+        assert len(random_ids) == len(row["neighbors"]) and set(random_ids) != set(row["neighbors"])
+        assert {domain_of[i] for i in random_ids} == {document["domain"]}  # the document's own domain, not any
         assert set(row["overlap"]) == {"nearest", "random-domain"}
         assert all(0.0 <= o["ngram_share"] <= 1.0 for o in row["overlap"].values())
     again = baselines.run_baselines(study, documents, contexts=(None,), progress=False)

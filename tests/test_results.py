@@ -77,6 +77,20 @@ def test_a_failing_document_is_recorded_retried_once_and_never_dropped_silently(
         rows = run_ttt(other, progress=False, allow_failures=True)
     assert [r["doc_id"] for r in rows] == [d["id"] for d in other.test_documents() if d["id"] != victim]
 
+    # Three failures in a row are the code's, not a document's: the run stops at once, the cause chained.
+    monkeypatch.setattr(study_module, "test_time_train", lambda *a, **k: (_ for _ in ()).throw(ValueError("a bug")))
+    broken = prepare(StudyConfig.from_params(**{**tiny_params, "learning_rate": 4e-3, "docs_per_domain": 2}),
+                     progress=False)
+    with pytest.raises(RuntimeError, match="3 in a row") as stopped:
+        run_ttt(broken, progress=False)
+    assert isinstance(stopped.value.__cause__, ValueError) and len(failed_documents(broken)) == 3
+    # With carried Adam moments a retry out of order would change the result: the first failure stops the run.
+    carried = prepare(StudyConfig.from_params(**{**tiny_params, "learning_rate": 5e-3, "reset_optimizer": False}),
+                      progress=False)
+    with pytest.raises(RuntimeError, match="reset_optimizer=False"):
+        run_ttt(carried, progress=False)
+    assert sum(len(v) for v in failed_documents(carried).values()) == 1
+
 
 def test_more_documents_reuse_the_finished_ones(tiny_params, monkeypatch):
     study = prepare(StudyConfig.from_params(**tiny_params), progress=False)

@@ -204,7 +204,8 @@ def baseline_row(study, document: dict, contexts=(None, 1024), keeps=IN_CONTEXT_
     randoms = random_neighbors(document, len(neighbors), "random-domain", study.index, study.corpus, config.seed)
     scored = in_context(lm, document["text"], [n.text for n in randoms], contexts[0], keeps[0])
     row["in_context"].append({"context": contexts[0] or lm.context_length, "keep": keeps[0],
-                              "neighbors": "random-domain", "loglik": scored["loglik"],
+                              "neighbors": "random-domain", "ids": [n.doc_id for n in randoms],
+                              "loglik": scored["loglik"],
                               "context_tokens": scored["context_tokens"], "seconds": time.perf_counter() - start})
     row["overlap"] = {name: text_overlap(document["text"], [n.text for n in chosen], config.decontam_ngram)
                       for name, chosen in (("nearest", neighbors), ("random-domain", randoms))}

@@ -45,6 +45,7 @@ class ShardedIndex:
         if not self.shards:
             raise ValueError(f"no finished shard in {self.folder}: build them with build_shards()")
         self.index_type, self.nprobe, self.ef_search = index_type, nprobe, ef_search
+        self._opened = {}  # approximate shards read so far (the flat ones are memory-mapped at each search)
         if index_type != "flat":
             missing = [n for n in self.shards if not (self.folder / f"{n}.{index_type}.faiss").exists()]
             if missing:
@@ -77,12 +78,15 @@ class ShardedIndex:
 
         if self.index_type == "flat":
             index = faiss.read_index(str(self.folder / f"{name}.faiss"), faiss.IO_FLAG_MMAP)
-        else:  # read whole (memory: one shard's index), then its search setting
+        elif name in self._opened:
+            index = self._opened[name]
+        else:  # read once and kept: re-reading a whole approximate index per query would cost more than it saves
             index = faiss.read_index(str(self.folder / f"{name}.{self.index_type}.faiss"))
             if self.index_type == "ivf":
                 index.nprobe = min(self.nprobe, index.nlist)
             else:
                 index.hnsw.efSearch = self.ef_search
+            self._opened[name] = index
         rows = np.load(self.folder / f"{name}.rows.npy")
         scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, index.ntotal))
         distances = 2.0 - 2.0 * scores if self.meta["metric"] == "ip" else scores  # unit vectors
@@ -115,7 +119,7 @@ def approximate_shards(folder: Path | str, index_type: str, nprobe: int = 32, ef
                        progress: bool = True) -> list[str]:
     """Beside each finished exact shard, an approximate index of its vectors (`<name>.<index_type>.faiss`, read
     back from the exact shard: nothing is embedded again). Resumable like `build_shards`: a finished one is
-    never rebuilt, and each is moved into place only when complete. Memory: one shard's vectors."""
+    never rebuilt, and each is moved into place only when complete. Memory: one shard's vectors and its index."""
     import faiss
     from tqdm import tqdm
 

@@ -147,14 +147,14 @@ def run_ttt(study: Study, progress: bool = True, retries: int = 1, allow_failure
     (`scale.run_ttt_ray` spreads the same work over Ray workers). A document whose retrieval or training raises is
     recorded in `failures_path(study)` with its reason and retried once after the others; if it fails again, the
     run ends with an error naming it (the finished rows are kept), or with `allow_failures` a warning, and only the
-    finished rows are returned."""
+    finished rows are returned. Three failures in a row, or any with reset_optimizer=False, stop the run at once."""
     from tqdm import tqdm
 
     store, docs, pending = open_run(study)
     if pending:
         same_neighbors = same_neighbor_stores(study.results_path.parent,
                                               study.config.result_inputs(study.corpus.fingerprint))
-        optimizer = None
+        optimizer, last_error, in_a_row = None, None, 0
         queue = [(doc, 1) for doc in pending]  # (document, attempt)
         bar = tqdm(total=len(pending), desc=f"TTT-NN k={study.config.k}", unit="doc", disable=not progress)
         while queue:
@@ -163,11 +163,21 @@ def run_ttt(study: Study, progress: bool = True, retries: int = 1, allow_failure
                 row, optimizer = ttt_document(study, doc, optimizer, same_neighbors)
             except Exception as error:  # noqa: BLE001 - recorded with its reason, retried once, then reported
                 record_failure(study, doc, attempt, error)
+                last_error, in_a_row = error, in_a_row + 1
+                # Carried Adam moments (reset_optimizer=False) make a retry out of order give another result, and
+                # three failures in a row are the code's or the machine's, not a document's: stop at once.
+                if not study.config.reset_optimizer or in_a_row >= 3:
+                    bar.close()
+                    why = ("3 in a row" if in_a_row >= 3 else
+                           "with reset_optimizer=False, a retry would change the carried moments")
+                    raise RuntimeError(f"document {doc['id']!r} failed ({why}); the finished rows are kept and the "
+                                       f"next run resumes; reasons in {failures_path(study)}") from error
                 if attempt <= retries:
                     queue.append((doc, attempt + 1))
                     continue
             else:
                 store.append(row)
+                in_a_row = 0
             bar.update()
         bar.close()
     failed = [d["id"] for d in docs if d["id"] not in store]
@@ -175,7 +185,7 @@ def run_ttt(study: Study, progress: bool = True, retries: int = 1, allow_failure
         message = (f"{len(failed)} of {len(docs)} documents failed {retries + 1} times and have no result (for "
                    f"example {failed[0]!r}); their reasons are in {failures_path(study)}")
         if not allow_failures:
-            raise RuntimeError(message + "; the finished rows are kept and the next run resumes")
+            raise RuntimeError(message + "; the finished rows are kept and the next run resumes") from last_error
         warnings.warn(message)
     return [store.rows[d["id"]] for d in docs if d["id"] in store]
 
