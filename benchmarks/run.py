@@ -397,6 +397,8 @@ def section_embed(args) -> dict:
         result["ours / SentenceTransformer"] = best["SentenceTransformer"] / best["sorted"]
         result["max abs difference from SentenceTransformer"] = float(
             np.abs(vectors["sorted"] - vectors["SentenceTransformer"]).max())
+    result["goal"] = ("the index build's encoder at least as fast as SentenceTransformer.encode on the same chunks, "
+                      "vectors equal")
     print(result, flush=True)
     return result
 
@@ -519,6 +521,13 @@ def memory_child(args) -> None:
                                   "documents": documents}), flush=True)
 
 
+def failure_reason(text: str, limit: int = 200) -> str:
+    """The line of a child's output that names its error (the last one mentioning an Error), else its last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    named = [line for line in lines if "Error" in line or "Killed" in line or "killed" in line]
+    return (named or lines or [""])[-1][:limit]
+
+
 def run_child(command: list[str]) -> dict:
     """Run one measurement in a fresh process and return the JSON of its `RESULT ` line; a failure (out of memory
     or another) is recorded with the end of its stderr, not hidden."""
@@ -531,7 +540,7 @@ def run_child(command: list[str]) -> dict:
     # A kill leaves no stderr: name the signal (SIGKILL, with no swap here, is the kernel's out-of-memory killer).
     status = (f"killed by {signal.Signals(-done.returncode).name}" if done.returncode < 0 else
               f"exit status {done.returncode}")
-    return {"failed": f"{status}: {(done.stderr or '').strip()[-300:]}"}
+    return {"failed": f"{status}: {failure_reason(done.stderr or '')}"}
 
 
 MEMORY_VARIANTS = {"adamw": "AdamW", "adafactor": "Adafactor",
@@ -541,15 +550,15 @@ MEMORY_VARIANTS = {"adamw": "AdamW", "adafactor": "Adafactor",
 def section_memory(args) -> dict:
     """Each (model, variant) in its own process. Runs of earlier invocations for the other pairs are kept, so a
     single pair (the 1.5B model, say) can be measured again without repeating the rest."""
-    section = json.loads(args.results.read_text()).get("memory", {}) if args.results.exists() else {}
-    previous = section.get("result", {})
+    previous = json.loads(args.results.read_text()).get("memory", {}).get("result", {}) if args.results.exists() else {}
     runs = {(r["model"], r["variant"]): r for r in previous.get("_runs", [])}
     for model in args.memory_models:
         for variant in args.memory_variants:
             command = [sys.executable, str(Path(__file__)), "--memory-child", model, variant, "--docs",
                        str(args.docs), "--memory-k", str(args.memory_k), "--params", str(args.params),
                        "--device", args.device]
-            runs[model, variant] = {"model": model, "variant": variant, **run_child(command)}
+            runs[model, variant] = {"model": model, "variant": variant, "measured by": invocation(),
+                                    "date": datetime.date.today().isoformat(), **run_child(command)}
             print({k: v for k, v in runs[model, variant].items() if k != "documents"}, flush=True)
     rows, effects = [], []
     for run in runs.values():
@@ -558,7 +567,7 @@ def section_memory(args) -> dict:
                      "documents": run.get("n_documents", len(docs)), "peak RSS GB": run.get("peak RSS GB", float("nan")),
                      "seconds": run.get("seconds", float("nan")),
                      "mean change %": float(np.mean([100 * (d["after"] - d["before"]) / d["before"] for d in docs]))
-                     if docs else run.get("mean change %", float("nan")), "failed": run.get("failed", "")[-160:]})
+                     if docs else run.get("mean change %", float("nan")), "failed": failure_reason(run.get("failed", ""))})
     for model in dict.fromkeys(r["model"] for r in runs.values()):
         pair = {variant: {d["id"]: d["after"] for d in runs[model, variant].get("documents", [])}
                 for variant in ("adamw", "adafactor") if (model, variant) in runs}
@@ -569,12 +578,19 @@ def section_memory(args) -> dict:
                             "min %": float(np.min(diffs)), "max %": float(np.max(diffs))})
     measured = {e["model"] for e in effects}  # an earlier invocation's effect stays for the models not paired now
     effects += [e for e in previous.get("optimizer effect", []) if e["model"] not in measured]
-    kept = {r["model"] for r in runs.values()} - set(args.memory_models)
+    commands = list(dict.fromkeys((r.get("measured by", "?"), r.get("date", "?")) for r in runs.values()))
+    for row, run in zip(rows, runs.values()):
+        row["run"] = 1 + commands.index((run.get("measured by", "?"), run.get("date", "?")))
     return {"rows": rows, "optimizer effect": effects, "_runs": list(runs.values()),
-            "earlier runs kept": earlier_runs(section, kept),
+            "runs": [{"run": i + 1, "command": c, "date": d} for i, (c, d) in enumerate(commands)],
             "note": "peak RSS counts the pages of the model's file that safetensors maps (7.1 GB for the 1.5B model): "
                     "page cache the kernel can reclaim, so it overstates what the file-restored run needs",
             "goal": "train Qwen2.5-Coder-1.5B in 24 GB with a cheaper optimizer state; its effect on bits per byte"}
+
+
+def invocation() -> str:
+    """This invocation's command line, as the report shows it."""
+    return "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
 
 
 def earlier_runs(section: dict, models: set) -> list[dict]:
@@ -648,7 +664,7 @@ def section_speedups(args) -> dict:
         before = runs.get("before", {})
         for variant, run in runs.items():
             if "failed" in run:
-                rows.append({"model": model, "variant": variant, "failed": run["failed"][-120:]})
+                rows.append({"model": model, "variant": variant, "failed": failure_reason(run["failed"])})
                 continue
             rest = sum(run["seconds"][1:]) or sum(run["seconds"])
             row = {"model": model, "variant": variant, "documents": len(run["seconds"]), "k": args.speedup_k,
@@ -675,8 +691,14 @@ def threads_child(args) -> None:
     config = study_config(args.params, model=args.threads_model, device=args.device)
     study = prepare(config, progress=False)
     tokens = typical_neighbor_tokens(study)
+    lm = study.language_model()
+    if args.threads_barrier:  # start timing only when every process has loaded, so all of them run at once
+        barrier = Path(args.threads_barrier)
+        (barrier / str(os.getpid())).touch()
+        while len(list(barrier.iterdir())) < args.threads_processes:
+            time.sleep(0.05)
     print("RESULT " + json.dumps({"threads": torch.get_num_threads(), "tokens": tokens,
-                                  "step s": time_training_step(study.language_model(), tokens, args.repeats)}),
+                                  "step s": time_training_step(lm, tokens, args.repeats)}),
           flush=True)
 
 
@@ -690,12 +712,21 @@ def section_threads(args) -> dict:
                "--repeats", str(args.repeats), "--params", str(args.params), "--device", args.device]
 
     def run(threads: int, processes: int) -> list[dict]:
+        import tempfile
+
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        children = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-                    for _ in range(processes)]
-        outputs = [child.communicate()[0] for child in children]
-        return [json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
-                for out in outputs]
+        with tempfile.TemporaryDirectory() as barrier:
+            extra = ["--threads-barrier", barrier, "--threads-processes", str(processes)]
+            children = [subprocess.Popen(command + extra, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True) for _ in range(processes)]
+            outputs = [child.communicate() for child in children]
+        results = []
+        for out, err in outputs:
+            line = next((l for l in out.splitlines() if l.startswith("RESULT ")), None)
+            if line is None:
+                raise RuntimeError(f"a threads child failed: {failure_reason(err)}")
+            results.append(json.loads(line[len("RESULT "):]))
+        return results
 
     rows = []
     for threads, processes in ((cores, 1), (1, cores)):
@@ -715,8 +746,8 @@ def table(rows: list[dict], digits: int = 3) -> str:
         return "(none)\n"
     keys = list(dict.fromkeys(k for r in rows for k in r))  # every row's columns (a failed run has "failed")
 
-    def cell(v):
-        return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+    def cell(v):  # one line, pipes escaped: a cell never breaks the table
+        return f"{v:.{digits}g}" if isinstance(v, float) else " ".join(str(v).split()).replace("|", "\\|")
     return ("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n"
             + "".join("| " + " | ".join(cell(r.get(k, "")) for k in keys) + " |\n" for r in rows))
 
@@ -769,7 +800,7 @@ def main(argv=None) -> None:
     parser.add_argument("--cluster-noise", type=float, nargs="+", default=[0.35, 1.0],
                         help="spreads of the synthetic clusters (retrieval): well separated, and overlapping")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--memory-models", nargs="+", default=["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b",
+    parser.add_argument("--memory-models", nargs="*", default=["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b",
                                                                   "qwen2.5-coder-1.5b"])
     parser.add_argument("--memory-k", type=int, default=10)
     parser.add_argument("--memory-variants", nargs="+", choices=list(MEMORY_VARIANTS),
@@ -784,6 +815,8 @@ def main(argv=None) -> None:
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
     parser.add_argument("--threads-model", default="smollm2-135m")
     parser.add_argument("--threads-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--threads-barrier", help=argparse.SUPPRESS)
+    parser.add_argument("--threads-processes", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the code paths, not the machine")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
