@@ -16,7 +16,6 @@ cluster whose nodes share the work directory (README, "Paper scale").
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +158,7 @@ def run_ttt_ray(study, workers: int = 2, gpus_per_worker: float = 0.0, cpus_per_
     ray = _ray()
     from tqdm import tqdm
 
-    from .study import failures_path, open_run, record_failure
+    from .study import finished_rows, open_run, record_failure
 
     if not study.config.reset_optimizer:
         raise ValueError("invalid reset_optimizer=False for a distributed run: the carried Adam moments would "
@@ -178,7 +177,6 @@ def run_ttt_ray(study, workers: int = 2, gpus_per_worker: float = 0.0, cpus_per_
     next_name = len(actors)
     queue = [(doc, 1) for doc in pending]  # (document, attempt)
     in_flight = {}  # object ref -> (actor id, document, attempt)
-    failure_log = failures_path(study)
     bar = tqdm(total=len(pending), desc=f"TTT-NN k={study.config.k} on {len(actors)} Ray workers", unit="doc",
                disable=not progress)
     while queue or in_flight:
@@ -207,11 +205,7 @@ def run_ttt_ray(study, workers: int = 2, gpus_per_worker: float = 0.0, cpus_per_
     bar.close()
     for actor in actors.values():
         ray.kill(actor)
-    failed = [d["id"] for d in docs if d["id"] not in store]
-    if failed:
-        warnings.warn(f"{len(failed)} of {len(docs)} documents failed {retries + 1} times and have no result "
-                      f"(for example {failed[0]!r}); their reasons are in {failure_log}")
-    return [store.rows[d["id"]] for d in docs if d["id"] in store]
+    return finished_rows(study, store, docs, retries, allow_failures=True)
 
 
 def study_on_ray(study, index_actors: int = 2):

@@ -151,10 +151,11 @@ def run_ttt(study: Study, progress: bool = True, retries: int = 1, allow_failure
     from tqdm import tqdm
 
     store, docs, pending = open_run(study)
+    last_error = None
     if pending:
         same_neighbors = same_neighbor_stores(study.results_path.parent,
                                               study.config.result_inputs(study.corpus.fingerprint))
-        optimizer, last_error, in_a_row = None, None, 0
+        optimizer, in_a_row = None, 0
         queue = [(doc, 1) for doc in pending]  # (document, attempt)
         bar = tqdm(total=len(pending), desc=f"TTT-NN k={study.config.k}", unit="doc", disable=not progress)
         while queue:
@@ -180,12 +181,19 @@ def run_ttt(study: Study, progress: bool = True, retries: int = 1, allow_failure
                 in_a_row = 0
             bar.update()
         bar.close()
+    return finished_rows(study, store, docs, retries, allow_failures, last_error)
+
+
+def finished_rows(study: Study, store: ResultsStore, docs: list[dict], retries: int, allow_failures: bool,
+                  cause: BaseException | None = None) -> list[dict]:
+    """The rows of the documents that finished, in document order; documents without one are reported (an error
+    chained to `cause`, or with `allow_failures` a warning), never dropped silently."""
     failed = [d["id"] for d in docs if d["id"] not in store]
     if failed:
         message = (f"{len(failed)} of {len(docs)} documents failed {retries + 1} times and have no result (for "
                    f"example {failed[0]!r}); their reasons are in {failures_path(study)}")
         if not allow_failures:
-            raise RuntimeError(message + "; the finished rows are kept and the next run resumes") from last_error
+            raise RuntimeError(message + "; the finished rows are kept and the next run resumes") from cause
         warnings.warn(message)
     return [store.rows[d["id"]] for d in docs if d["id"] in store]
 
