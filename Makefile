@@ -5,10 +5,8 @@ BIN     := $(VENV)/bin
 PARAMS  ?= params/study.yml
 EXEC    := book/executed
 SCALE_SITE := .scale-site
-# 07_baselines is not a chapter yet: with it `make` would pass its two hours on a 2-core CPU (about 1 h 59 min
-# without it, measured). Run it on its own: papermill notebooks/07_baselines.ipynb out.ipynb -f $(PARAMS)
 NOTEBOOKS := 00_methods 01_corpus_and_index 02_ttt 03_neighbors 04_index_size 05_model_scaling \
-             06_leakage_control
+             06_leakage_control 07_baselines
 
 .PHONY: all setup debian-sources prepare run book test benchmarks models-all clean
 all: book
