@@ -297,7 +297,8 @@ per_domain = pd.DataFrame({name: domain_cells(none, frame) for name, frame in me
 per_domain["dynamic evaluation (second half)"] = domain_cells(split_none, dynamic)
 per_domain["TTT-NN, split (second half)"] = domain_cells(split_none, documents_at(split, config.k))
 sources = none.groupby("domain")["group"].nunique()
-display(Markdown(f"{len(documents)} documents, {sources.min()} to {sources.max()} source(s) per domain: "
+span = f"{sources.min()}" if sources.min() == sources.max() else f"{sources.min()} to {sources.max()}"
+display(Markdown(f"{len(documents)} documents, {span} source(s) per domain: "
                  + ("a single source gives no interval, so these cells are descriptions, not findings; "
                     "the intervals above are over all documents." if sources.max() == 1 else
                     "a domain with a single source shows its mean alone.")))
