@@ -160,7 +160,8 @@ fig.tight_layout()
 
 # %% [markdown]
 # Each domain's mean change in each arm and the paired difference nearest minus same-domain random, with its
-# interval over that domain's documents (a spread of one or two documents, not a finding); then the paired
+# interval over that domain's documents (with one document per domain, as by default, no interval; a spread of
+# a few documents is not a finding either); then the paired
 # comparisons over all documents.
 
 # %% tags=["hide-input"]
