@@ -13,11 +13,11 @@ import dataclasses
 import json
 import sys
 
-import numpy as np
 import yaml
 
 from ttt_core.baselines import in_context, target_logprobs, text_overlap
 from ttt_core.config import StudyConfig
+from ttt_core.metrics import bootstrap_mean
 from ttt_core.study import prepare
 
 
@@ -41,13 +41,9 @@ def main(work_dir: str = "artifacts") -> None:
             row[name + " overlap"] = text_overlap(doc["text"], texts, config.decontam_ngram)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    rng = np.random.default_rng(config.seed)
-
     def change(a, b):  # mean % change of bits per byte from a to b per document, with its bootstrap interval
-        x = np.array([100 * (r[b] / r[a] - 1) for r in rows])
-        means = [x[rng.integers(0, len(x), len(x))].mean() for _ in range(config.bootstrap_samples)]
-        return [round(float(x.mean()), 2), round(float(np.quantile(means, 0.1)), 2),
-                round(float(np.quantile(means, 0.9)), 2)]
+        x = [100 * (r[b] / r[a] - 1) for r in rows]
+        return [round(v, 2) for v in bootstrap_mean(x, config.bootstrap_samples, config.seed)]
 
     print(json.dumps({"nearest vs alone": change("alone", "nearest"),
                       "random-domain vs alone": change("alone", "random-domain"),
