@@ -534,13 +534,17 @@ def run_child(command: list[str]) -> dict:
     import subprocess
 
     done = subprocess.run(command, capture_output=True, text=True)
-    line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+    return child_result(done.stdout, done.stderr, done.returncode)
+
+
+def child_result(stdout: str, stderr: str, returncode: int) -> dict:
+    """The JSON of a finished child's `RESULT ` line, or {"failed": why}."""
+    line = next((l for l in stdout.splitlines() if l.startswith("RESULT ")), None)
     if line:
         return json.loads(line[len("RESULT "):])
     # A kill leaves no stderr: name the signal (SIGKILL, with no swap here, is the kernel's out-of-memory killer).
-    status = (f"killed by {signal.Signals(-done.returncode).name}" if done.returncode < 0 else
-              f"exit status {done.returncode}")
-    return {"failed": f"{status}: {failure_reason(done.stderr or '')}"}
+    status = f"killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exit status {returncode}"
+    return {"failed": f"{status}: {failure_reason(stderr or '')}"}
 
 
 MEMORY_VARIANTS = {"adamw": "AdamW", "adafactor": "Adafactor",
@@ -719,13 +723,10 @@ def section_threads(args) -> dict:
             extra = ["--threads-barrier", barrier, "--threads-processes", str(processes)]
             children = [subprocess.Popen(command + extra, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          text=True) for _ in range(processes)]
-            outputs = [child.communicate() for child in children]
-        results = []
-        for out, err in outputs:
-            line = next((l for l in out.splitlines() if l.startswith("RESULT ")), None)
-            if line is None:
-                raise RuntimeError(f"a threads child failed: {failure_reason(err)}")
-            results.append(json.loads(line[len("RESULT "):]))
+            results = [child_result(*child.communicate(), child.returncode) for child in children]
+        failed = [r["failed"] for r in results if "failed" in r]
+        if failed:
+            raise RuntimeError(f"a threads child failed: {failed[0]}")
         return results
 
     rows = []
