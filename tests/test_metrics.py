@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -5,9 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from ttt_core.metrics import (PILE_WEIGHTS, bits_per_byte, bootstrap_bpb, bootstrap_mean, bpb_table, documents_at,
-                              domain_bpb, loglikelihood_rolling, paired_change, pile_weighted, relative_change,
-                              rolling_windows, score_text, ttt_change)
+from ttt_core.metrics import (FAMILY_CLAIMS, MIN_DOCUMENTS, MIN_SOURCES, PILE_WEIGHTS, bits_per_byte,
+                              bootstrap_bpb, bootstrap_draws, bootstrap_mean, bootstrap_p_value, bpb_table,
+                              documents_at, domain_bpb, domain_changes, loglikelihood_rolling, paired_change,
+                              pile_weighted, relative_change, rolling_windows, score_text, ttt_change)
 from ttt_core.models import tiny_model
 
 
@@ -84,10 +86,10 @@ def test_table_and_bootstrap_intervals_bracket_the_estimate():
     table = bpb_table(frame(), names)
     assert list(table.columns) == [0, 1] and "Pile-weighted" in table.index
     intervals = bootstrap_bpb(frame(), names, samples=200, seed=1)
-    for _, row in intervals.iterrows():
+    for _, row in intervals[intervals.domain == "code"].iterrows():
         assert row["low"] - 1e-9 <= table.loc[row["domain"], row["k"]] <= row["high"] + 1e-9
     single = intervals[(intervals.domain == "books")]
-    np.testing.assert_allclose(single["low"], single["high"])  # one document: no spread
+    assert single["low"].isna().all() and single["high"].isna().all()  # one document: no interval
 
 
 def one_document_per_domain():
@@ -106,15 +108,15 @@ NAMES = {"code": "github", "books": "gutenberg", "math": "dm-mathematics", "law"
 
 
 def test_paired_change_gives_an_interval_with_one_document_per_domain():
-    change = ttt_change(one_document_per_domain(), 1, NAMES, samples=500, seed=0)
+    change = ttt_change(one_document_per_domain(), 1, NAMES, samples=1000, seed=0)
     assert change.percent == pytest.approx(-7.0) and change.n_documents == 6 and change.share_lower == 1
     assert change.percent_low < change.percent < change.percent_high < 0  # resampled across domains
-    assert change.excludes_zero and "the interval excludes zero" in change.describe()
+    assert change.excludes_zero and "the 95 % interval excludes zero" in change.describe()
     # the Pile-weighted point estimate is the bpb table's, and its within-domain interval is degenerate here
     table = bpb_table(one_document_per_domain(), NAMES)
     assert change.pile_before == pytest.approx(table.loc["Pile-weighted", 0])
     assert change.pile == pytest.approx(relative_change(table.loc["Pile-weighted", 0], table.loc["Pile-weighted", 1]))
-    assert change.pile_low == pytest.approx(change.pile) and change.pile_high == pytest.approx(change.pile)
+    assert math.isnan(change.pile_low) and math.isnan(change.pile_high)  # no spread: no interval
 
 
 def test_paired_change_says_when_its_interval_includes_zero():
@@ -124,7 +126,7 @@ def test_paired_change_says_when_its_interval_includes_zero():
         (1 - 0.02 * np.arange(1, 7))
     change = ttt_change(frame, 1, NAMES, samples=500)
     assert change.percent_low < 0 < change.percent_high and not change.excludes_zero
-    assert "cannot tell it from no change" in change.describe()
+    assert "the 95 % interval includes zero" in change.describe() and "not resolved" in change.describe()
 
 
 def test_paired_change_refuses_different_documents():
@@ -173,11 +175,95 @@ def test_pile_interval_pairs_each_document_with_itself():
     after = before.assign(loglik=before.loglik * 0.97).sample(frac=1, random_state=0)
     change = paired_change(documents_at(before, 1), documents_at(after, 1), NAMES, samples=300)
     assert change.pile == pytest.approx(-3.0) and change.percent == pytest.approx(-3.0)
-    assert change.pile_low == pytest.approx(-3.0) and change.pile_high == pytest.approx(-3.0)
+    assert math.isnan(change.pile_low) and math.isnan(change.pile_high)  # every draw -3 %: no spread
 
 
 def test_one_document_is_never_a_finding():
     frame = one_document_per_domain()
     change = ttt_change(frame[frame.doc_id == "d0"], 1, NAMES, samples=50)
-    assert change.percent_low == change.percent_high and not change.excludes_zero
-    assert "one document gives no interval" in change.describe()
+    assert change.percent_low == change.percent_high and not change.excludes_zero and not change.resolved
+    assert "no interval" in change.describe() and "1 of 1 documents differ" in change.describe()
+
+
+# ------------------------------------------------------------------------------------ verdicts and their evidence
+def paired_frame(changes, groups=None, domains=None):
+    """Long frame, k = 0 and k = 1, one document per entry of `changes` (relative change of its loglik)."""
+    rows = []
+    for i, c in enumerate(changes):
+        domain = (domains or NAMES_LIST)[i % len(domains or NAMES_LIST)]
+        group = groups[i] if groups is not None else f"g{i}"
+        before = -100.0 - 7 * i
+        rows += [{"doc_id": f"d{i}", "domain": domain, "group": group, "k": 0, "loglik": before, "n_bytes": 100 + i},
+                 {"doc_id": f"d{i}", "domain": domain, "group": group, "k": 1, "loglik": before * (1 + c),
+                  "n_bytes": 100 + i}]
+    return pd.DataFrame(rows)
+
+
+NAMES_LIST = list(NAMES)
+
+
+def test_verdict_interval_is_95_percent_with_the_papers_10_90_beside():
+    rng = np.random.default_rng(0)
+    change = ttt_change(paired_frame(list(-0.05 + 0.03 * rng.standard_normal(24))), 1, NAMES, samples=2000)
+    assert change.percent_low < change.percent_p10 < change.percent < change.percent_p90 < change.percent_high
+    draws = bootstrap_draws(relative_change(documents_at(paired_frame([0] * 24), 0)["bpb"], 1), 10, 0)
+    assert draws.shape == (10,)
+
+
+def test_a_verdict_needs_enough_documents_that_differ_and_two_sources():
+    # 3 of 13 documents differ (all three much lower): not a finding, and the sentence says 3 differ, not 13
+    leak = ttt_change(paired_frame([0.0] * 10 + [-0.3, -0.25, -0.2]), 1, NAMES, samples=1000)
+    assert leak.n_differ == 3 and not leak.excludes_zero and not leak.resolved
+    assert "3 of 13 documents differ" in leak.describe()
+    assert f"fewer than the {MIN_DOCUMENTS}" in leak.describe()
+    # eight chunks of one source, all lower: one source is not independent evidence
+    one_source = ttt_change(paired_frame([-0.1 - 0.01 * i for i in range(8)], groups=["s"] * 8), 1, NAMES)
+    assert one_source.n_sources_differ == 1 and not one_source.excludes_zero and not one_source.resolved
+    assert f"fewer than the {MIN_SOURCES}" in one_source.describe()
+    # two documents: never "the interval excludes zero"
+    two = ttt_change(paired_frame([-0.1, -0.2]), 1, NAMES)
+    assert not two.excludes_zero and "the 95 % interval excludes zero" not in two.describe()
+
+
+def test_bootstrap_p_value_is_two_sided_with_the_plus_one_correction():
+    assert bootstrap_p_value(np.full(999, -1.0)) == pytest.approx(2 / 1000)
+    assert bootstrap_p_value(np.array([-1.0, 1.0] * 500)) == 1.0
+    assert bootstrap_p_value(np.array([-1.0] * 900 + [1.0] * 100)) == pytest.approx(2 * 101 / 1001)
+
+
+def test_the_verdict_is_corrected_for_the_family_of_claims():
+    strong = ttt_change(paired_frame([-0.1 - 0.01 * i for i in range(12)]), 1, NAMES, samples=1000)
+    assert strong.resolved and strong.family_p == pytest.approx(min(1, strong.p_value * FAMILY_CLAIMS))
+    borderline = dataclasses.replace(strong, p_value=0.01)  # 95 % excludes zero, Bonferroni over the family not
+    assert borderline.excludes_zero and not borderline.resolved and "not resolved" in borderline.describe()
+    # too few draws can never reach the family's threshold: said, not silently "not resolved"
+    few = ttt_change(paired_frame([-0.1 - 0.01 * i for i in range(12)]), 1, NAMES, samples=100)
+    assert not few.resolved and "bootstrap draws" in few.describe()
+
+
+def test_paired_change_refuses_documents_whose_bytes_differ():
+    frame = paired_frame([-0.1] * 8)
+    after = documents_at(frame, 1)
+    after.loc["d3", "n_bytes"] += 1
+    with pytest.raises(ValueError, match="d3"):
+        paired_change(documents_at(frame, 0), after, NAMES)
+
+
+@pytest.mark.parametrize("function", ["documents_at", "bootstrap_bpb", "domain_bpb", "bpb_table"])
+def test_duplicate_rows_are_refused_not_averaged(function):
+    frame = paired_frame([-0.1] * 4)
+    doubled = pd.concat([frame, frame[(frame.doc_id == "d2") & (frame.k == 1)].assign(loglik=-1.0)])
+    call = {"documents_at": lambda f: documents_at(f, 1), "bootstrap_bpb": lambda f: bootstrap_bpb(f, NAMES, 20),
+            "domain_bpb": domain_bpb, "bpb_table": lambda f: bpb_table(f, NAMES)}[function]
+    with pytest.raises(ValueError, match="'d2'"):
+        call(doubled)
+
+
+def test_one_document_intervals_are_not_intervals():
+    frame = paired_frame([-0.1, -0.2, -0.15, -0.12, -0.3, -0.11])  # one document per domain
+    change = ttt_change(frame, 1, NAMES)
+    assert math.isnan(change.pile_low) and math.isnan(change.pile_high)
+    assert change.as_row()["Pile low %"] == "no interval (one document)"
+    table = domain_changes(documents_at(frame, 0), documents_at(frame, 1))
+    assert table["low %"].isna().all() and table["high %"].isna().all()
+    assert math.isnan(bootstrap_bpb(frame, NAMES, 20).set_index(["domain", "k"]).loc[("code", 1), "low"])

@@ -8,10 +8,11 @@ import pytest
 from conftest import ROOT
 from ttt_core import paper
 from ttt_core.config import StudyConfig
-from ttt_core.metrics import PairedChange
+from ttt_core.metrics import (ALPHA, FAMILY_CLAIMS, MIN_DOCUMENTS, MIN_SOURCES, NO_INTERVAL, PairedChange,
+                              domain_changes, signed)
 from ttt_core.minipile import SOURCES
 from ttt_core.report import (DOES_NOT_HOLD, FINDING_DIRECTIVE, HOLDS, NOT_REPRODUCED, NOT_RESOLVED, REPRODUCED,
-                             mark_for_book, reproduce, verdict)
+                             interval_text, mark_for_book, reproduce, verdict)
 
 LANDING = ROOT / "book" / "index.md"
 GLUE = re.compile(r"\{glue:text\}`(?P<doc>[^`]+?)\.ipynb::(?P<key>\w+):s`")
@@ -21,8 +22,15 @@ NUMBER = re.compile(r"(?<![\w.])(?<![A-Za-z]-)[−+-]?\d+(?:,\d{3})*(?:\.\d+)?")
 DIRECTIVE_OPTIONS = re.compile(r"(```\{[^}]+\}[^\n]*\n)((?::[\w-]+:[^\n]*\n)+)")
 
 
-def change(percent, low, high, n=10):
-    return PairedChange(n, 2, n, percent, low, high, 0, 0, 0, 1, 1, 0, 0, 0, 0.5, 1, 1, 0, 0, 0)
+def change(percent, low, high, n=10, p=None, sources=None):
+    """A paired change of `n` documents that all differ, from `sources` (default n) sources; p from the interval
+    unless given."""
+    p = (0.002 if low > 0 or high < 0 else 0.5) if p is None else p
+    return PairedChange(n_documents=n, n_domains=2, n_groups=sources or n, n_differ=n, n_sources_differ=sources or n,
+                        percent=percent, percent_low=low, percent_high=high, percent_p10=low / 2, percent_p90=high / 2,
+                        p_value=p, samples=1000, bpb=0, bpb_low=0, bpb_high=0, pile_before=1, pile_after=1, pile=0,
+                        pile_low=0, pile_high=0, share_lower=0.5, plain_before=1, plain_after=1, plain=0,
+                        plain_low=0, plain_high=0)
 
 
 @pytest.mark.parametrize("low, high, lower_claimed, expected", [
@@ -36,6 +44,60 @@ def test_a_control_holds_or_not_and_one_document_never_resolves():
     assert verdict(change(-2, -3, -1), paper_claim=False) == HOLDS
     assert verdict(change(2, 1, 3), paper_claim=False) == DOES_NOT_HOLD
     assert verdict(change(-2, -3, -1, n=1)) == NOT_RESOLVED  # one document: no interval, never a finding
+
+
+def test_signed_keeps_the_sign_of_every_bound():
+    assert signed(-0.003) == "-0.003" and signed(0.004) == "+0.004" and signed(-0.04) == "-0.04"
+    assert signed(-1e-9).startswith("-") and signed(0.0) == "0.0" and signed(-3.74) == "-3.7"
+    text = interval_text(change(0.15, -0.003, 0.3))
+    assert "-0.003 to +0.3" in text and "0.0 to" not in text
+
+
+@pytest.mark.parametrize("case", [
+    dict(percent=-2, low=-3, high=-1), dict(percent=-2, low=-3, high=-1, p=0.01),  # Bonferroni: 0.14
+    dict(percent=-2, low=-3, high=-1, n=MIN_DOCUMENTS - 1), dict(percent=-2, low=-3, high=-1, sources=1),
+    dict(percent=1, low=-1, high=3), dict(percent=2, low=1, high=3)])
+def test_every_sentence_uses_the_landing_pages_verdict(case):
+    """A chapter's sentence and the landing page's verdict come from one property: "resolved" in the sentence
+    exactly when the verdict is not "not resolved", and no interval is claimed below the minimum evidence."""
+    c = change(**case)
+    said = c.describe()
+    assert (verdict(c) != NOT_RESOLVED) == said.split("; lower on")[0].endswith(("resolved, lower", "resolved, higher"))
+    assert (verdict(c) == NOT_RESOLVED) == (": not resolved" in said)
+    assert f"{c.n_differ} of {c.n_documents} documents differ" in said and "documents differ" in interval_text(c)
+    if c.n_differ < MIN_DOCUMENTS or c.n_sources_differ < MIN_SOURCES:
+        assert "excludes zero" not in said.replace("whether the change excludes zero", "")
+        assert "no interval" in interval_text(c) and "95 % interval" not in interval_text(c)
+
+
+def test_the_verdict_corrects_for_the_family_of_claims():
+    assert verdict(change(-2, -3, -1, p=ALPHA / FAMILY_CLAIMS / 2)) == REPRODUCED
+    assert verdict(change(-2, -3, -1, p=ALPHA / FAMILY_CLAIMS * 2)) == NOT_RESOLVED  # 95 % alone would say reproduced
+
+
+def test_the_landing_page_states_the_verdict_rule_and_grades_the_family_it_names():
+    text = LANDING.read_text()
+    table = text.split("```{list-table}", 1)[1].split("```", 1)[0]
+    assert len(table.split("\n* - ")[1:]) - 1 == FAMILY_CLAIMS  # one row per claim of the family
+    for phrase in ("95 %", "Bonferroni", f"{FAMILY_CLAIMS} claims", f"{MIN_SOURCES} sources",
+                   f"{MIN_DOCUMENTS} documents", "10-90 %"):
+        assert phrase in text, phrase
+
+
+def test_one_document_domains_are_not_drawn_as_intervals():
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    from ttt_core.plots import plot_change_by_domain
+    frame = pd.DataFrame({"change %": [-1.0, -2.0], "low %": [-1.5, np.nan], "high %": [-0.5, np.nan],
+                          "documents": [3, 1]}, index=pd.Index(["code", "books"], name="domain"))
+    fig = plot_change_by_domain(frame, ("all documents", -1.5, -2.0, -1.0))
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer" and c.has_xerr]
+    assert len(bars) == 2  # the domain with an interval and the aggregate; the one-document domain is a point
+    assert any("no interval" in t.get_text() for t in ax.get_yticklabels())
+    plt.close(fig)
 
 
 def _number(text: str) -> str:

@@ -10,9 +10,11 @@ A domain's bpb is -sum(LL) / sum(UTF-8 bytes) / ln 2 over its documents (long do
 Pile aggregate is the Pile-weighted mean of domain bpbs, renormalised over the Pile tasks present.
 
 A comparison (TTT-NN against none, one index or embedder or model against another) is paired: the same
-documents scored both ways, the per-document change summarised with a 10-90 % bootstrap interval. The bootstrap
-is two-stage: content groups (a source document, or one text in every language) are resampled, then documents
-within each drawn group, because chunks of one source are not independent evidence.
+documents scored both ways, the per-document change summarised with a 95 % bootstrap interval (the verdict's) and
+the paper's 10-90 % beside it. The bootstrap is two-stage: content groups (a source document, or one text in every
+language) are resampled, then documents within each drawn group, because chunks of one source are not independent
+evidence. A verdict needs MIN_DOCUMENTS documents that differ at all, from MIN_SOURCES sources, and a two-sided
+bootstrap p-value below ALPHA after Bonferroni's correction for the FAMILY_CLAIMS claims of the landing page.
 """
 from __future__ import annotations
 
@@ -31,6 +33,36 @@ PILE_WEIGHTS = {
     "pubmed-abstracts": 3.07, "pubmed-central": 14.40, "stackexchange": 5.13, "ubuntu-irc": 0.88,
     "uspto": 3.65, "wikipedia": 1.53, "youtubesubtitles": 0.60,
 }
+
+
+# The verdict rule, one definition for every chapter and the landing page (see PairedChange.resolved).
+VERDICT_QUANTILES = (0.025, 0.975)  # the 95 % interval a verdict reads
+PAPER_QUANTILES = (0.1, 0.9)  # the paper's 10-90 % interval, shown beside it
+ALPHA = 0.05
+# The landing page grades this many claims (its results table has one row each; tests/test_report.py checks the
+# count). Bonferroni over a family fixed in advance lets every chapter compute its verdict alone, and the landing
+# page shows that same verdict: Holm's first step equals it, and it is valid (conservative) for any dependence.
+FAMILY_CLAIMS = 14
+# The fewest documents that differ for which even a sign test with every one of them on one side reaches
+# p < 0.05 (2 * 0.5**6 = 0.031); below it no interval is claimed.
+MIN_DOCUMENTS = 6
+MIN_SOURCES = 2  # chunks of one source are one piece of evidence
+# A document "differs" when its relative change of bits per byte exceeds this (percent): far below any effect we
+# report (0.1 % is the printed precision), above float64 summation noise; a document whose two sides were the
+# same computation (the same neighbours) changes by exactly 0.
+DIFFERENCE_TOLERANCE = 1e-6
+NO_INTERVAL = "no interval (one document)"
+
+
+def refuse_duplicates(frame: pd.DataFrame, keys=("doc_id", "k")) -> None:
+    """Raise a one-line ValueError naming the first document that has two rows at the same `keys` (two runs'
+    rows mixed): averaging or summing them would count it twice or blend two runs."""
+    doubled = frame.duplicated(list(keys), keep=False)
+    if doubled.any():
+        first = frame.loc[doubled].iloc[0]
+        where = ", ".join(f"{k} = {first[k]!r}" for k in keys)
+        raise ValueError(f"document {first['doc_id']!r} has {int(doubled.sum())} rows at {where}; pass one run's "
+                         f"rows (one per document and k)")
 
 
 def rolling_windows(tokens: list[int], prefix_token: int, max_len: int) -> list[tuple[list[int], list[int]]]:
@@ -80,7 +112,10 @@ def bits_per_byte(loglik: float, n_bytes: int) -> float:
 
 
 def domain_bpb(results: pd.DataFrame) -> pd.DataFrame:
-    """bpb per (domain, k) from a long frame with columns domain, k, loglik, n_bytes: -sum LL / sum bytes / ln 2."""
+    """bpb per (domain, k) from a long frame with columns doc_id, domain, k, loglik, n_bytes: -sum LL / sum bytes /
+    ln 2. ValueError when a document has two rows at one k."""
+    if "doc_id" in results:
+        refuse_duplicates(results)
     g = results.groupby(["domain", "k"], as_index=False)[["loglik", "n_bytes"]].sum()
     g["bpb"] = -g["loglik"] / g["n_bytes"] / math.log(2)
     return g[["domain", "k", "bpb"]]
@@ -122,11 +157,14 @@ def cluster_draw(rng: np.random.Generator, groups: list[np.ndarray]) -> np.ndarr
 
 
 def bootstrap_bpb(results: pd.DataFrame, pile_set_names: dict[str, str], samples: int = 1000,
-                  seed: int = 0, quantiles=(0.1, 0.9)) -> pd.DataFrame:
-    """Bootstrap within each domain, as the paper, but two-stage (content groups, then documents): 10-90%
-    quantile intervals of each domain's bpb and of the Pile-weighted aggregate, at every k."""
+                  seed: int = 0, quantiles=PAPER_QUANTILES) -> pd.DataFrame:
+    """Bootstrap within each domain, as the paper, but two-stage (content groups, then documents): quantile
+    intervals (the paper's 10-90 % by default) of each domain's bpb and of the Pile-weighted aggregate, at every
+    k. Columns domain, k, low, high; low and high are NaN where the draws have no spread (a domain of one
+    document; the aggregate when every domain has one). ValueError when a document has two rows at one k."""
+    refuse_duplicates(results)
     rng = np.random.default_rng(seed)
-    ll = results.pivot_table(index="doc_id", columns="k", values="loglik")
+    ll = results.pivot(index="doc_id", columns="k", values="loglik")
     first = results.groupby("doc_id").first()
     nb, domain_of = first["n_bytes"], first["domain"]
     group_of = first["group"] if "group" in first else pd.Series(first.index, index=first.index)
@@ -147,7 +185,7 @@ def bootstrap_bpb(results: pd.DataFrame, pile_set_names: dict[str, str], samples
     for name, series in draws.items():
         stacked = pd.DataFrame(series)
         for k in stacked.columns:
-            lo, hi = np.quantile(stacked[k], quantiles)
+            lo, hi = interval_or_nan(stacked[k].to_numpy(dtype=float), quantiles)
             rows.append({"domain": name, "k": k, "low": lo, "high": hi})
     return pd.DataFrame(rows)
 
@@ -162,42 +200,81 @@ def documents_at(frame: pd.DataFrame, k: int) -> pd.DataFrame:
     """One row per document (index doc_id: domain, group, loglik, n_bytes, bpb) at neighbour count k of a long frame."""
     if "group" not in frame:
         frame = frame.assign(group=frame["doc_id"])
-    docs = frame[frame["k"] == k].set_index("doc_id")[["domain", "group", "loglik", "n_bytes"]]
-    if docs.index.has_duplicates:
-        raise ValueError("a document appears twice at the same k; pass one run's rows")
+    at_k = frame[frame["k"] == k]
+    refuse_duplicates(at_k)
+    docs = at_k.set_index("doc_id")[["domain", "group", "loglik", "n_bytes"]]
     return docs.assign(bpb=-docs["loglik"] / docs["n_bytes"] / math.log(2))
 
 
-def bootstrap_mean(values, samples: int = 1000, seed: int = 0, quantiles=(0.1, 0.9),
-                   groups=None) -> tuple[float, float, float]:
-    """(mean, low, high): the mean of `values` with a bootstrap interval. With `groups` (one label per value) the
-    bootstrap is two-stage: groups with replacement, then values within each drawn group."""
+def bootstrap_draws(values, samples: int = 1000, seed: int = 0, groups=None) -> np.ndarray:
+    """`samples` bootstrap means of `values` (shape (samples,)). With `groups` (one label per value) the bootstrap
+    is two-stage: groups with replacement, then values within each drawn group."""
     values = np.asarray(values, dtype=float)
     if values.size == 0:
         raise ValueError("no values to bootstrap")
     rng = np.random.default_rng(seed)
     if groups is None:
-        draws = values[rng.integers(0, values.size, (samples, values.size))].mean(axis=1)
-    else:
-        members = clusters(groups)
-        draws = np.array([values[cluster_draw(rng, members)].mean() for _ in range(samples)])
+        return values[rng.integers(0, values.size, (samples, values.size))].mean(axis=1)
+    members = clusters(groups)
+    return np.array([values[cluster_draw(rng, members)].mean() for _ in range(samples)])
+
+
+def bootstrap_p_value(draws) -> float:
+    """Two-sided bootstrap p-value of "the mean is zero": 2 * min(share of draws <= 0, share >= 0), each share
+    with the +1 correction ((count + 1) / (draws + 1)), so it is never 0; at most 1."""
+    draws = np.asarray(draws, dtype=float)
+    below, above = int((draws <= 0).sum()), int((draws >= 0).sum())
+    return float(min(1.0, 2 * (min(below, above) + 1) / (draws.size + 1)))
+
+
+def interval_or_nan(draws, quantiles) -> tuple[float, float]:
+    """(low, high) quantiles of `draws`, or (NaN, NaN) when the draws have no spread (one document): a
+    zero-width "interval" is no interval and is neither tabulated nor drawn as one."""
     low, high = np.quantile(draws, quantiles)
-    return float(values.mean()), float(low), float(high)
+    return (float("nan"), float("nan")) if np.ptp(draws) == 0 else (float(low), float(high))
+
+
+def bootstrap_mean(values, samples: int = 1000, seed: int = 0, quantiles=VERDICT_QUANTILES,
+                   groups=None) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of `values` with a bootstrap interval (95 % by default; `bootstrap_draws`)."""
+    draws = bootstrap_draws(values, samples, seed, groups)
+    low, high = np.quantile(draws, quantiles)
+    return float(np.mean(np.asarray(values, dtype=float))), float(low), float(high)
+
+
+def signed(x: float, decimals: int = 1) -> str:
+    """A number with its sign, never losing it: '+1.8', '-3.7'; a value that rounds to zero gets more decimals
+    until it does not ('-0.003'), up to 4 ('-0.0000'); exactly zero is '0.0'."""
+    if x == 0:
+        return f"{0:.{decimals}f}"
+    for d in range(decimals, 5):
+        text = f"{x:+.{d}f}"
+        if text.strip("+-0.") or d == 4:
+            return text
+    return text
 
 
 @dataclass(frozen=True)
 class PairedChange:
     """B against A on the same documents. `percent*`: mean over documents of each document's relative change
     of bits per byte (content groups resampled across all domains, then documents within them, so one document
-    per domain still gives an interval); `bpb*`: the same for the change in bits per byte; `pile*`: the
-    Pile-weighted aggregate's relative change (groups resampled within each domain: degenerate with one group per
-    domain); `plain*`: the plain mean over domains of each domain's bits per byte, the same resampling."""
+    per domain still gives an interval), with the 95 % interval (`percent_low`, `percent_high`: the verdict's)
+    and the paper's 10-90 % (`percent_p10`, `percent_p90`); `p_value`: the two-sided bootstrap p-value of the
+    same draws; `bpb*`: the same for the change in bits per byte (95 %); `pile*`: the Pile-weighted aggregate's
+    relative change (groups resampled within each domain; NaN bounds when every domain has one document);
+    `plain*`: the plain mean over domains of each domain's bits per byte, the same resampling."""
     n_documents: int
     n_domains: int
     n_groups: int  # independent sources (content groups) behind the documents
+    n_differ: int  # documents whose change exceeds DIFFERENCE_TOLERANCE
+    n_sources_differ: int  # sources behind those documents
     percent: float
     percent_low: float
     percent_high: float
+    percent_p10: float
+    percent_p90: float
+    p_value: float
+    samples: int
     bpb: float
     bpb_low: float
     bpb_high: float
@@ -214,41 +291,115 @@ class PairedChange:
     plain_high: float
 
     @property
+    def shortfall(self) -> str | None:
+        """Why no interval is claimed (too few documents that differ, too few sources), or None."""
+        if self.n_differ < MIN_DOCUMENTS:
+            return (f"{self.n_differ} of {self.n_documents} documents differ, fewer than the {MIN_DOCUMENTS} a "
+                    f"verdict needs")
+        if self.n_sources_differ < MIN_SOURCES:
+            return (f"the documents that differ come from {self.n_sources_differ} source, fewer than the "
+                    f"{MIN_SOURCES} a verdict needs")
+        return None
+
+    @property
     def excludes_zero(self) -> bool:
-        """One document has no interval: never a finding."""
-        return self.n_documents > 1 and (self.percent_high < 0 or self.percent_low > 0)
+        """The 95 % interval excludes zero, on enough evidence (`shortfall` is None); not yet a verdict."""
+        return self.shortfall is None and (self.percent_high < 0 or self.percent_low > 0)
+
+    @property
+    def family_p(self) -> float:
+        """`p_value` after Bonferroni's correction for the landing page's FAMILY_CLAIMS claims."""
+        return min(1.0, self.p_value * FAMILY_CLAIMS)
+
+    @property
+    def resolved(self) -> bool:
+        """The verdict: enough evidence, the 95 % interval excludes zero, and `family_p` < ALPHA. Every verdict
+        word of the book (report.verdict, `describe`) is this property, so a chapter and the landing page
+        cannot disagree."""
+        return self.excludes_zero and self.family_p < ALPHA
+
+    def verdict_text(self) -> str:
+        """The verdict in words with its reason: 'resolved' or 'not resolved', never an interval below the
+        minimum evidence."""
+        family = f"Bonferroni's correction for the landing page's {FAMILY_CLAIMS} claims"
+        if self.shortfall:
+            return f"{self.shortfall}, too few to say whether the change excludes zero: not resolved"
+        if not self.excludes_zero:
+            return (f"the 95 % interval includes zero (p = {self.p_value:.3f}): not resolved, this run cannot tell "
+                    f"it from no change")
+        if 2 / (self.samples + 1) * FAMILY_CLAIMS >= ALPHA:
+            return (f"the 95 % interval excludes zero, but {self.samples} bootstrap draws cannot give a p-value "
+                    f"below {ALPHA} after {family}: not resolved")
+        if not self.resolved:
+            return (f"the 95 % interval excludes zero, but p = {self.p_value:.3f} is {self.family_p:.3f} after "
+                    f"{family}, not below {ALPHA}: not resolved")
+        return (f"the 95 % interval excludes zero and p = {self.p_value:.3f} stays below {ALPHA} after {family} "
+                f"({self.family_p:.3f}): resolved, {'lower' if self.percent < 0 else 'higher'}")
+
+    def interval_text(self) -> str:
+        """'95 % interval -4.6 to -2.9 %, 10-90 % -4.3 to -3.1 %', or why there is none."""
+        if self.shortfall:
+            return f"no interval: {self.shortfall}"
+        return (f"95 % interval {signed(self.percent_low)} to {signed(self.percent_high)} %, 10-90 % "
+                f"{signed(self.percent_p10)} to {signed(self.percent_p90)} %")
 
     def describe(self) -> str:
         """One sentence fragment, the same words in every chapter."""
-        verdict = ("the interval excludes zero" if self.excludes_zero else
-                   "one document gives no interval, so this is not a finding" if self.n_documents < 2 else
-                   "the interval includes zero, so this run cannot tell it from no change")
-        return (f"{self.percent:+.1f} % per document on average (10-90 % bootstrap interval {self.percent_low:+.1f} "
-                f"to {self.percent_high:+.1f} %, {self.n_documents} documents from {self.n_groups} sources (content "
-                f"groups); {verdict}; lower on {self.share_lower:.0%} of them), Pile-weighted {self.pile_before:.4f} to "
-                f"{self.pile_after:.4f} bits per byte ({self.pile:+.1f} %), plain mean over domains "
-                f"{self.plain_before:.4f} to {self.plain_after:.4f} ({self.plain:+.1f} %)")
+        interval = ("no interval" if self.shortfall else
+                    f"10-90 % bootstrap interval, the paper's, {signed(self.percent_p10)} to "
+                    f"{signed(self.percent_p90)} %; 95 %, the verdict's, {signed(self.percent_low)} to "
+                    f"{signed(self.percent_high)} %")
+        return (f"{signed(self.percent)} % per document on average ({interval}; {self.n_differ} of "
+                f"{self.n_documents} documents differ, from {self.n_sources_differ} of {self.n_groups} sources "
+                f"(content groups); {self.verdict_text()}; lower on {self.share_lower:.0%} of them), Pile-weighted "
+                f"{self.pile_before:.4f} to {self.pile_after:.4f} bits per byte ({signed(self.pile)} %), plain mean "
+                f"over domains {self.plain_before:.4f} to {self.plain_after:.4f} ({signed(self.plain)} %)")
 
     def as_row(self) -> dict:
-        return {"documents": self.n_documents, "sources": self.n_groups, "mean change %": self.percent,
-                "low %": self.percent_low,
-                "high %": self.percent_high, "excludes 0": self.excludes_zero, "mean change bpb": self.bpb,
+        def bound(x):
+            return NO_INTERVAL if math.isnan(x) else x
+
+        no = self.shortfall is not None
+        return {"documents": self.n_documents, "differ": self.n_differ, "sources": self.n_groups,
+                "mean change %": self.percent, "low % (95)": NO_INTERVAL if no else self.percent_low,
+                "high % (95)": NO_INTERVAL if no else self.percent_high,
+                "low % (10)": NO_INTERVAL if no else self.percent_p10,
+                "high % (90)": NO_INTERVAL if no else self.percent_p90, "p": self.p_value,
+                f"p x {FAMILY_CLAIMS}": self.family_p, "resolved": self.resolved, "mean change bpb": self.bpb,
                 "Pile-weighted A": self.pile_before, "Pile-weighted B": self.pile_after,
-                "Pile-weighted change %": self.pile, "Pile low %": self.pile_low, "Pile high %": self.pile_high,
-                "plain mean A": self.plain_before, "plain mean B": self.plain_after, "plain change %": self.plain}
+                "Pile-weighted change %": self.pile, "Pile low %": bound(self.pile_low),
+                "Pile high %": bound(self.pile_high), "plain mean A": self.plain_before,
+                "plain mean B": self.plain_after, "plain change %": self.plain}
+
+
+def check_paired(before: pd.DataFrame, after: pd.DataFrame) -> None:
+    """Raise a one-line ValueError unless both `documents_at` frames hold the same documents with the same
+    bytes (the same text scored both ways), naming a document that differs."""
+    if set(before.index) != set(after.index):
+        odd = sorted(set(before.index) ^ set(after.index), key=str)
+        raise ValueError(f"a paired change needs the same documents on both sides: {len(before)} vs {len(after)} "
+                         f"documents, {len(odd)} not shared (for example {odd[0]!r})")
+    bytes_after = after.loc[before.index, "n_bytes"]
+    differ = before.index[before["n_bytes"].to_numpy() != bytes_after.to_numpy()]
+    if len(differ):
+        doc = differ[0]
+        raise ValueError(f"a paired change needs the same text on both sides: document {doc!r} has "
+                         f"{before.loc[doc, 'n_bytes']} bytes in A and {after.loc[doc, 'n_bytes']} in B "
+                         f"({len(differ)} documents differ)")
 
 
 def paired_change(before: pd.DataFrame, after: pd.DataFrame, pile_set_names: dict[str, str],
-                  samples: int = 1000, seed: int = 0, quantiles=(0.1, 0.9)) -> PairedChange:
-    """Compare two scorings of the same documents (`documents_at` frames: A = `before`, B = `after`)."""
-    if set(before.index) != set(after.index):
-        raise ValueError(f"a paired change needs the same documents on both sides: {len(before)} vs {len(after)} "
-                         f"documents, {len(set(before.index) ^ set(after.index))} not shared")
+                  samples: int = 1000, seed: int = 0) -> PairedChange:
+    """Compare two scorings of the same documents (`documents_at` frames: A = `before`, B = `after`). ValueError
+    when the two sides differ in documents or in a document's bytes."""
+    check_paired(before, after)
     after = after.loc[before.index]
     percent = relative_change(before["bpb"], after["bpb"])
     groups = before["group"]
-    pct, pct_lo, pct_hi = bootstrap_mean(percent, samples, seed, quantiles, groups)
-    delta, delta_lo, delta_hi = bootstrap_mean(after["bpb"] - before["bpb"], samples, seed, quantiles, groups)
+    draws = bootstrap_draws(percent, samples, seed, groups)
+    (pct_lo, pct_hi), (pct_10, pct_90) = np.quantile(draws, VERDICT_QUANTILES), np.quantile(draws, PAPER_QUANTILES)
+    delta, delta_lo, delta_hi = bootstrap_mean(after["bpb"] - before["bpb"], samples, seed, VERDICT_QUANTILES, groups)
+    differ = percent.abs() > DIFFERENCE_TOLERANCE
     # Aggregates over domains (Pile-weighted, plain mean), groups then documents resampled within each domain
     # (the paper's bootstrap is within domain), paired: the same draw scores both sides. Draw 0 is the data.
     rng = np.random.default_rng(seed)
@@ -267,31 +418,38 @@ def paired_change(before: pd.DataFrame, after: pd.DataFrame, pile_set_names: dic
     pile = {side: values @ weights for side, values in bpb.items()}
     plain = {side: values.mean(axis=1) for side, values in bpb.items()}
     pile_change, plain_change = relative_change(pile["a"], pile["b"]), relative_change(plain["a"], plain["b"])
-    pile_lo, pile_hi = np.quantile(pile_change[1:], quantiles)
-    plain_lo, plain_hi = np.quantile(plain_change[1:], quantiles)
-    return PairedChange(len(before), len(domains), len(set(groups)), pct, pct_lo, pct_hi, delta, delta_lo, delta_hi,
-                        float(pile["a"][0]), float(pile["b"][0]), float(pile_change[0]), float(pile_lo),
-                        float(pile_hi), float((after["bpb"] < before["bpb"]).mean()), float(plain["a"][0]),
-                        float(plain["b"][0]), float(plain_change[0]), float(plain_lo), float(plain_hi))
+    pile_lo, pile_hi = interval_or_nan(pile_change[1:], VERDICT_QUANTILES)
+    plain_lo, plain_hi = interval_or_nan(plain_change[1:], VERDICT_QUANTILES)
+    return PairedChange(
+        n_documents=len(before), n_domains=len(domains), n_groups=int(groups.nunique()), n_differ=int(differ.sum()),
+        n_sources_differ=int(groups[differ].nunique()), percent=float(percent.mean()), percent_low=float(pct_lo),
+        percent_high=float(pct_hi), percent_p10=float(pct_10), percent_p90=float(pct_90),
+        p_value=bootstrap_p_value(draws), samples=samples, bpb=delta, bpb_low=delta_lo, bpb_high=delta_hi,
+        pile_before=float(pile["a"][0]), pile_after=float(pile["b"][0]), pile=float(pile_change[0]),
+        pile_low=pile_lo, pile_high=pile_hi, share_lower=float((after["bpb"] < before["bpb"]).mean()),
+        plain_before=float(plain["a"][0]), plain_after=float(plain["b"][0]), plain=float(plain_change[0]),
+        plain_low=plain_lo, plain_high=plain_hi)
 
 
 def document_changes(before: pd.DataFrame, after: pd.DataFrame) -> pd.Series:
-    """Each document's relative change of bits per byte (%), B against A, on the documents both sides share."""
-    shared = before.index.intersection(after.index)
-    return relative_change(before.loc[shared, "bpb"], after.loc[shared, "bpb"])
+    """Each document's relative change of bits per byte (%), B against A; ValueError as `paired_change` when the
+    sides differ in documents or bytes."""
+    check_paired(before, after)
+    return relative_change(before["bpb"], after.loc[before.index, "bpb"])
 
 
 def domain_changes(before: pd.DataFrame, after: pd.DataFrame, samples: int = 1000, seed: int = 0,
-                   quantiles=(0.1, 0.9)) -> pd.DataFrame:
+                   quantiles=VERDICT_QUANTILES) -> pd.DataFrame:
     """Per domain: the mean of each document's relative change of bits per byte (B against A, %), with the
-    same two-stage interval as `paired_change` within the domain (its sources, then documents); a domain with
-    one source gets the spread of its documents, not evidence. Columns: change %, low %, high %, documents,
-    sources."""
+    same two-stage interval as `paired_change` within the domain (its sources, then documents; 95 % by default);
+    a domain with one source gets the spread of its documents, not evidence, and one with one document gets NaN
+    bounds (no interval). Columns: change %, low %, high %, documents, sources."""
     percent = document_changes(before, after)
     rows = {}
     for domain, values in percent.groupby(before.loc[percent.index, "domain"]):
         groups = before.loc[values.index, "group"]
-        mean, low, high = bootstrap_mean(values, samples, seed, quantiles, groups)
+        low, high = interval_or_nan(bootstrap_draws(values, samples, seed, groups), quantiles)
+        mean = float(values.mean())
         rows[domain] = {"change %": mean, "low %": low, "high %": high, "documents": len(values),
                         "sources": groups.nunique()}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("domain")

@@ -48,29 +48,38 @@ def domain_colors(domains) -> dict[str, tuple]:
 
 def plot_change_by_domain(changes: pd.DataFrame, overall: tuple[str, float, float, float] | None = None,
                           xlabel: str = "change in bits per byte (%)", title: str = ""):
-    """One row per domain: the mean per-document change (%) with its 10-90 % interval (`changes`: index domain,
+    """One row per domain: the mean per-document change (%) with its 95 % interval (`changes`: index domain,
     columns change %, low %, high %, documents), largest gain on top, and the aggregate (label, mean, low,
-    high) in black below a rule. Domain names are the y labels, so no legend is needed."""
+    high) in black below a rule. A row whose bounds are NaN (one document: no interval) is a point only, its
+    label saying so. Domain names are the y labels, so no legend is needed."""
     frame = changes.sort_values("change %", ascending=False)
     colors = domain_colors(frame.index)
     fig, ax = plt.subplots(figsize=(10, 0.42 * (len(frame) + 2) + 1.2))
+
+    def point(x, y, low, high, **style):
+        has_interval = not (pd.isna(low) or pd.isna(high))
+        ax.errorbar(x, y, xerr=[[x - low], [high - x]] if has_interval else None, **style)
+        return has_interval
+
+    labels = []
     for y, (domain, row) in enumerate(frame.iterrows()):
-        ax.errorbar(row["change %"], y, xerr=[[row["change %"] - row["low %"]], [row["high %"] - row["change %"]]],
-                    fmt="o", color=colors[domain], capsize=3, markersize=7, lw=1.8)
-    labels = [f"{d} ({int(n)})" if "documents" in frame else str(d)
-              for d, n in zip(frame.index, frame.get("documents", frame.index))]
+        drawn = point(row["change %"], y, row["low %"], row["high %"], fmt="o", color=colors[domain], capsize=3,
+                      markersize=7, lw=1.8)
+        labels.append(f"{domain} ({int(row['documents'])})" if "documents" in frame else str(domain))
+        if not drawn:
+            labels[-1] += ", no interval"
     if overall is not None:
         label, mean, low, high = overall
         y = len(frame) + 0.6
         ax.axhline(len(frame) - 0.2, color="grey", lw=0.6)
-        ax.errorbar(mean, y, xerr=[[mean - low], [high - mean]], fmt="s", color=AGGREGATE_COLOR, capsize=4,
-                    markersize=8, lw=2.4)
+        if not point(mean, y, low, high, fmt="s", color=AGGREGATE_COLOR, capsize=4, markersize=8, lw=2.4):
+            label += ", no interval"
         ax.set_yticks(list(range(len(frame))) + [y], labels + [label])
         ax.get_yticklabels()[-1].set_fontweight("bold")
     else:
         ax.set_yticks(range(len(frame)), labels)
     ax.axvline(0, color="grey", lw=1, ls="--")
-    ax.set_xlabel(xlabel + ", mean per document with 10-90 % interval")
+    ax.set_xlabel(xlabel + ", mean per document with 95 % interval")
     ax.set_ylabel("domain (test documents)")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
@@ -81,7 +90,7 @@ def plot_change_by_domain(changes: pd.DataFrame, overall: tuple[str, float, floa
 def plot_change_vs_k(per_domain: pd.DataFrame, overall: pd.DataFrame, ylabel: str = "change in bits per byte (%)",
                      title: str = "", columns: int = 4):
     """Small multiples: one panel per domain with its mean per-document change (%) against k in its colour, and
-    in every panel the mean over all documents (black, with its 10-90 % band) for reference. Each panel has its
+    in every panel the mean over all documents (black, with its 95 % band) for reference. Each panel has its
     own y scale (one domain's gain can be ten times another's; the per-domain sizes are in the TTT-NN chapter's
     figure). `per_domain`: columns domain, k, change %; `overall`: columns k, change %, low %, high %."""
     domains = list(per_domain.groupby("domain")["change %"].min().sort_values().index)
@@ -105,8 +114,8 @@ def plot_change_vs_k(per_domain: pd.DataFrame, overall: pd.DataFrame, ylabel: st
             bottom.xaxis.set_tick_params(labelbottom=True)
             bottom.set_xlabel("neighbours, k")
     fig.supylabel(ylabel)
-    fig.suptitle(title + "\n(black: mean over all documents with its 10-90 % band; each panel its own scale)"
-                 if title else "black: mean over all documents with its 10-90 % band; each panel its own scale")
+    fig.suptitle(title + "\n(black: mean over all documents with its 95 % band; each panel its own scale)"
+                 if title else "black: mean over all documents with its 95 % band; each panel its own scale")
     fig.tight_layout()
     return fig
 

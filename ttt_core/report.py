@@ -8,17 +8,20 @@ from pathlib import Path
 import nbformat
 from IPython.display import Markdown
 
-from .metrics import PairedChange
+from .metrics import ALPHA, FAMILY_CLAIMS, MIN_DOCUMENTS, MIN_SOURCES, PairedChange, signed
 
 REPRODUCED, NOT_REPRODUCED, NOT_RESOLVED = "reproduced", "not reproduced", "not resolved at this scale"
 HOLDS, DOES_NOT_HOLD = "holds", "does not hold"
 
 
 def verdict(change: PairedChange, lower_is_claimed: bool = True, paper_claim: bool = True) -> str:
-    """The paper's claim (B lower than A when `lower_is_claimed`) against our paired interval: reproduced when the
-    interval excludes zero on the claimed side, not reproduced when it excludes zero on the other side, not
-    resolved when it includes zero. A claim the paper did not test (a control of ours) holds or does not."""
-    if not change.excludes_zero:
+    """The paper's claim (B lower than A when `lower_is_claimed`) against our paired change: reproduced when the
+    change is resolved (`PairedChange.resolved`: at least MIN_DOCUMENTS documents that differ from MIN_SOURCES
+    sources, the 95 % interval excluding zero, the bootstrap p-value below ALPHA after Bonferroni over the
+    landing page's FAMILY_CLAIMS claims) on the claimed side, not reproduced when resolved on the other side, not
+    resolved otherwise. A claim the paper did not test (a control of ours) holds or does not. The same property
+    gives every chapter's sentence its verdict (`PairedChange.describe`), so they cannot disagree."""
+    if not change.resolved:
         return NOT_RESOLVED
     claimed = (change.percent < 0) == lower_is_claimed
     if paper_claim:
@@ -26,16 +29,16 @@ def verdict(change: PairedChange, lower_is_claimed: bool = True, paper_claim: bo
     return HOLDS if claimed else DOES_NOT_HOLD
 
 
-def signed(x: float) -> str:
-    """'+1.8', '-3.7', and '0.0' for anything that rounds to zero (never '-0.0')."""
-    text = f"{x:+.1f}"
-    return "0.0" if text in ("+0.0", "-0.0") else text
+VERDICT_RULE = (f"at least {MIN_DOCUMENTS} documents that differ, from at least {MIN_SOURCES} sources, a 95 % "
+                f"interval that excludes zero and a bootstrap p-value below {ALPHA} after Bonferroni's correction "
+                f"for the landing page's {FAMILY_CLAIMS} claims")
 
 
 def interval_text(change: PairedChange) -> str:
-    """'-3.7 % (-4.6 to -2.9), 26 documents': the mean per-document change with its 10-90 % interval."""
-    return (f"{signed(change.percent)} % ({signed(change.percent_low)} to {signed(change.percent_high)}), "
-            f"{change.n_documents} documents")
+    """'-3.7 % (95 % interval -4.6 to -2.9 %, 10-90 % -4.3 to -3.1 %), 26 of 26 documents differ, from 13
+    sources': the mean per-document change with both intervals, or why there is no interval."""
+    return (f"{signed(change.percent)} % ({change.interval_text()}), {change.n_differ} of {change.n_documents} "
+            f"documents differ, from {change.n_sources_differ} sources")
 
 
 def glue_text(key: str, text: str) -> None:
