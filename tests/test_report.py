@@ -110,6 +110,8 @@ def allowed_numbers() -> set[str]:
     mini-Pile domains, and citation and scale facts of the paper (year, arXiv id, 210 million documents, an
     800 GB index on 180 machines)."""
     allowed = {"2024", "2305.18466", "210", "800", "180", "0.4", "10", "90", "80"}  # lm-eval 0.4; 10-90 % = 80 %
+    # the verdict rule's constants (metrics), which the page states
+    allowed |= {"95", f"{ALPHA:g}", str(FAMILY_CLAIMS), str(MIN_DOCUMENTS), str(MIN_SOURCES)}
     # model sizes in names: the paper's models and the packaged ladder (135M, 270M, 0.5B, 1.5B)
     allowed |= {m for name in paper.PILE_ALL_BY_K for m in re.findall(r"(\d+(?:\.\d+)?)[MB]\b", name)}
     allowed |= {"135", "270", "0.5", "1.5"}
