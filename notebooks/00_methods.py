@@ -77,9 +77,11 @@ with pd.option_context("display.max_colwidth", None):
 # %% [markdown]
 # ## How the aggregates are formed
 # *Per-document change* (every chapter's headline): each test document's relative change of bits per byte,
-# averaged over documents; its 10-90 % interval resamples sources (content groups: one file, or one message block
-# or handbook page in every language), then chunks within each drawn source, because chunks of one source are not
-# independent. *Pile-weighted*: each domain's bits per byte (summed log-likelihood over summed bytes) weighted by
+# averaged over documents; its 95 % interval (the verdict's; the paper's 10-90 % beside it) resamples sources
+# (content groups: one file, or one message block or handbook page in every language), then chunks within each
+# drawn source, because chunks of one source are not independent. A verdict needs a minimum of documents that
+# differ and of sources, and a p-value that survives Bonferroni's correction for the landing page's claims (the
+# landing page states the rule). *Pile-weighted*: each domain's bits per byte (summed log-likelihood over summed bytes) weighted by
 # the Pile weight of the task it stands in for (the paper's `pile_all`), a task's weight split equally among the
 # domains standing in for it, then **renormalised over the tasks present**: the mini-Pile covers only some of the
 # Pile's 22 tasks, so each present task's weight is divided by their sum, and the tasks with the largest Pile

@@ -119,7 +119,7 @@ if by_domain is not None:
 # For each sampled test document of each mini-Pile domain we retrieve its `k` nearest neighbours from the
 # faiss index of the decontaminated train split, take one AdamW step on each neighbour (nearest first; a
 # neighbour is at most 1,000 bytes, so one step, and the rows record it), score the document at each k of the
-# grid and restore the weights. The figure shows each domain's mean per-document change with its 10-90 %
+# grid and restore the weights. The figure shows each domain's mean per-document change with its 95 %
 # bootstrap interval (its sources resampled, then its documents; with one or two sources per domain this is
 # their spread, not evidence) and, in black, the mean over all documents, the chapter's finding.
 
@@ -152,10 +152,10 @@ display(summary.round(3))
 # %% [markdown]
 # ## Intervals
 # The finding above is paired: each document's bits per byte after training against its own before, the mean
-# of those relative changes with a 10-90 % bootstrap interval (sources resampled across all domains, then
-# documents within them, since chunks of one source are not independent). Below, the paired comparison in full
-# and the paper's unpaired intervals of each domain's level (documents resampled within each domain; with one
-# document per domain they collapse to a point).
+# of those relative changes with a 95 % bootstrap interval and the paper's 10-90 % beside it (sources resampled
+# across all domains, then documents within them, since chunks of one source are not independent). Below, the
+# paired comparison in full and the paper's unpaired intervals of each domain's level (documents resampled within
+# each domain; a domain of one document has none, shown as empty).
 
 # %% tags=["hide-input"]
 display(pd.DataFrame([change.as_row()], index=[f"k={config.k} vs k=0"]).round(4).T)

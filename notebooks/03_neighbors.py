@@ -47,7 +47,7 @@ from IPython.display import Markdown, display
 from ttt_core import paper
 from ttt_core.config import StudyConfig
 from ttt_core.plots import SERIES_GREYS, plot_change_vs_k, plot_training, use_report_style
-from ttt_core.report import glue_finding, reproduce, show_finding
+from ttt_core.report import glue_finding, interval_text, reproduce, show_finding
 from ttt_core.results import long_frame, training_frame
 from ttt_core.metrics import bootstrap_mean, documents_at, domain_changes, relative_change
 from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
@@ -94,8 +94,7 @@ first = min(changes)
 paragraphs.append((
     f"On {len(rows)} test documents ({config.docs_per_domain} per domain), training {config.model} on "
     f"{config.k} neighbours changes bits per byte by {changes[config.k].describe()}. With {first} neighbour(s) "
-    f"the change is {changes[first].percent:+.1f} % ({changes[first].percent_low:+.1f} to "
-    f"{changes[first].percent_high:+.1f} %). By domain, bits per byte are lower at k = {config.k} than at "
+    f"the change is {interval_text(changes[first])}. By domain, bits per byte are lower at k = {config.k} than at "
     f"k = 0 on {int((by_domain < 0).sum())} of {len(by_domain)} domains; the largest relative gains are on "
     f"{', '.join(top) or 'none (no domain improved)'} (domain figures rest on {config.docs_per_domain} document(s) each). In the paper "
     f"(GPT-2 117M on the Pile, paper's numbers) Pile bits per byte fall from {paper_gpt2[0]} to "
@@ -107,14 +106,13 @@ share = (near.percent - dom.percent) / near.percent if near.percent < 0 else flo
 paragraphs.append((
     f"**Controls** ({len(arms['nearest'])} documents, {control_config.docs_per_domain} per domain, k = {config.k}, "
     f"one gradient step per chunk in every arm): the nearest neighbours change bits per byte by "
-    f"{near.percent:+.1f} % ({near.percent_low:+.1f} to {near.percent_high:+.1f} %), random chunks of the same "
-    f"domain by {dom.percent:+.1f} % ({dom.percent_low:+.1f} to {dom.percent_high:+.1f} %) and random chunks of "
-    f"any domain by {rand.percent:+.1f} % ({rand.percent_low:+.1f} to {rand.percent_high:+.1f} %). Nearest "
+    f"{interval_text(near)}, random chunks of the same domain by {interval_text(dom)} and random chunks of "
+    f"any domain by {interval_text(rand)}. Nearest "
     f"against same-domain random on the same documents: {retrieval.describe()}. "
     + (f"So retrieval itself, beyond training on text of the right domain, accounts for {share:.0%} of the "
        f"nearest-neighbour gain in this run" if near.percent < 0 else "TTT-NN did not lower bits per byte here")
-    + ("" if retrieval.excludes_zero or near.percent >= 0 else
-       ", but the paired interval includes zero, so this run cannot separate it from the domain effect")
+    + ("" if retrieval.resolved or near.percent >= 0 else
+       ", but the paired comparison is not resolved, so this run cannot separate it from the domain effect")
     + ". The paper reports no such control."))
 
 show_finding(*paragraphs)
@@ -136,7 +134,7 @@ plot_change_vs_k(per_domain_k.reset_index().melt(id_vars="domain", var_name="k",
 
 # %% [markdown]
 # ## Nearest neighbours against random chunks
-# Each curve is the mean over the same documents of each document's relative change from k = 0, with its 10-90 %
+# Each curve is the mean over the same documents of each document's relative change from k = 0, with its 95 %
 # bootstrap band: the nearest neighbours (TTT-NN), k random train chunks of the document's own domain, k random
 # chunks of the whole index. Every neighbour is one gradient step in all three, so the step budget is equal.
 
@@ -155,7 +153,7 @@ ax.axhline(0, color="grey", lw=0.8)
 ax.set_xlim(right=curves["k"].max() * 1.45)
 ax.set_xlabel("chunks trained on, k (one gradient step each)")
 ax.set_ylabel("bits per byte, mean change per document (%)")
-ax.set_title(f"{config.model}: nearest neighbours vs random chunks ({len(arms['nearest'])} documents, 10-90 % bands)")
+ax.set_title(f"{config.model}: nearest neighbours vs random chunks ({len(arms['nearest'])} documents, 95 % bands)")
 fig.tight_layout()
 
 # %% [markdown]

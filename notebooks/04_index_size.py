@@ -52,7 +52,7 @@ from IPython.display import Markdown, display
 from ttt_core.config import StudyConfig
 from ttt_core.index import build_index, exact_duplicates, indexed_mask, load_embeddings, nested_subset
 from ttt_core.plots import use_report_style
-from ttt_core.report import NOT_RESOLVED, glue_finding, glue_text, reproduce, show_finding
+from ttt_core.report import NOT_RESOLVED, glue_finding, glue_text, interval_text, reproduce, show_finding
 from ttt_core.study import compare, prepare, run_ttt, ttt_change
 
 config = StudyConfig.from_namespace(globals())
@@ -145,9 +145,8 @@ else:
 first, last = duplicates[0], duplicates[-1]
 text = (f"Training on neighbours from the {large:.0%} index instead of the {small:.0%} index changes bits per byte "
         f"after TTT-NN by **{size_effect.describe()}**. With k = {gain_k}, TTT-NN changes bits per byte by "
-        + "; ".join(f"{c.percent:+.1f} % ({c.percent_low:+.1f} to {c.percent_high:+.1f} %) with the {f:.0%} index"
-                    for f, c in zip(gains["fraction"], gains["change"]))
-        + f" (mean per-document change, 10-90 % interval, {gains['change'].iloc[0].n_documents} documents). "
+        + "; ".join(f"{interval_text(c)} with the {f:.0%} index" for f, c in zip(gains["fraction"], gains["change"]))
+        + " (mean per-document change). "
         f"Growing the index from {first['fraction']:.0%} to {last['fraction']:.0%} of the train split "
         f"({first['indexed documents']} to {last['indexed documents']} documents) brings the nearest neighbour of "
         f"a held-out query from a mean squared distance of {first['mean distance to 1st neighbour']:.3f} to "
@@ -172,7 +171,7 @@ ax.set_xticks(gains["fraction"], [f"{f:.0%}" for f in gains["fraction"]])
 ax.minorticks_off()
 ax.set_xlabel("share of the decontaminated train split indexed (log scale)")
 ax.set_ylabel(f"bits per byte, change at k={gain_k} (%)")
-ax.set_title(f"TTT-NN gain against index size\nmean per-document change with 10-90 % interval "
+ax.set_title(f"TTT-NN gain against index size\nmean per-document change with 95 % interval "
              f"({gains['change'].iloc[0].n_documents} documents)")
 fig.tight_layout()
 

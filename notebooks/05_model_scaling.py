@@ -168,8 +168,7 @@ lines = [f"On {scaling_docs_per_domain} test document(s) in each of {len(study.c
          + (reach_sentence(*pairs[0]) if pairs else "no smaller model was trained.") + " TTT-NN per model:"]
 for name in ladder:
     row = overall.loc[name]
-    after = (f"TTT-NN {interval_text(changes[name])} ({'excludes' if changes[name].excludes_zero else 'includes'} "
-             f"zero)" if name in changes else "not trained here")
+    after = (f"TTT-NN {changes[name].describe()}" if name in changes else "not trained here")
     lines.append(f"- {name} ({row['params (M)']:.0f} M parameters, {row['training']}): {row['before']:.4f} "
                  f"bits per byte before; {after}.")
 for name, (without, effect, adds_bos) in bos_effects.items():
@@ -219,7 +218,7 @@ fig.tight_layout()
 # %% [markdown]
 # ## Bits per byte before and after TTT-NN, per model
 # "after" is empty for a model scored without training (`score_only_models`); "doc. change %" is the mean
-# per-document change with its 10-90 % interval.
+# per-document change with its 95 % interval.
 
 # %% tags=["hide-input"]
 display(overall.round(4))

@@ -46,7 +46,7 @@ from IPython.display import Markdown, display
 
 from ttt_core import paper
 from ttt_core.config import StudyConfig
-from ttt_core.metrics import bootstrap_mean, document_changes, documents_at, relative_change
+from ttt_core.metrics import document_changes, documents_at, mean_change, relative_change, signed
 from ttt_core.plots import SERIES_GREYS, use_report_style
 from ttt_core.report import glue_finding, reproduce, show_finding
 from ttt_core.results import long_frame
@@ -80,8 +80,8 @@ for leaky in (False, True):
 # whole: negative means the split protocol improved more).
 whole_name, split_name = tables
 split_groups = documents_at(long_frame(rows), 0).loc[per_document[whole_name].index, "group"]
-difference = bootstrap_mean(per_document[split_name] - per_document[whole_name], config.bootstrap_samples, config.seed,
-                            groups=split_groups)  # sources, then documents, as every interval
+difference = mean_change(per_document[split_name] - per_document[whole_name], split_groups, config.bootstrap_samples,
+                         config.seed)  # sources, then documents, and the verdict rule, as every comparison
 
 # The leaky index against the decontaminated one, per domain and paired over all documents.
 index_frames = {name: long_frame(arm_rows) for name, arm_rows in index_arms.items()}
@@ -107,16 +107,15 @@ glue_finding("leak_effect", leak_effect, lower_is_claimed=False, paper_claim=Fal
 
 # %% tags=["remove-cell"]
 paragraphs = []
-mean_diff, low_diff, high_diff = difference
 paragraphs.append((
     f"With {leakage_k} neighbours, bits per byte change by **{changes[whole_name].describe()}** when the whole "
     f"document is the query and the scored text, and by **{changes[split_name].describe()}** when only its first "
     f"half is the query and only the second half is scored ({len(study.corpus.domains)} domains, "
     f"{leakage_docs_per_domain} test document(s) each). Per document, the split protocol's relative change minus "
-    f"the whole-document protocol's is {mean_diff:+.1f} points (10-90 % interval {low_diff:+.1f} to {high_diff:+.1f}; "
-    + ("the interval excludes zero" if high_diff < 0 or low_diff > 0 else
-       "the interval includes zero, so this run cannot tell the two protocols apart")
-    + f"). The paper's GPT-2 117M changes by {paper_whole:+.1f} % (whole document) and {paper_split:+.1f} % (split) "
+    f"the whole-document protocol's is {signed(difference.percent)} points ({difference.interval_text()}; "
+    f"{difference.n_differ} of {difference.n_documents} documents differ, from {difference.n_sources_differ} "
+    f"sources; {difference.verdict_text()}). The paper's GPT-2 117M changes by {paper_whole:+.1f} % (whole "
+    f"document) and {paper_split:+.1f} % (split) "
     f"at k = 50 on the Pile (paper's numbers, other model and corpus)."))
 paragraphs.append((
     f"**The index's own leak.** On {len(by_index)} documents ({leaky_config.docs_per_domain} per domain) at "

@@ -51,11 +51,11 @@ from ttt_core import paper
 from ttt_core.baselines import (baselines_key, choose_alpha, cross_fitted_alphas, documents_frame,
                                 interpolated_loglik, interpolation_inputs, run_baselines)
 from ttt_core.config import StudyConfig
-from ttt_core.metrics import documents_at, domain_changes, paired_change
+from ttt_core.metrics import NO_INTERVAL, documents_at, domain_changes, paired_change, signed
 from ttt_core.plots import SERIES_GREYS, use_report_style
 from ttt_core.report import glue_finding, glue_text, reproduce, show_finding
-from ttt_core.results import long_frame
-from ttt_core.study import prepare, run_ttt
+from ttt_core.results import ResultsStore, long_frame
+from ttt_core.study import open_run, prepare, run_ttt
 
 config = StudyConfig.from_namespace(globals())
 use_report_style()
@@ -65,11 +65,16 @@ study = prepare(config)
 documents = study.test_documents()  # the documents run_ttt runs
 names = study.pile_set_names
 run_keys, ttt_rows, seconds = {}, {}, {}
+# Seconds are compared only between arms timed in this execution: rows read back from an earlier run (another
+# chapter's, another machine's load) carry that run's wall times.
+timed_here = {}
 
 
 def arm(label, **changes):
     """One TTT-NN run of this chapter's documents with `changes` to the configuration; the model is loaded once."""
     run = dataclasses.replace(study, config=dataclasses.replace(config, **changes))
+    _, run_docs, pending = open_run(run)
+    timed_here[label] = len(pending) == len(run_docs)
     ttt_rows[label] = run_ttt(run)
     run_keys[label] = run.config.run_key(study.corpus.fingerprint)
     study.lm = run.lm
@@ -87,6 +92,8 @@ arm("TTT-NN, split", split_query=True)  # query = first half, the rest scored: b
 
 # The baselines on the k nearest neighbours TTT-NN trains on. Interpolation's alpha is cross-fitted: each
 # document's is chosen on the other documents outside its content group, never on its own tokens.
+baseline_store = ResultsStore(study.results_path.parent / f"{baselines_key(study, (None, in_context_tokens))}.jsonl")
+baselines_timed_here = not any(d["id"] in baseline_store for d in documents)
 baseline_rows = run_baselines(study, documents, contexts=(None, in_context_tokens))
 run_keys["baselines (in-context, interpolation, dynamic evaluation)"] = baselines_key(study, (None, in_context_tokens))
 interpolation = [interpolation_inputs(r) for r in baseline_rows]
@@ -185,6 +192,15 @@ def sentence(name, change):
     return f"{name}: **{change.describe()}**"
 
 
+# Only arms timed in this execution get a cost: the baselines' (their score pass is in every training arm's
+# cost too) and the training arms whose rows were all computed here.
+same_run = {m for m in seconds if baselines_timed_here and timed_here.get(m, True)}
+not_timed = sorted(set(seconds) - same_run)
+cost_sentence = (("Seconds per document, all timed in this run: " if not not_timed else
+                  "Seconds per document, only for the methods timed in this run: ")
+                 + (", ".join(f"{m} {seconds[m]:.1f} s" for m in sorted(same_run, key=seconds.get)) or "none")
+                 + (f"; not compared, since their rows were timed in an earlier run: {', '.join(not_timed)}"
+                    if not_timed else "") + ".")
 paragraphs = [
     f"Every method gets the same {config.k} nearest neighbours (or, for SIFT and HullFT, {config.k} training "
     f"steps chosen from the same {config.selection_pool or 4 * config.k} candidates) on the same {len(documents)} "
@@ -214,6 +230,7 @@ paragraphs = [
     f"to {paper.BASELINES_GPT2_LARGE['TTT-NN k = 20']} with TTT-NN at k = 20 (paper's numbers, Pile-weighted, "
     f"other model and corpus).",
 ]
+paragraphs.append(cost_sentence)
 show_finding(*paragraphs)
 
 # %% tags=["hide-input"]
@@ -224,7 +241,7 @@ summary = pd.DataFrame(
     + [{"method": name, "scored": "second half", **{c: getattr(ch, a) for c, a in
         (("change %", "percent"), ("low %", "percent_low"), ("high %", "percent_high"))}}
        for name, ch in split_changes.items()])
-summary["seconds per document"] = summary["method"].map(seconds)
+summary["seconds per document"] = summary["method"].map({m: s for m, s in seconds.items() if m in same_run})
 ordered = summary.sort_values(["scored", "change %"], ascending=[False, True]).reset_index(drop=True)
 fig, ax = plt.subplots(figsize=(10, 0.45 * len(ordered) + 1.5))
 y = np.arange(len(ordered))[::-1]
@@ -234,7 +251,7 @@ ax.errorbar(ordered["change %"], y, xerr=[ordered["change %"] - ordered["low %"]
 ax.scatter(ordered["change %"], y, c=colors, zorder=3)
 ax.set_yticks(y, [f"{m} ({s})" for m, s in zip(ordered["method"], ordered["scored"])])
 ax.axvline(0, color="grey", lw=0.8)
-ax.set_xlabel("bits per byte, mean change per document against no training (%), 10-90 % interval")
+ax.set_xlabel("bits per byte, mean change per document against no training (%), 95 % interval")
 ax.set_title(f"{model}, k = {config.k}, {len(documents)} documents")
 fig.tight_layout()
 
@@ -262,7 +279,9 @@ fig.tight_layout()
 #   candidates (Frank-Wolfe), its weights turned into k training steps (a candidate may repeat); optionally the
 #   gradient of a repeated text is reused instead of recomputed.
 #
-# Seconds per document are wall times on this machine: the training arms' training plus one scoring pass;
+# Seconds per document are wall times on this machine, shown only for methods timed in the same execution of
+# this chapter (rows read back from an earlier run keep that run's times): the training arms' training plus one
+# scoring pass;
 # dynamic evaluation's include its scoring at each k of the grid.
 
 # %% [markdown]
@@ -284,15 +303,17 @@ display(overlap_summary.round(3))
 
 # %% [markdown]
 # ## Per domain
-# Each domain's mean change of bits per byte (%) against no training, with its 10-90 % interval where the
+# Each domain's mean change of bits per byte (%) against no training, with its 95 % interval where the
 # domain's documents come from more than one source (`domain_changes`).
 
 # %% tags=["hide-input"]
 def domain_cells(before, after):
-    """'-1.1 (-2.0 to -0.3)' per domain; the mean alone where the domain has a single source."""
+    """'-1.1 (-2.0 to -0.3)' per domain; the mean alone where the domain has a single source, and 'no interval
+    (one document)' where it has one document."""
     table = domain_changes(before, after, config.bootstrap_samples, config.seed)
-    return table.apply(lambda r: f"{r['change %']:+.1f}" + (f" ({r['low %']:+.1f} to {r['high %']:+.1f})"
-                                                             if r["sources"] > 1 else ""), axis=1)
+    return table.apply(lambda r: signed(r["change %"]) + (
+        f" ({NO_INTERVAL})" if pd.isna(r["low %"]) else
+        f" ({signed(r['low %'])} to {signed(r['high %'])})" if r["sources"] > 1 else ""), axis=1)
 
 
 per_domain = pd.DataFrame({name: domain_cells(none, frame) for name, frame in methods.items()})

@@ -18,6 +18,7 @@ bootstrap p-value below ALPHA after Bonferroni's correction for the FAMILY_CLAIM
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -388,6 +389,24 @@ def check_paired(before: pd.DataFrame, after: pd.DataFrame) -> None:
                          f"({len(differ)} documents differ)")
 
 
+def mean_change(values: pd.Series, groups: pd.Series, samples: int = 1000, seed: int = 0) -> PairedChange:
+    """The per-document part of a PairedChange for any per-document values (a relative change, or a difference
+    of two protocols' relative changes; index doc_id, `groups` its sources): mean, both intervals, p-value, the
+    documents that differ and their sources, under the same verdict rule. The aggregate fields are NaN."""
+    values, groups = pd.Series(values, dtype=float), pd.Series(groups).loc[values.index]
+    draws = bootstrap_draws(values, samples, seed, groups)
+    (low, high), (p10, p90) = np.quantile(draws, VERDICT_QUANTILES), np.quantile(draws, PAPER_QUANTILES)
+    differ = values.abs() > DIFFERENCE_TOLERANCE
+    nan = float("nan")
+    return PairedChange(
+        n_documents=len(values), n_domains=0, n_groups=int(groups.nunique()), n_differ=int(differ.sum()),
+        n_sources_differ=int(groups[differ].nunique()), percent=float(values.mean()), percent_low=float(low),
+        percent_high=float(high), percent_p10=float(p10), percent_p90=float(p90), p_value=bootstrap_p_value(draws),
+        samples=samples, bpb=nan, bpb_low=nan, bpb_high=nan, pile_before=nan, pile_after=nan, pile=nan, pile_low=nan,
+        pile_high=nan, share_lower=float((values < 0).mean()), plain_before=nan, plain_after=nan, plain=nan,
+        plain_low=nan, plain_high=nan)
+
+
 def paired_change(before: pd.DataFrame, after: pd.DataFrame, pile_set_names: dict[str, str],
                   samples: int = 1000, seed: int = 0) -> PairedChange:
     """Compare two scorings of the same documents (`documents_at` frames: A = `before`, B = `after`). ValueError
@@ -396,10 +415,8 @@ def paired_change(before: pd.DataFrame, after: pd.DataFrame, pile_set_names: dic
     after = after.loc[before.index]
     percent = relative_change(before["bpb"], after["bpb"])
     groups = before["group"]
-    draws = bootstrap_draws(percent, samples, seed, groups)
-    (pct_lo, pct_hi), (pct_10, pct_90) = np.quantile(draws, VERDICT_QUANTILES), np.quantile(draws, PAPER_QUANTILES)
+    per_document = mean_change(percent, groups, samples, seed)
     delta, delta_lo, delta_hi = bootstrap_mean(after["bpb"] - before["bpb"], samples, seed, VERDICT_QUANTILES, groups)
-    differ = percent.abs() > DIFFERENCE_TOLERANCE
     # Aggregates over domains (Pile-weighted, plain mean), groups then documents resampled within each domain
     # (the paper's bootstrap is within domain), paired: the same draw scores both sides. Draw 0 is the data.
     rng = np.random.default_rng(seed)
@@ -420,13 +437,9 @@ def paired_change(before: pd.DataFrame, after: pd.DataFrame, pile_set_names: dic
     pile_change, plain_change = relative_change(pile["a"], pile["b"]), relative_change(plain["a"], plain["b"])
     pile_lo, pile_hi = interval_or_nan(pile_change[1:], VERDICT_QUANTILES)
     plain_lo, plain_hi = interval_or_nan(plain_change[1:], VERDICT_QUANTILES)
-    return PairedChange(
-        n_documents=len(before), n_domains=len(domains), n_groups=int(groups.nunique()), n_differ=int(differ.sum()),
-        n_sources_differ=int(groups[differ].nunique()), percent=float(percent.mean()), percent_low=float(pct_lo),
-        percent_high=float(pct_hi), percent_p10=float(pct_10), percent_p90=float(pct_90),
-        p_value=bootstrap_p_value(draws), samples=samples, bpb=delta, bpb_low=delta_lo, bpb_high=delta_hi,
-        pile_before=float(pile["a"][0]), pile_after=float(pile["b"][0]), pile=float(pile_change[0]),
-        pile_low=pile_lo, pile_high=pile_hi, share_lower=float((after["bpb"] < before["bpb"]).mean()),
+    return dataclasses.replace(
+        per_document, n_domains=len(domains), bpb=delta, bpb_low=delta_lo, bpb_high=delta_hi,
+        pile_before=float(pile["a"][0]), pile_after=float(pile["b"][0]), pile=float(pile_change[0]), pile_low=pile_lo, pile_high=pile_hi, share_lower=float((after["bpb"] < before["bpb"]).mean()),
         plain_before=float(plain["a"][0]), plain_after=float(plain["b"][0]), plain=float(plain_change[0]),
         plain_low=plain_lo, plain_high=plain_hi)
 
