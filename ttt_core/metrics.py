@@ -235,9 +235,10 @@ def interval_or_nan(draws, quantiles) -> tuple[float, float]:
     return (float("nan"), float("nan")) if np.ptp(draws) == 0 else (float(low), float(high))
 
 
-def bootstrap_mean(values, samples: int = 1000, seed: int = 0, quantiles=VERDICT_QUANTILES,
+def bootstrap_mean(values, samples: int = 1000, seed: int = 0, quantiles=PAPER_QUANTILES,
                    groups=None) -> tuple[float, float, float]:
-    """(mean, low, high): the mean of `values` with a bootstrap interval (95 % by default; `bootstrap_draws`)."""
+    """(mean, low, high): the mean of `values` with a bootstrap interval (`bootstrap_draws`; the paper's 10-90 %
+    by default, a description: a verdict comes from `mean_change` or `paired_change`)."""
     draws = bootstrap_draws(values, samples, seed, groups)
     low, high = np.quantile(draws, quantiles)
     return float(np.mean(np.asarray(values, dtype=float))), float(low), float(high)
