@@ -21,25 +21,83 @@
 # ```
 
 # %% tags=["parameters", "remove-cell"]
-k = 10
+# StudyConfig fields, generated from ttt_core/config.py by `python -m ttt_core sync-parameters` (change them there)
+# What is studied
 model = "smollm2-135m"
 embedder = "minilm"
 corpus = "minipile"
-docs_per_domain = 1
-chunk_bytes = 1000
-domain_bytes = 250_000
+domains = ()  # empty: every available domain
+docs_per_domain = 1  # test documents per domain (the book uses 2: params/study.yml)
+# Instead of docs_per_domain: this share of each domain's test documents, drawn as the official code drew them
+# (random.Random(split_seed).shuffle, then the first 20 %: the paper's 42,916 Pile test documents)
+test_portion = None
+# Test-time training (paper: AdamW lr 2e-5, eps 1e-8, wd 0.01, clip 1.0, batch 1, fp32)
+k = 10
+eval_ks = (0, 1, 2, 3, 5, 10, 15, 20, 25, 30, 40, 50)
+learning_rate = 2e-05
+adam_epsilon = 1e-08
+weight_decay = 0.01
+grad_clip = 1.0
+max_length = 1024
+reset_optimizer = True
+# 'adamw' (the paper's) or 'adafactor' (factored second moments, no first moment: optimizer state of a few
+# MB instead of twice the weights, so a 1.5B model trains in 24 GB; a named deviation)
+optimizer = "adamw"
+# Where the weights are restored from after each document: 'memory' (a copy) or 'file' (the packaged model's
+# safetensors, checked against the weights first; no second copy in memory). The same numbers either way.
+weights_snapshot = "memory"
 seed = 0
+# Corpus, embedding and scoring
+chunk_bytes = 1000  # UTF-8 bytes per chunk: at most 1,002 tokens, one step at max_length 1024
+domain_bytes = 250000  # text per mini-Pile domain before the split
+test_fraction = 0.1  # share of content groups (else source documents) held out for testing
+split_by = "group"  # 'group' (content group: a message or page in every language) or 'source' (file)
+split_seed = 1216  # seeds the train/test split (1216: the official code's test subsample seed)
+decontam_ngram = 50  # characters per n-gram of the overlap measure (works for unspaced scripts too)
+decontam_threshold = 0.1  # leave out train chunks sharing more n-grams with the test split
+neighbors = "nearest"  # 'nearest' (TTT-NN) or the controls 'random-domain', 'random-any'
+# Which of the `selection_pool` nearest candidates (0: 4 k) are trained on, k steps in all: 'nearest' (the
+# paper), 'sift' (greedy posterior-variance reduction, noise `sift_lambda`) or 'hullft' (a sparse convex
+# reconstruction of the query, as a multiset; `reuse_gradients` reuses the gradient of a repeated text)
+selection = "nearest"
+selection_pool = 0
+sift_lambda = 0.01
+reuse_gradients = False
+# The leaky index of the leakage chapter: every chunk of every *other* source, test chunks included, as a split
+# by file allows (the translation of a test text in another language is in it); no decontamination.
+leaky_index = False
+embed_max_tokens = 512  # the paper embeds the first 512 tokens
+embedder_tokenizer = None  # another tokenizer for the embedder (paper: roberta-base's)
+index_fraction = 1.0  # index a nested random subset of the train split (index-size ablation)
+# 'flat' (exact, the paper's) or an approximate faiss index for millions of vectors: 'ivf' (IVF-Flat, probing
+# `index_nprobe` cells) or 'hnsw' (HNSW32, `index_ef_search`); its recall@k against exact search is measured
+# on held-out queries when it is built and kept in the index's meta
+index_type = "flat"
+index_nprobe = 32
+index_ef_search = 128
+eval_context = None
+max_eval_tokens = None
+split_query = False  # leakage control (paper's GPT-2 "split" run): query with the first part, score the rest
+score_prefix = "lm-eval"  # first-window prefix: 'lm-eval' (BOS, else EOS), 'endoftext', or a vocabulary token
+train_with_bos = True  # BOS before each training chunk where the model's tokenizer adds one (Gemma)
+bootstrap_samples = 1000
+# Where and how
+device = "auto"
 work_dir = "artifacts"
+# End of the StudyConfig fields; this notebook's own parameters follow
 baseline_k = 5  # neighbours (training steps) every method gets
 baseline_docs_per_domain = 1
 in_context_tokens = 1024  # the paper's context (GPT-2's), beside the model's own
 selection_rules = "sift,hullft"  # besides nearest neighbours, on the same candidates
-selection_pool = 0  # candidates the rules choose from; 0: 4 x baseline_k
-sift_lambda = 0.01
 hullft_reuse = True  # also run HullFT reusing the gradient of a repeated text
 params_file = ""  # the parameter file this run was given (shown in "Reproduce this page")
 
 # %% tags=["hide-input", "remove-output"]
+# Before the cell binds any other name: a parameter this notebook does not declare is a typo, not a no-op.
+from ttt_core.params import notebook_config
+
+config = notebook_config(globals(), "07_baselines")
+
 import dataclasses
 
 import matplotlib.pyplot as plt
@@ -50,14 +108,12 @@ from IPython.display import Markdown, display
 from ttt_core import paper
 from ttt_core.baselines import (baselines_key, choose_alpha, cross_fitted_alphas, documents_frame,
                                 interpolated_loglik, interpolation_inputs, run_baselines)
-from ttt_core.config import StudyConfig
 from ttt_core.metrics import NO_INTERVAL, documents_at, domain_changes, paired_change, signed
 from ttt_core.plots import SERIES_GREYS, use_report_style
 from ttt_core.report import glue_finding, glue_text, reproduce, show_finding
 from ttt_core.results import ResultsStore, long_frame
 from ttt_core.study import open_run, prepare, run_ttt
 
-config = StudyConfig.from_namespace(globals())
 use_report_style()
 config = dataclasses.replace(config, k=baseline_k, docs_per_domain=baseline_docs_per_domain,
                              selection_pool=selection_pool, sift_lambda=sift_lambda)

@@ -1,3 +1,7 @@
+import ast
+import dataclasses
+import re
+
 import pytest
 
 from ttt_core.config import DEVIATIONS, StudyConfig
@@ -20,8 +24,8 @@ def test_defaults_validate_and_grid_is_cut_at_k():
     ("device", "tpu", "'auto', 'cpu'"),
     ("max_eval_tokens", 0, "positive integer"),
     ("score_prefix", "", "'lm-eval', 'endoftext'"),
-    ("train_with_bos", "yes", "True (BOS before each training chunk"),
-    ("reset_optimizer", 1, "True (fresh AdamW"),
+    ("train_with_bos", "yes", "True or False"),  # refused by its type, before validate()
+    ("reset_optimizer", 1, "True or False"),
 ])
 def test_bad_values_name_the_parameter_and_what_is_valid(name, value, valid):
     with pytest.raises(ValueError) as err:
@@ -70,7 +74,7 @@ def test_parameter_files_name_only_known_parameters():
     for path in (ROOT / "params").glob("*.yml"):
         StudyConfig.from_params(**study_parameters(yaml.safe_load(path.read_text()))).validate()
     assert study_parameters({"k": 5, "leakage_k": 5}) == {"k": 5}
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['leakage_kk'\]"):
+    with pytest.raises(ValueError, match=r"unknown parameter 'leakage_kk'.*did you mean 'leakage_k'"):
         study_parameters({"leakage_kk": 5})
 
 
@@ -88,3 +92,126 @@ def test_an_option_added_later_leaves_existing_run_keys_alone_at_its_default():
     assert StudyConfig(optimizer="adafactor").run_key("fp") != StudyConfig().run_key("fp")
     with pytest.raises(ValueError, match="invalid optimizer='sgd'"):
         StudyConfig(optimizer="sgd").validate()
+
+
+# Parameter types: every field's type is checked in from_params, before validate() and before any work.
+@pytest.mark.parametrize("name, value, valid", [
+    ("device", 0, "a string"),
+    ("model", 1, "a string"),
+    ("k", "ten", "an integer"),
+    ("k", True, "an integer"),
+    ("k", 2.5, "an integer"),
+    ("learning_rate", "fast", "a float"),
+    ("learning_rate", True, "a float"),
+    ("reset_optimizer", 1, "True or False"),
+    ("train_with_bos", "yes", "True or False"),
+    ("max_eval_tokens", "none please", "None or an integer"),
+    ("eval_ks", "0,x", "integers"),
+    ("domains", None, "a string"),
+    ("k", None, "an integer"),
+    ("extra", [], "a mapping"),
+])
+def test_every_parameter_type_is_checked_before_any_work(name, value, valid, monkeypatch):
+    monkeypatch.setattr(StudyConfig, "validate", lambda self: pytest.fail("validate() saw a wrong type"))
+    with pytest.raises(ValueError) as err:
+        StudyConfig.from_params(**{name: value})
+    message = str(err.value)
+    assert f"invalid {name}={value!r}" in message and valid in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name, value, expected, said", [
+    ("learning_rate", "2e-5", 2e-5, "learning_rate='2e-5'"),  # PyYAML 1.1 reads 2e-5 (no dot) as a string
+    ("domain_bytes", "2.5e5", 250000, "domain_bytes='2.5e5'"),
+    ("k", "10", 10, "k='10'"),
+    ("k", 10.0, 10, "k=10.0"),
+    ("decontam_threshold", "1e-1", 0.1, "decontam_threshold='1e-1'"),
+    ("domains", 2023, ("2023",), "domains=2023"),
+    ("domains", ["code", 7], ("code", "7"), "domains=['code', 7]"),
+    ("eval_ks", "0,1,2", (0, 1, 2), None),
+    ("eval_ks", ["0", 1], (0, 1), "eval_ks=['0', 1]"),
+    ("train_with_bos", "false", False, "train_with_bos='false'"),
+    ("grad_clip", 1, 1.0, None),  # an int is a float: nothing to say
+    ("max_eval_tokens", None, None, None),
+    ("domains", "a,b", ("a", "b"), None),
+])
+def test_a_clearly_meant_value_is_converted_and_the_conversion_is_said(name, value, expected, said, recwarn):
+    config = StudyConfig.from_params(**{name: value})
+    assert getattr(config, name) == expected and type(getattr(config, name)) is type(expected)
+    notes = [str(w.message) for w in recwarn]
+    assert (any(said in n and name in n for n in notes) if said else not notes), notes
+
+
+def test_every_field_has_a_type_rule_and_its_default_passes_unchanged(recwarn):
+    from ttt_core.params import check_types
+
+    defaults = StudyConfig().as_dict()
+    assert check_types(defaults) == defaults and not recwarn.list
+
+
+def test_a_parameter_file_is_type_checked_in_prepare(tmp_path):
+    """`python -m ttt_core prepare -f` reads YAML 1.1: 2e-5 is a string there; device: 0 is an int."""
+    from ttt_core.__main__ import main, study_parameters
+
+    assert StudyConfig.from_params(**study_parameters(yaml_load("learning_rate: 2e-5"))).learning_rate == 2e-5
+    path = tmp_path / "p.yml"
+    path.write_text("device: 0\nk: 3\n")
+    with pytest.raises(ValueError, match=r"invalid device=0: expected a string"):
+        main(["prepare", "-f", str(path)])
+
+
+def yaml_load(text):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+# A misspelt parameter is an error that suggests the nearest name, wherever parameters come in.
+def test_a_misspelt_parameter_is_an_error_that_suggests_the_nearest_one():
+    from ttt_core.__main__ import study_parameters
+
+    with pytest.raises(ValueError, match=r"unknown parameter 'neighbours'.*did you mean 'neighbors'\?"):
+        StudyConfig.from_params(neighbours="random-domain")
+    with pytest.raises(ValueError, match=r"unknown parameter 'neighbours'.*did you mean 'neighbors'\?"):
+        study_parameters({"neighbours": "random-domain"})
+    with pytest.raises(ValueError, match=r"unknown parameter 'control_docs_per_domian'.*did you mean "
+                                         r"'control_docs_per_domain'\?"):
+        study_parameters({"control_docs_per_domian": 2})
+
+
+def test_a_notebook_refuses_an_injected_name_it_does_not_declare():
+    """The namespace a notebook sees after papermill injected its parameters: declared names, IPython's own
+    names and imports pass; a name declared by another notebook (params/study.yml goes to every notebook) passes;
+    a name no notebook declares is refused with the nearest declared name."""
+    import types
+
+    from ttt_core.params import notebook_config
+
+    base = {"__name__": "__main__", "_i1": "k = 10", "In": ["", "k = 10"], "Out": {}, "get_ipython": print,
+            "exit": object(), "pd": types.ModuleType("pandas"), "StudyConfig": StudyConfig,
+            "k": 3, "model": "tiny-llama", "params_file": "", "control_docs_per_domain": 1}
+    config = notebook_config(dict(base), "02_ttt")
+    assert config.k == 3 and config.model == "tiny-llama"
+    with pytest.raises(ValueError, match=r"unknown parameter 'neighbours'.*did you mean 'neighbors'\?"):
+        notebook_config({**base, "neighbours": "random-domain"}, "02_ttt")
+    with pytest.raises(ValueError, match=r"unknown parameter 'spilt_seed'.*did you mean 'split_seed'\?"):
+        notebook_config({**base, "spilt_seed": 3}, "03_neighbors")
+    with pytest.raises(ValueError, match=r"invalid device=0"):
+        notebook_config({**base, "device": 0}, "02_ttt")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (__import__("conftest").ROOT / "notebooks").glob("*.py")))
+def test_every_notebook_declares_every_study_parameter_as_generated(name):
+    """The StudyConfig part of each parameters cell is generated from the dataclass (`python -m ttt_core
+    sync-parameters`), so that README's parameters (neighbors, split_seed) are declared and no default drifts."""
+    from conftest import ROOT
+    from ttt_core.params import declared_parameters, parameters_block
+
+    text = (ROOT / "notebooks" / f"{name}.py").read_text()
+    assert parameters_block() in text, f"run `python -m ttt_core sync-parameters` ({name})"
+    fields = {f.name for f in dataclasses.fields(StudyConfig)} - {"extra"}
+    assert fields <= set(declared_parameters(name))
+    assert f'notebook_config(globals(), "{name}")' in text
+    # papermill skips a line it cannot parse (a help comment with '='): then it warns for a declared name
+    cell = re.search(r'# %% tags=\["parameters"[^\]]*\]\n(.*?)(?=\n# %%)', text, re.S).group(1)
+    assigned = {node.targets[0].id for node in ast.parse(cell).body if isinstance(node, ast.Assign)}
+    assert assigned == set(declared_parameters(name)), assigned ^ set(declared_parameters(name))

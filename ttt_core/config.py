@@ -167,16 +167,17 @@ class StudyConfig:
 
     @classmethod
     def from_params(cls, **params) -> "StudyConfig":
-        """Build from notebook/papermill parameters; unknown names are an error, lists become tuples."""
+        """Build from notebook/papermill/YAML parameters. An unknown name is a ValueError suggesting the nearest
+        field; every value's type is checked against its field's annotation before validate() could see it
+        (`params.check_types`: a clearly meant value, such as YAML 1.1's string '2e-5', is converted with a
+        warning; anything else is a ValueError naming the parameter and the valid type)."""
+        from .params import check_types, unknown_parameters_error
+
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - names)
+        unknown = set(params) - names
         if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown}; valid parameters: {sorted(names)}")
-        for key in ("domains", "eval_ks"):
-            if key in params and params[key] is not None and not isinstance(params[key], tuple):
-                value = params[key]
-                params[key] = tuple(v for v in value.split(",") if v) if isinstance(value, str) else tuple(value)
-        return cls(**params)
+            raise unknown_parameters_error(unknown, names - {"extra"})
+        return cls(**check_types(params, cls))
 
     @classmethod
     def from_namespace(cls, namespace: dict) -> "StudyConfig":

@@ -31,6 +31,9 @@ def retrieve(query: str, k: int, embedder: Embedder, index: NeighborIndex, corpu
     distances, rows = index.search(vector, k + len(exclude))
     # An approximate index may find fewer than asked (row -1): never a neighbour.
     kept = [(int(r), float(d)) for r, d in zip(rows[0], distances[0]) if int(r) >= 0 and int(r) not in exclude][:k]
+    if len(kept) < k:  # fewer rows would store a run that is not the k it names
+        raise ValueError(f"k={k} neighbours asked, but the index (of {len(index)} chunks, {len(exclude)} rows "
+                         f"excluded) found only {len(kept)}: use a smaller k or a larger corpus")
     records = corpus.dataset.select([r for r, _ in kept])
     return [Neighbor(r, rec["id"], rec["domain"], d, rec["text"]) for (r, d), rec in zip(kept, records)]
 
@@ -50,6 +53,10 @@ def random_neighbors(document: dict, k: int, rule: str, index: NeighborIndex, co
     if rule == "random-domain":
         domains = np.asarray(corpus.dataset.select_columns(["domain"]).select(candidates.tolist())["domain"])
         candidates = candidates[domains == document["domain"]]
+    if len(candidates) < k:
+        raise ValueError(f"k={k} neighbours asked, but neighbors={rule!r} can draw only {len(candidates)} indexed "
+                         f"chunks" + (f" of domain {document['domain']!r}" if rule == "random-domain" else "")
+                         + ": use a smaller k or a larger corpus")
     doc_seed = int.from_bytes(hashlib.sha256(f"{seed}:{rule}:{document['id']}".encode()).digest()[:8], "little")
     # A permutation cut at k, so that the chunks of a run with fewer neighbours are the first ones of a larger run.
     picked = np.random.default_rng(doc_seed).permutation(candidates)[:k]
@@ -72,6 +79,10 @@ def selected_neighbors(query: str, k: int, rule: str, pool: int, embedder: Embed
     vector = embedder.encode([query], embed_max_tokens)
     scores, ids = index.index.search(np.ascontiguousarray(vector, dtype=np.float32), min(pool + len(exclude), len(index)))
     keep = [int(i) for i in ids[0] if i >= 0 and int(index.rows[i]) not in exclude][:pool]
+    if len(keep) < pool:  # the rules must choose from the same `pool` candidates in every run
+        raise ValueError(f"k={k} with selection={rule!r} needs a pool of {pool} candidates, but the index (of "
+                         f"{len(index)} chunks, {len(exclude)} rows excluded) found only {len(keep)}: use a smaller "
+                         f"k or selection_pool")
     direct_map = getattr(index.index, "direct_map", None)  # IVF reconstructs by id only with a direct map
     if direct_map is not None and direct_map.type == 0:  # made once per index, not per query
         index.index.make_direct_map()

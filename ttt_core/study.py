@@ -109,6 +109,7 @@ def open_run(study: Study) -> tuple[ResultsStore, list[dict], list[dict]]:
     inputs = config.result_inputs(study.corpus.fingerprint)
     study.results_path.with_suffix(".config.json").write_text(json.dumps(inputs, indent=1))
     docs = study.test_documents()
+    check_neighbor_supply(study, docs)
     for donor in reusable_stores(study.results_path.parent, inputs):
         for doc in docs:
             row = donor.rows.get(doc["id"])
@@ -119,6 +120,43 @@ def open_run(study: Study) -> tuple[ResultsStore, list[dict], list[dict]]:
         warnings.warn("resuming a run with reset_optimizer=False: the Adam moments carried from the finished "
                       "documents are lost, so the remaining rows are not what an uninterrupted run gives")
     return store, docs, pending
+
+
+def check_neighbor_supply(study: Study, docs: list[dict]) -> None:
+    """Refuse, before any training, a k (or selection pool) larger than the chunks the run's neighbour rule can
+    draw for some document: such a run would store rows with fewer neighbours than the k it is keyed by.
+
+    Counts per rule: 'nearest' the whole index; the leaky index without the document's own source rows;
+    'random-domain' the indexed chunks of the document's domain; 'random-any' the whole index; SIFT/HullFT the
+    `selection_pool` (0: 4 k) nearest candidates. Raises ValueError naming k, the rule and the count available."""
+    import numpy as np
+
+    config = study.config
+    if config.k == 0 or not docs:
+        return
+    need, rule = config.k, config.neighbors
+    if config.neighbors == "nearest" and config.selection != "nearest":
+        need, rule = config.selection_pool or 4 * config.k, f"selection={config.selection!r} (its candidate pool)"
+    if config.neighbors == "random-domain":
+        rows = study.index.rows
+        domains = np.asarray(study.corpus.dataset.select_columns(["domain"]).select(rows.tolist())["domain"])
+        available = {d["domain"]: int((domains == d["domain"]).sum()) for d in docs}
+        short = {domain: n for domain, n in available.items() if n < need}
+        if short:
+            domain, n = min(short.items(), key=lambda item: item[1])
+            raise ValueError(f"k={config.k} is larger than what neighbors='random-domain' can draw: domain "
+                             f"{domain!r} has only {n} indexed chunks ({len(short)} of {len(available)} domains "
+                             f"have fewer than {need}); use a smaller k or a larger corpus")
+        return
+    available, where = len(study.index), f"the index of {len(study.index)} chunks"
+    if config.leaky_index:
+        rows = set(study.index.rows.tolist())
+        available = min(len(rows - set(study.own_source_rows(d))) for d in docs)
+        rule, where = "leaky_index (the document's own source left out)", "a document's leaky index"
+    if available < need:
+        raise ValueError(f"k={config.k} is larger than what {rule if rule != 'nearest' else 'neighbors=' + repr(rule)}"
+                         f" can draw: {need} needed, {where} holds only {available}; use a smaller k or a larger "
+                         f"corpus")
 
 
 def ttt_document(study: Study, doc: dict, optimizer=None, same_neighbors=()) -> tuple[dict, object]:
