@@ -223,8 +223,7 @@ class StudyConfig:
              "False with the random-neighbour controls (they draw from the decontaminated train split)")
         need(not (self.leaky_index and self.index_fraction < 1), "leaky_index",
              "False when index_fraction < 1 (the leaky control indexes every chunk of another source)")
-        need(self.domain_bytes is None or (isinstance(self.domain_bytes, int) and not isinstance(self.domain_bytes, bool)
-                                           and self.domain_bytes > 0), "domain_bytes",
+        need(self.domain_bytes is None or (type(self.domain_bytes) is int and self.domain_bytes > 0), "domain_bytes",
              "None (a user's corpus whole, the mini-Pile's 250,000) or a positive integer (UTF-8 bytes per domain)")
         need(0 < self.test_fraction < 1, "test_fraction", "a float strictly between 0 and 1")
         need(self.test_portion is None or 0 < self.test_portion <= 1, "test_portion",
