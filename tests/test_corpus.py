@@ -178,9 +178,215 @@ def test_a_study_on_the_pile_layout_searches_its_shards_exactly_and_trains(tmp_p
     assert sorted(study.index.rows) == sorted(train)
     rows = run_ttt(study, progress=False)
     assert len(rows) == 3 and all(len(r["neighbors"]) == 2 for r in rows)  # int(0.2 * 5) = 1 per task
-    assert pile_weights(study.corpus.domains, study.pile_set_names)["pile-cc"] > 0.5  # 18.11 of 34.66
+    # the corpus holds all 22 tasks (`domains` picks the test documents); the aggregate weighs the run's three
+    assert len(study.corpus.domains) == 22 and {r["domain"] for r in rows} == {"github", "pile-cc", "arxiv"}
+    assert pile_weights(sorted({r["domain"] for r in rows}), study.pile_set_names)["pile-cc"] > 0.5  # 18.11 of 34.66
     # An approximate index per shard, as an option: the same study with IVF reports its recall against exact.
     approximate = prepare(StudyConfig.from_params(**{**params, "index_type": "ivf", "index_nprobe": 10_000}),
                           progress=False)
     assert approximate.index.index_type == "ivf" and approximate.index.meta["recall@2"] == 1.0
     assert np.array_equal(approximate.index.search(queries, 7)[1], flat.search(queries, 7)[1])
+
+
+# ---------------------------------------------------------------------------------------------- faults of the issue
+def _write_records(path, records, compress=False, raw_lines=()):
+    """Pile-format lines (dicts are dumped, strings and bytes written as they are) to .jsonl or .jsonl.zst."""
+    lines = [r if isinstance(r, bytes) else (r if isinstance(r, str) else json.dumps(r)).encode() for r in records]
+    data = b"".join(line + b"\n" for line in lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(zstandard.ZstdCompressor().compress(data) if compress else data)
+    return path
+
+
+def _sets(n_sets=2, docs=100, size=5000, tag="doc"):
+    return [{"text": f"{tag} {s} {i} " + ("word%d " % (i % 13)) * (size // 6), "meta": {"pile_set_name": f"set{s}"}}
+            for s in range(n_sets) for i in range(docs)]
+
+
+@pytest.mark.parametrize("form", ["jsonl", "zst", "folder", "layout"])
+def test_user_corpus_is_never_silently_cut(tmp_path, form):
+    """2 sets x 100 documents of 5 KB: every document is read by default (the budget is a mini-Pile knob), and
+    `docs_per_domain` beyond what a domain holds is said, not silently shortened."""
+    records = _sets()
+    if form == "jsonl":
+        corpus = _write_records(tmp_path / "mine.jsonl", records)
+    elif form == "zst":
+        corpus = _write_records(tmp_path / "mine.jsonl.zst", records, compress=True)
+    elif form == "folder":
+        _write_records(tmp_path / "mine" / "a.jsonl", records[::2])
+        corpus = _write_records(tmp_path / "mine" / "b.jsonl.zst", records[1::2], compress=True).parent
+    else:  # the Pile layout: 100 train documents per set in one shard, 100 test documents per set
+        _write_records(tmp_path / "mine" / "train" / "00.jsonl.zst", records, compress=True)
+        corpus = _write_records(tmp_path / "mine" / "test.jsonl", _sets(tag="test")).parent
+    config = StudyConfig.from_params(corpus=str(corpus), chunk_bytes=None, work_dir=str(tmp_path / "w"))
+    built = build_corpus(config.validate(), progress=False)
+    counts = built.manifest["documents per domain"]
+    total = 200 if form == "layout" else 100
+    assert {d: c["train"] + c["test"] for d, c in counts.items()} == {"set0": total, "set1": total}
+    # An explicit cap cuts any corpus, and says so: read, kept and dropped per set, in the manifest and a warning.
+    capped = StudyConfig.from_params(corpus=str(corpus), chunk_bytes=None, domain_bytes=100_000,
+                                     work_dir=str(tmp_path / "w"))
+    with pytest.warns(UserWarning, match=r"domain_bytes=100000 cut .*set0: read \d+, kept \d+, dropped \d+"):
+        cut = build_corpus(capped, progress=False)
+    read = cut.manifest["documents read"]
+    assert read["set0"]["read"] == 100 * (2 if form == "layout" else 1)
+    assert read["set0"]["kept"] + read["set0"]["dropped"] == read["set0"]["read"]
+    assert read["set0"]["bytes kept"] < read["set0"]["bytes read"]
+    n_test = counts["set0"]["test"]
+    with pytest.warns(UserWarning, match=f"docs_per_domain=500.*'set0' has {n_test}"):
+        assert len(built.test_documents(500, seed=0)) == n_test + counts["set1"]["test"]
+
+
+def test_a_capped_corpus_warns_again_when_loaded_from_its_cache(tmp_path):
+    corpus = _write_records(tmp_path / "mine.jsonl", _sets(docs=30))
+    config = StudyConfig.from_params(corpus=str(corpus), chunk_bytes=None, domain_bytes=50_000,
+                                     work_dir=str(tmp_path / "w"))
+    with pytest.warns(UserWarning, match="dropped"):
+        build_corpus(config, progress=False)
+    with pytest.warns(UserWarning, match="dropped"):
+        build_corpus(config, progress=False)
+
+
+def test_the_minipile_keeps_its_budget_and_cache_name_at_the_default():
+    from ttt_core.corpus import _corpus_key, domain_budget
+
+    default = StudyConfig()
+    assert default.domain_bytes is None and domain_budget(default) == 250_000
+    assert domain_budget(StudyConfig(corpus="my.jsonl")) is None  # a user's corpus: read whole
+    assert domain_budget(StudyConfig(corpus="my.jsonl", domain_bytes=10)) == 10
+    # the same cache (and so the same corpus) as an explicit 250,000, and as before `domains` left the key
+    assert _corpus_key(default) == _corpus_key(StudyConfig(domain_bytes=250_000))
+    assert _corpus_key(default) == _corpus_key(StudyConfig(domains=("code_python",)))
+
+
+def _damaged(tmp_path, kind):
+    """(path, what the error must say) for one kind of damaged input file."""
+    good = [{"text": f"document {i} " * 30, "meta": {"pile_set_name": "a"}} for i in range(6)]
+    if kind == "broken line":
+        return _write_records(tmp_path / "bad.jsonl", good[:2] + ['{"text": "x", '] + good[2:]), r"bad\.jsonl:3: "
+    if kind == "not utf-8":
+        return _write_records(tmp_path / "bad.jsonl", good[:1] + [b'{"text": "caf\xe9"}'] + good), r"bad\.jsonl:2: "
+    if kind == "ends mid-record":
+        path = _write_records(tmp_path / "bad.jsonl", good)
+        path.write_bytes(path.read_bytes()[:-25])
+        return path, r"bad\.jsonl:6: "
+    if kind == "not an object":
+        return _write_records(tmp_path / "bad.jsonl", good[:3] + ["[1, 2]"]), r"bad\.jsonl:4: .*object"
+    if kind == "text not a str":
+        return _write_records(tmp_path / "bad.jsonl", good[:1] + [{"text": 5}]), r"bad\.jsonl:2: .*'text'"
+    if kind == "meta not an object":
+        return (_write_records(tmp_path / "bad.jsonl", good[:1] + [{"text": "x", "meta": "Github"}]),
+                r"bad\.jsonl:2: .*'meta'")
+    if kind == "small zst cut":  # the last 12 bytes of a one-frame file
+        path = _write_records(tmp_path / "bad.jsonl.zst", good, compress=True)
+        path.write_bytes(path.read_bytes()[:-12])
+        return path, r"bad\.jsonl\.zst:\d+: .*ends inside a zstd frame"
+    if kind == "large zst cut":
+        path = _write_records(tmp_path / "bad.jsonl.zst", _sets(n_sets=1, docs=400, size=2000), compress=True)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return path, r"bad\.jsonl\.zst:\d+: .*ends inside a zstd frame"
+    if kind == "empty zst":  # cut to nothing: not even the frame an empty text compresses to
+        path = tmp_path / "bad.jsonl.zst"
+        path.write_bytes(b"")
+        return path, r"bad\.jsonl\.zst:1: .*empty"
+    if kind == "not zstd":
+        return _write_records(tmp_path / "bad.jsonl.zst", good), r"bad\.jsonl\.zst:1: .*zstd"
+    raise AssertionError(kind)
+
+
+DAMAGES = ["broken line", "not utf-8", "ends mid-record", "not an object", "text not a str", "meta not an object",
+           "small zst cut", "large zst cut", "empty zst", "not zstd"]
+
+
+@pytest.mark.parametrize("kind", DAMAGES)
+def test_a_damaged_input_file_is_an_error_naming_the_file_and_line(tmp_path, kind):
+    path, message = _damaged(tmp_path, kind)
+    with pytest.raises(ValueError, match=message) as error:
+        list(read_pile_jsonl(path))
+    assert error.value.__cause__ is not None or kind in ("not an object", "text not a str", "meta not an object")
+
+
+@pytest.mark.parametrize("reader", ["file", "folder", "layout train", "layout test"])
+@pytest.mark.parametrize("kind", ["small zst cut", "broken line"])
+def test_every_corpus_reader_stops_at_a_damaged_file(tmp_path, reader, kind):
+    damaged, message = _damaged(tmp_path / "src", kind)
+    good = _sets(n_sets=1, docs=4, size=300)
+    root = tmp_path / "corpus"
+    if reader == "file":
+        corpus = damaged
+    elif reader == "folder":
+        _write_records(root / "a.jsonl", good)
+        corpus = root
+        damaged.rename(root / damaged.name)
+    else:
+        _write_records(root / "train" / "00.jsonl", good)
+        _write_records(root / "test.jsonl", good)
+        target = root / "train" / f"01{''.join(damaged.suffixes)}" if reader == "layout train" else \
+            root / f"test{''.join(damaged.suffixes)}"
+        if reader == "layout test":
+            (root / "test.jsonl").unlink()
+        damaged.rename(target)
+        message = message.replace("bad", "01" if reader == "layout train" else "test")
+        corpus = root
+    config = StudyConfig.from_params(corpus=str(corpus), chunk_bytes=None, work_dir=str(tmp_path / "w"))
+    with pytest.raises(ValueError, match=message):
+        build_corpus(config, progress=False)
+
+
+def test_a_zstd_file_of_several_frames_is_read_whole(tmp_path):
+    """Concatenated frames (pzstd, `cat a.zst b.zst`) are one valid stream: every frame is read."""
+    records = _sets(n_sets=1, docs=50, size=500)
+    first, second = (zstandard.ZstdCompressor().compress(b"".join(json.dumps(r).encode() + b"\n" for r in part))
+                     for part in (records[:20], records[20:]))
+    path = tmp_path / "frames.jsonl.zst"
+    path.write_bytes(first + second)
+    assert list(read_pile_jsonl(path)) == records
+
+
+def test_a_text_or_meta_of_another_type_is_read_as_documented_or_named(tmp_path):
+    path = _write_records(tmp_path / "odd.jsonl", [
+        {"text": None, "meta": {"pile_set_name": "Github"}},  # null text: the official code's " "
+        {"text": "a JSON string meta", "meta": json.dumps({"pile_set_name": "Github"})},  # parsed
+        {"text": "no meta at all"}, {"text": "no set name", "meta": {"source": "x"}},
+        {"text": "null meta", "meta": None}])
+    records = list(read_pile_jsonl(path))
+    assert records[0]["text"] == " " and records[1]["meta"] == {"pile_set_name": "Github"}
+    config = StudyConfig.from_params(corpus=str(path), chunk_bytes=None, work_dir=str(tmp_path / "w"))
+    with pytest.warns(UserWarning, match="3 records have no meta.pile_set_name"):
+        corpus = build_corpus(config, progress=False)
+    assert corpus.domains == ["github", "unknown"]
+    assert corpus.manifest["records without pile_set_name"] == 3
+
+
+def _unknown_domain_fails_before_the_embedder(monkeypatch, config):
+    from ttt_core import study
+
+    def no_embedder(*args, **kwargs):
+        raise AssertionError("the embedder was loaded before the domains were checked")
+
+    monkeypatch.setattr(study, "load_embedder", no_embedder)
+    with pytest.raises(ValueError, match=r"invalid domains=\['githb'\]: 'githb' is not a domain of this corpus.*"
+                                         r"did you mean 'github'.*its domains: \['code', 'github', 'prose'\]"):
+        study.prepare(config, progress=False)
+
+
+@pytest.mark.parametrize("form", ["jsonl", "layout"])
+def test_domains_select_test_documents_only_and_an_unknown_one_fails_at_once(tmp_path, monkeypatch, form):
+    records = [{"text": f"{name} text {i} " * 20, "meta": {"pile_set_name": name}}
+               for name in ("Github", "code", "prose") for i in range(12)]
+    if form == "jsonl":
+        corpus = _write_records(tmp_path / "mine.jsonl", records)
+    else:
+        _write_records(tmp_path / "mine" / "train" / "00.jsonl", records)
+        corpus = _write_records(tmp_path / "mine" / "test.jsonl", records).parent
+    params = dict(corpus=str(corpus), chunk_bytes=None, decontam_threshold=None, model="tiny-gpt2",
+                  embedder="tiny-bert", device="cpu", work_dir=str(tmp_path / "w"))
+    _unknown_domain_fails_before_the_embedder(monkeypatch, StudyConfig.from_params(**params, domains="githb"))
+    # One meaning for every corpus: the corpus (and so the index) holds every domain, the test documents are
+    # drawn from the named ones only.
+    full = build_corpus(StudyConfig.from_params(**params), progress=False)
+    subset = build_corpus(StudyConfig.from_params(**params, domains="github"), progress=False)
+    assert subset.fingerprint == full.fingerprint and subset.domains == ["code", "github", "prose"]
+    picked = subset.test_documents(1, seed=0, domains=("github",))
+    assert {d["domain"] for d in picked} == {"github"}
+    assert [d["id"] for d in picked] == [d["id"] for d in full.test_documents(1, seed=0) if d["domain"] == "github"]

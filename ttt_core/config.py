@@ -105,7 +105,7 @@ class StudyConfig:
     model: str = "smollm2-135m"
     embedder: str = "minilm"
     corpus: str = "minipile"
-    domains: tuple[str, ...] = ()  # empty: every available domain
+    domains: tuple[str, ...] = ()  # the test documents' domains (empty: all); the corpus and index hold every domain
     docs_per_domain: int = 1  # test documents per domain (the book uses 2: params/study.yml)
     # Instead of docs_per_domain: this share of each domain's test documents, drawn as the official code drew them
     # (random.Random(split_seed).shuffle, then the first 20 %: the paper's 42,916 Pile test documents)
@@ -128,7 +128,9 @@ class StudyConfig:
     seed: int = 0
     # Corpus, embedding and scoring
     chunk_bytes: int | None = 1000  # UTF-8 bytes per chunk: at most 1,002 tokens, one step at max_length 1024
-    domain_bytes: int = 250_000  # text per mini-Pile domain before the split
+    # UTF-8 bytes read per domain before the split. None: 250,000 for the mini-Pile, every document of any other
+    # corpus; a number caps any corpus (what the cap dropped is kept in the manifest and warned about)
+    domain_bytes: int | None = None
     test_fraction: float = 0.1  # share of content groups (else source documents) held out for testing
     split_by: str = "group"  # 'group' (content group: a message or page in every language) or 'source' (file)
     split_seed: int = 1216  # seeds the train/test split (1216: the official code's test subsample seed)
@@ -222,7 +224,8 @@ class StudyConfig:
              "False with the random-neighbour controls (they draw from the decontaminated train split)")
         need(not (self.leaky_index and self.index_fraction < 1), "leaky_index",
              "False when index_fraction < 1 (the leaky control indexes every chunk of another source)")
-        need(isinstance(self.domain_bytes, int) and self.domain_bytes > 0, "domain_bytes", "a positive integer")
+        need(self.domain_bytes is None or (type(self.domain_bytes) is int and self.domain_bytes > 0), "domain_bytes",
+             "None (a user's corpus whole, the mini-Pile's 250,000) or a positive integer (UTF-8 bytes per domain)")
         need(0 < self.test_fraction < 1, "test_fraction", "a float strictly between 0 and 1")
         need(self.test_portion is None or 0 < self.test_portion <= 1, "test_portion",
              "None (docs_per_domain documents per domain) or a share in (0, 1] of each domain's test documents "
@@ -275,7 +278,10 @@ class StudyConfig:
 
     def result_inputs(self, corpus_fingerprint: str) -> dict:
         """Everything that changes a per-document result (not how many documents are run, nor where)."""
+        from .corpus import domain_budget
+
         d = self.as_dict()
+        d["domain_bytes"] = domain_budget(self)  # as resolved: the mini-Pile's None is its 250,000 (keys unchanged)
         # With carried Adam moments (reset_optimizer=False) a document's result depends on the documents before
         # it, so the sampled documents are part of what changes a result.
         scale = ("docs_per_domain", "test_portion", "domains") if self.reset_optimizer else ()

@@ -7,11 +7,12 @@ mapped, so a text is fetched by row id without holding the corpus in RAM.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
-import io
 import json
 import random
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -33,37 +34,146 @@ PILE_TASK_OF_SET = {
     "StackExchange": "stackexchange", "USPTO Backgrounds": "uspto", "Ubuntu IRC": "ubuntu-irc",
     "Wikipedia (en)": "wikipedia", "YoutubeSubtitles": "youtubesubtitles",
 }
+# The mini-Pile's text per domain before the split (domain_bytes=None on corpus='minipile'); any other corpus is
+# read whole unless domain_bytes caps it.
+MINIPILE_DOMAIN_BYTES = 250_000
 BUILD_VERSION = 2  # 2: byte-bounded chunks, content groups  # bump when the way a corpus is built changes, to invalidate caches
 
 
 # ---------------------------------------------------------------------------------------------- readers
-def read_pile_jsonl(path: Path) -> Iterator[dict]:
-    """Yield {"text", "meta"} records from a .jsonl or .jsonl.zst file in the Pile's format."""
-    path = Path(path)
-    if path.suffix == ".zst":
+def domain_budget(config: StudyConfig) -> int | None:
+    """UTF-8 bytes read per domain: `domain_bytes` where given (a cap on any corpus); else the mini-Pile's
+    MINIPILE_DOMAIN_BYTES for corpus='minipile' and None (every document) for any other corpus."""
+    if config.domain_bytes is not None:
+        return config.domain_bytes
+    return MINIPILE_DOMAIN_BYTES if config.corpus == "minipile" else None
+
+
+class _CutShort(Exception):
+    """A zstd file that ends inside a frame."""
+
+
+def _raw_lines(path: Path) -> Iterator[bytes]:
+    """The lines of a file as bytes (the last one without its newline), a .zst file decompressed frame after frame
+    (concatenated frames are one valid stream). zstandard's readers return what they have at a cut-off end and say
+    nothing, so a frame that is not finished when the file ends raises _CutShort."""
+    with open(path, "rb") as f:
+        if not path.name.endswith(".zst"):
+            yield from f
+            return
         import zstandard
 
-        stream = io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), encoding="utf-8")
-    else:
-        stream = open(path, encoding="utf-8")
-    with stream:
-        for line_no, line in enumerate(stream):
-            if line.strip():
-                record = json.loads(line)
-                if "text" not in record:
-                    raise ValueError(f"{path}:{line_no + 1}: a Pile record needs a 'text' field")
-                yield record
+        new = zstandard.ZstdDecompressor().decompressobj
+        decompressor, in_frame, tail = new(), False, b""
+        if not f.peek(1):  # even an empty text compresses to a frame: an empty .zst was cut to nothing
+            raise _CutShort("the file is empty, not a zstd stream (it is cut short)")
+        while chunk := f.read(1 << 20):
+            while chunk:
+                out, in_frame = decompressor.decompress(chunk), True
+                chunk = b""
+                if decompressor.eof:  # the frame is complete; what follows it is the next frame
+                    chunk, decompressor, in_frame = decompressor.unused_data, new(), False
+                *lines, tail = (tail + out).split(b"\n")
+                for line in lines:
+                    yield line + b"\n"
+        if in_frame:
+            raise _CutShort("the file ends inside a zstd frame: it is cut short or damaged (its text stops "
+                            f"{'inside' if tail else 'before'} this line)")
+        if tail:
+            yield tail
+
+
+def _checked_record(record, where: str) -> dict:
+    """A Pile record as every reader yields it: a JSON object with a string `text` (null or empty: the official
+    code's " ") and `meta` an object or absent (a JSON object stored as a string, as some exports do, is parsed).
+    Raises ValueError naming `where` (file:line) otherwise."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: a Pile record is a JSON object {{\"text\": ..., \"meta\": {{\"pile_set_name\": "
+                         f"...}}}}, not a {type(record).__name__}")
+    if "text" not in record:
+        raise ValueError(f"{where}: a Pile record needs a 'text' field")
+    text = record["text"]
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"{where}: 'text' must be a string (or null), not the {type(text).__name__} {text!r:.60}")
+    out = dict(record, text=text or " ")  # the official code replaces empty texts by a space
+    meta = record.get("meta")
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except json.JSONDecodeError:
+            pass
+        if not isinstance(meta, dict):
+            raise ValueError(f"{where}: 'meta' is a string that holds no JSON object ({record['meta']!r:.60}); "
+                             "expected an object such as {\"pile_set_name\": \"Github\"}")
+        out["meta"] = meta
+    if meta is not None and not isinstance(meta, dict):
+        raise ValueError(f"{where}: 'meta' must be an object such as {{\"pile_set_name\": \"Github\"}}, not the "
+                         f"{type(meta).__name__} {meta!r:.60}")
+    name = (meta or {}).get("pile_set_name")
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"{where}: 'meta.pile_set_name' must be a string, not the {type(name).__name__} {name!r:.60}")
+    return out
+
+
+def read_pile_jsonl(path: Path) -> Iterator[dict]:
+    """Yield {"text", "meta"} records from a .jsonl or .jsonl.zst file in the Pile's format (see _checked_record).
+
+    Raises ValueError "<file>:<line>: ..." for a line that is not UTF-8 or not JSON, a record of the wrong shape, a
+    damaged zstd stream or one that ends inside a frame (chained from the decoder's own error)."""
+    import zstandard
+
+    path = Path(path)
+    lines, at = _raw_lines(path), 0
+    try:
+        while True:
+            at += 1
+            try:
+                line = next(lines, None)
+                if line is None:
+                    return
+                if not line.strip():
+                    continue
+                record = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}:{at}: not UTF-8 text (byte {line[error.start]:#04x} at byte "
+                                 f"{error.start + 1} of the line)") from error
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{at}: not a JSON record ({error.msg} at column {error.colno})") from error
+            except zstandard.ZstdError as error:
+                raise ValueError(f"{path}:{at}: not a readable zstd stream ({error})") from error
+            except _CutShort as error:
+                raise ValueError(f"{path}:{at}: {error}") from error
+            yield _checked_record(record, f"{path}:{at}")
+    finally:
+        lines.close()  # a reader left early closes its file now, not when collected
+
+
+def _set_name(record: dict) -> str | None:
+    """A checked record's `meta.pile_set_name`, None where it has none."""
+    return (record.get("meta") or {}).get("pile_set_name") or None
 
 
 def pile_task(record: dict) -> str:
-    """A Pile record's domain: its set's lm-eval task name (the 22 Pile sets), any other set name as it is."""
-    meta = record.get("meta") or {}
-    name = (meta.get("pile_set_name") if isinstance(meta, dict) else None) or "unknown"
+    """A Pile record's domain: its set's lm-eval task name (the 22 Pile sets), any other set name as it is, and
+    'unknown' for a record without a set name (counted and reported by build_corpus)."""
+    name = _set_name(record) or "unknown"
     return PILE_TASK_OF_SET.get(name, name)
 
 
-def _pile_documents(corpus: str, domain_bytes: int) -> Iterator[tuple[str, str, str, str, dict]]:
-    """(domain, source_id, content group, text, provenance) from local Pile files or a `datasets` id, capped per domain."""
+def _tally(stats: dict, domain: str, size: int, kept: bool) -> None:
+    """Count one document read into stats[domain] (documents and UTF-8 bytes read, kept, dropped by the cap)."""
+    t = stats.setdefault(domain, {"read": 0, "kept": 0, "dropped": 0, "bytes read": 0, "bytes kept": 0})
+    t["read"], t["bytes read"] = t["read"] + 1, t["bytes read"] + size
+    if kept:
+        t["kept"], t["bytes kept"] = t["kept"] + 1, t["bytes kept"] + size
+    else:
+        t["dropped"] += 1
+
+
+def _pile_documents(corpus: str, domain_bytes: int | None, stats: dict) -> Iterator[tuple[str, str, str, str, dict]]:
+    """(domain, source_id, content group, text, provenance) from local Pile files or a `datasets` id: every document,
+    or with `domain_bytes` those read before a domain's text reached it. Fills `stats` (see _tally), with the
+    count of records without a set name under the key None."""
     path = Path(corpus)
     files = sorted(p for p in path.iterdir() if p.name.endswith((".jsonl", ".jsonl.zst"))) if path.is_dir() else []
     if files:
@@ -75,15 +185,14 @@ def _pile_documents(corpus: str, domain_bytes: int) -> Iterator[tuple[str, str, 
 
         # A datasets id (or a local folder datasets can read). Streaming: the Pile is far larger than a study needs.
         stream = datasets.load_dataset(corpus, split="train", streaming=True)
-        records = ((f"{corpus}:{i}", r) for i, r in enumerate(stream))
-    used: dict[str, int] = {}
+        records = ((f"{corpus}:{i}", _checked_record(r, f"{corpus}: row {i}")) for i, r in enumerate(stream))
     for source_id, record in records:
-        domain = pile_task(record)
-        if used.get(domain, 0) >= domain_bytes:
-            continue
-        text = record["text"] or " "  # the official code replaces empty texts by a space
-        used[domain] = used.get(domain, 0) + len(text.encode("utf-8"))
-        yield domain, source_id, source_id, text, {"source": corpus, "pile_set_name": domain}  # its own group
+        domain, text = pile_task(record), record["text"]
+        stats[None] = stats.get(None, 0) + (_set_name(record) is None)
+        kept = domain_bytes is None or stats.get(domain, {}).get("bytes kept", 0) < domain_bytes
+        _tally(stats, domain, len(text.encode("utf-8")), kept)
+        if kept:
+            yield domain, source_id, source_id, text, {"source": corpus, "pile_set_name": domain}  # its own group
 
 
 def pile_layout(corpus: str) -> tuple[list[Path], Path] | None:
@@ -100,24 +209,29 @@ def pile_layout(corpus: str) -> tuple[list[Path], Path] | None:
     return shards, tests[0]
 
 
-def _layout_rows(shards: tuple[str, ...], test_file: str, chunk_bytes: int | None, domain_bytes: int,
-                 domains: tuple[str, ...]) -> Iterator[dict]:
+def _layout_rows(shards: tuple[str, ...], test_file: str, chunk_bytes: int | None, domain_bytes: int | None,
+                 stats_path: str) -> Iterator[dict]:
     """One row per chunk (a whole document with chunk_bytes=None) of the train shards, then of the test file,
-    read one record at a time; `shard` names the train shard a row came from (its index shard)."""
-    used: dict[tuple[str, str], int] = {}
+    read one record at a time; `shard` names the train shard a row came from (its index shard). With
+    `domain_bytes`, each side of the split keeps a domain's documents until their text reaches it. What was read,
+    kept and dropped per domain goes to `stats_path` as JSON (the generator runs inside datasets)."""
+    stats: dict = {"train": {}, "test": {}}
+    unnamed = 0
     for split, files in (("train", shards), ("test", [test_file])):
         for file in map(Path, files):
             for i, record in enumerate(read_pile_jsonl(file)):
-                domain = pile_task(record)
-                text = record["text"] or " "  # the official code replaces empty texts by a space
-                if (domains and domain not in domains) or used.get((split, domain), 0) >= domain_bytes:
+                domain, text = pile_task(record), record["text"]
+                unnamed += _set_name(record) is None
+                kept = domain_bytes is None or stats[split].get(domain, {}).get("bytes kept", 0) < domain_bytes
+                _tally(stats[split], domain, len(text.encode("utf-8")), kept)
+                if not kept:
                     continue
-                used[(split, domain)] = used.get((split, domain), 0) + len(text.encode("utf-8"))
                 source_id = f"{split}/{file.name}:{i}"
                 for j, piece in enumerate(chunk_text(text, chunk_bytes)):
                     yield {"id": f"{domain}/{source_id}#{j}", "text": piece, "domain": domain, "pile_set_name": domain,
                            "source_id": source_id, "group": source_id, "chunk": j, "split": split,
                            "shard": file.name.split(".")[0] if split == "train" else ""}
+    Path(stats_path).write_text(json.dumps({"stats": stats, "unnamed": unnamed}))
 
 
 def _build_from_layout(config: StudyConfig, folder: Path, shards: list[Path], test_file: Path,
@@ -131,14 +245,21 @@ def _build_from_layout(config: StudyConfig, folder: Path, shards: list[Path], te
     features = datasets.Features({**{k: datasets.Value("string") for k in strings}, "chunk": datasets.Value("int64")})
     if not progress:
         datasets.disable_progress_bars()
-    dataset = datasets.Dataset.from_generator(
-        _layout_rows, features=features, cache_dir=str(tmp / "cache"),
-        # tuples, not lists: datasets would take a list argument for data shards to split among workers
-        gen_kwargs={"shards": tuple(str(p) for p in shards), "test_file": str(test_file),
-                    "chunk_bytes": config.chunk_bytes, "domain_bytes": config.domain_bytes,
-                    "domains": tuple(config.domains)})
+    try:
+        dataset = datasets.Dataset.from_generator(
+            _layout_rows, features=features, cache_dir=str(tmp / "cache"),
+            # tuples, not lists: datasets would take a list argument for data shards to split among workers
+            gen_kwargs={"shards": tuple(str(p) for p in shards), "test_file": str(test_file),
+                        "chunk_bytes": config.chunk_bytes, "domain_bytes": domain_budget(config),
+                        "stats_path": str(tmp / "stats.json")})
+    except datasets.exceptions.DatasetGenerationError as error:
+        cause = error.__cause__
+        if isinstance(cause, ValueError):  # a damaged input file: its file:line error, not datasets' wrapper
+            raise cause from cause.__cause__
+        raise
     if len(dataset) == 0:
-        raise ValueError(f"corpus={config.corpus!r} yielded no documents (domains={list(config.domains)})")
+        raise ValueError(f"corpus={config.corpus!r} yielded no documents")
+    read = json.loads((tmp / "stats.json").read_text())
     digest, counts, shard_rows, row = hashlib.sha256(), {}, {}, 0
     for batch in dataset.select_columns(["id", "text", "domain", "split", "shard"]).iter(batch_size=1000):
         for doc_id, text, domain, side, shard in zip(*(batch[c] for c in ("id", "text", "domain", "split", "shard"))):
@@ -149,9 +270,10 @@ def _build_from_layout(config: StudyConfig, folder: Path, shards: list[Path], te
             row += 1
     manifest = {"corpus": config.corpus, "layout": "pile (train shards, test file)", "fingerprint":
                 digest.hexdigest()[:16], "rows": row, "chunk_bytes": config.chunk_bytes,
-                "domain_bytes": config.domain_bytes, "train_shards": [p.name for p in shards],
+                "domain_bytes": domain_budget(config), "train_shards": [p.name for p in shards],
                 "shard_rows": shard_rows, "test_file": test_file.name,
-                "documents per domain": counts, "pile_set_name": {d: d for d in counts}, "sources": []}
+                "documents per domain": counts, "pile_set_name": {d: d for d in counts}, "sources": [],
+                "documents read": _merged(read["stats"]), "records without pile_set_name": read["unnamed"]}
     dataset.save_to_disk(str(tmp / "data"))
     shutil.rmtree(tmp / "cache", ignore_errors=True)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -160,17 +282,33 @@ def _build_from_layout(config: StudyConfig, folder: Path, shards: list[Path], te
     return load_corpus(folder)
 
 
-def _minipile_documents(config: StudyConfig, download_dir: Path, provenance: list) -> Iterator:
+def _merged(per_split: dict) -> dict:
+    """Per-domain read/kept/dropped counts summed over the sides of the split."""
+    out: dict = {}
+    for stats in per_split.values():
+        for domain, t in stats.items():
+            for key, n in t.items():
+                out.setdefault(domain, dict.fromkeys(t, 0))[key] += n
+    return out
+
+
+def _check_minipile_domains(config: StudyConfig) -> None:
+    """Names the mini-Pile can never hold fail before it is built (prepare() checks them against the corpus)."""
     from . import minipile
 
-    sources = [s for s in minipile.available_sources() if not config.domains or s.domain in config.domains]
     unknown = sorted(set(config.domains) - {s.domain for s in minipile.SOURCES})
     if unknown:
         raise ValueError(f"invalid domains={list(config.domains)!r}: {unknown} are not mini-Pile domains; valid: "
                          f"{[s.domain for s in minipile.SOURCES]}")
-    for source in sources:
+
+
+def _minipile_documents(config: StudyConfig, download_dir: Path, provenance: list) -> Iterator:
+    """Every available source's documents, each up to the budget: `domains` does not narrow the corpus."""
+    from . import minipile
+
+    for source in minipile.available_sources():
         digest, n_docs, n_bytes = hashlib.sha256(), 0, 0
-        for source_id, text in source.iter_documents(config.domain_bytes, 0, download_dir):
+        for source_id, text in source.iter_documents(domain_budget(config), 0, download_dir):
             digest.update(text.encode("utf-8"))
             n_docs, n_bytes = n_docs + 1, n_bytes + len(text.encode("utf-8"))
             yield source.domain, source_id, source.group(source_id), text, {"pile_set_name": source.pile_set_name}
@@ -270,6 +408,16 @@ class Corpus:
     def domains(self) -> list[str]:
         return sorted(self.manifest["documents per domain"])
 
+    def check_domains(self, domains) -> None:
+        """Raise ValueError unless every name in `domains` (the test documents' domains) is a domain of this
+        corpus; the message names the closest domain and lists them all."""
+        for name in domains:
+            if name not in self.domains:
+                close = difflib.get_close_matches(name, self.domains, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"invalid domains={list(domains)!r}: {name!r} is not a domain of this corpus{hint}; "
+                                 f"its domains: {self.domains}")
+
     def summary(self) -> "pd.DataFrame":
         """Documents and UTF-8 bytes per domain and split, with the Pile task each domain stands in for."""
         import pandas as pd
@@ -283,13 +431,16 @@ class Corpus:
 
     def test_documents(self, docs_per_domain: int, seed: int, domains=(), portion: float | None = None,
                        portion_seed: int = 1216) -> list[dict]:
-        """A seeded sample of test chunks per domain, from distinct sources first: sources in a seeded order, one
-        chunk of each, then a second chunk of each, and so on. More documents extend the sample (prefix-stable).
+        """A seeded sample of test chunks per domain of `domains` (empty: every domain), from distinct sources
+        first: sources in a seeded order, one chunk of each, then a second chunk of each, and so on. More documents
+        extend the sample (prefix-stable). A domain with fewer test chunks than `docs_per_domain` gives all it has,
+        with a UserWarning naming it; a name that is not a domain raises ValueError (check_domains).
 
         With `portion` (the paper: 0.2) the sample is instead the official code's: a domain's test documents in
         corpus order, shuffled by random.Random(portion_seed), the first int(portion * n) kept."""
+        self.check_domains(domains)
         table = self.dataset.select_columns(["domain", "split", "source_id"]).to_pandas()
-        picked = []
+        picked, short = [], []
         for domain in sorted(set(table["domain"])):
             if domains and domain not in domains:
                 continue
@@ -309,6 +460,11 @@ class Corpus:
             order = [chunks[s][i] for i in range(max(map(len, chunks.values()), default=0))
                      for s in sources if i < len(chunks[s])]
             picked += [dict(self.record(r), row=int(r)) for r in order[:docs_per_domain]]
+            if len(order) < docs_per_domain:
+                short.append(f"{domain!r} has {len(order)}")
+        if short:
+            warnings.warn(f"docs_per_domain={docs_per_domain} asks for more test documents than {len(short)} "
+                          f"domain(s) hold: {', '.join(short)}; each gives what it has", stacklevel=2)
         return picked
 
     def sources_per_domain(self, split: str = "test") -> "pd.DataFrame":
@@ -322,13 +478,17 @@ class Corpus:
 def _corpus_key(config: StudyConfig) -> str:
     from . import minipile
 
-    inputs = {"corpus": config.corpus, "domains": sorted(config.domains), "domain_bytes": config.domain_bytes,
+    # The corpus holds every domain whatever `domains` (it picks test documents only); the empty list stays in the
+    # key so that caches built before keep their names. domain_bytes as resolved: the mini-Pile's default and an
+    # explicit 250,000 are one corpus.
+    inputs = {"corpus": config.corpus, "domains": [], "domain_bytes": domain_budget(config),
               "chunk_bytes": config.chunk_bytes, "test_fraction": config.test_fraction, "split_by": config.split_by,
               "split_seed": config.split_seed, "version": BUILD_VERSION}
     if config.corpus == "minipile":
         inputs["sources"] = [(s.domain, s.version()) for s in minipile.available_sources()]
     else:
         inputs["pile_tasks"] = "lm-eval task names"  # domains renamed by PILE_TASK_OF_SET: older caches are stale
+        inputs["reader"] = 2  # 2: a meta stored as a JSON string is parsed, read counts kept: older caches are stale
         if Path(config.corpus).exists():
             inputs["mtime"] = Path(config.corpus).stat().st_mtime_ns
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
@@ -358,25 +518,47 @@ def load_corpus(path: Path) -> Corpus:
     return Corpus(path, dataset, manifest)
 
 
+def _report_reading(manifest: dict) -> None:
+    """Warn where a domain_bytes cap dropped documents (per domain: read, kept, dropped) and where records had no
+    set name (the domain 'unknown'); silent for a corpus read whole."""
+    cut = {d: t for d, t in manifest.get("documents read", {}).items() if t["dropped"]}
+    if cut:
+        warnings.warn(f"domain_bytes={manifest['domain_bytes']} cut corpus={manifest['corpus']!r}: " + "; ".join(
+            f"{d}: read {t['read']}, kept {t['kept']}, dropped {t['dropped']} ({t['bytes kept']:,} of "
+            f"{t['bytes read']:,} bytes kept)" for d, t in sorted(cut.items())) +
+            " (domain_bytes=None reads every document)", stacklevel=3)
+    if manifest.get("records without pile_set_name"):
+        warnings.warn(f"{manifest['records without pile_set_name']} records have no meta.pile_set_name: they form "
+                      f"the domain 'unknown' of corpus={manifest['corpus']!r}", stacklevel=3)
+
+
 def build_corpus(config: StudyConfig, progress: bool = True) -> Corpus:
-    """Build (or load the cached) corpus for `config`."""
+    """Build (or load the cached) corpus for `config`: every domain of the corpus (`domains` picks test documents
+    only), each read whole or up to domain_budget(config). Warns where a cap dropped documents."""
+    if config.corpus == "minipile":
+        _check_minipile_domains(config)
+    folder = corpus_folder(config)
+    corpus = load_corpus(folder) if (folder / "manifest.json").exists() else _build(config, folder, progress)
+    _report_reading(corpus.manifest)
+    return corpus
+
+
+def _build(config: StudyConfig, folder: Path, progress: bool) -> Corpus:
     import datasets
     from tqdm import tqdm
 
-    folder = corpus_folder(config)
-    if (folder / "manifest.json").exists():
-        return load_corpus(folder)
     layout = pile_layout(config.corpus) if config.corpus != "minipile" else None
     if layout is not None:
         return _build_from_layout(config, folder, *layout, progress)
     provenance: list[dict] = []
+    stats: dict = {}
     if config.corpus == "minipile":
         docs = _minipile_documents(config, config.work_path / "downloads", provenance)
     else:
-        docs = _pile_documents(config.corpus, config.domain_bytes)
+        docs = _pile_documents(config.corpus, domain_budget(config), stats)
     collected = list(tqdm(docs, desc="read corpus", unit="doc", disable=not progress))
     if not collected:
-        raise ValueError(f"corpus={config.corpus!r} yielded no documents (domains={list(config.domains)}); "
+        raise ValueError(f"corpus={config.corpus!r} yielded no documents; "
                          "expected 'minipile', Pile-format .jsonl/.jsonl.zst files or a datasets id with text")
     pile_names = {}
     groups_by_domain: dict[str, list[str]] = {}
@@ -399,9 +581,12 @@ def build_corpus(config: StudyConfig, progress: bool = True) -> Corpus:
     for domain, s in zip(columns["domain"], columns["split"]):
         counts.setdefault(domain, {"train": 0, "test": 0})[s] += 1
     manifest = {"corpus": config.corpus, "fingerprint": digest.hexdigest()[:16], "chunk_bytes": config.chunk_bytes,
-                "domain_bytes": config.domain_bytes, "test_fraction": config.test_fraction,
+                "domain_bytes": domain_budget(config), "test_fraction": config.test_fraction,
                 "split_by": config.split_by, "split_seed": config.split_seed,
                 "documents per domain": counts, "pile_set_name": pile_names, "sources": provenance}
+    if config.corpus != "minipile":  # the mini-Pile samples each source up to its budget: `sources` says how much
+        unnamed = stats.pop(None, 0)
+        manifest.update({"documents read": stats, "records without pile_set_name": unnamed})
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     datasets.Dataset.from_dict(columns).save_to_disk(str(tmp / "data"))

@@ -96,6 +96,7 @@ def prepare(config: StudyConfig, progress: bool = True) -> Study:
     """Corpus, embedder and index for `config`, built where missing."""
     check(config)
     corpus = build_corpus(config, progress)
+    corpus.check_domains(config.domains)  # a name the corpus lacks fails here, before the embedder and the index
     embedder = load_embedder(config.embedder, config.work_path, config.device, config.seed, config.embedder_tokenizer)
     index = build_index(config, corpus, embedder, progress)
     return Study(config, corpus, embedder, index)
