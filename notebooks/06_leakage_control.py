@@ -26,8 +26,8 @@
 model = "smollm2-135m"
 embedder = "minilm"
 corpus = "minipile"
-domains = ()  # empty: every available domain
-docs_per_domain = 1  # test documents per domain (the book uses 2: params/study.yml)
+domains = ()  # the test documents' domains (empty: all); the corpus and index hold every domain
+docs_per_domain = 1  # test documents per domain (the book's: params/study.yml)
 # Instead of docs_per_domain: this share of each domain's test documents, drawn as the official code drew them
 # (random.Random(split_seed).shuffle, then the first 20 %: the paper's 42,916 Pile test documents)
 test_portion = None
@@ -49,7 +49,9 @@ weights_snapshot = "memory"
 seed = 0
 # Corpus, embedding and scoring
 chunk_bytes = 1000  # UTF-8 bytes per chunk: at most 1,002 tokens, one step at max_length 1024
-domain_bytes = 250000  # text per mini-Pile domain before the split
+# UTF-8 bytes read per domain before the split. None: 250,000 for the mini-Pile, every document of any other
+# corpus; a number caps any corpus (what the cap dropped is kept in the manifest and warned about)
+domain_bytes = None
 test_fraction = 0.1  # share of content groups (else source documents) held out for testing
 split_by = "group"  # 'group' (content group: a message or page in every language) or 'source' (file)
 split_seed = 1216  # seeds the train/test split (1216: the official code's test subsample seed)

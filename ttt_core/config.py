@@ -106,7 +106,7 @@ class StudyConfig:
     embedder: str = "minilm"
     corpus: str = "minipile"
     domains: tuple[str, ...] = ()  # the test documents' domains (empty: all); the corpus and index hold every domain
-    docs_per_domain: int = 1  # test documents per domain (the book uses 2: params/study.yml)
+    docs_per_domain: int = 1  # test documents per domain (the book's: params/study.yml)
     # Instead of docs_per_domain: this share of each domain's test documents, drawn as the official code drew them
     # (random.Random(split_seed).shuffle, then the first 20 %: the paper's 42,916 Pile test documents)
     test_portion: float | None = None
