@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ttt_core.config import StudyConfig
+from ttt_core.metrics import score_text
 from ttt_core.models import load_language_model
 from ttt_core.retrieve import Neighbor
 from ttt_core.ttt import (make_optimizer, reset_weights, snapshot_weights, split_query_and_scored, train_on_text,
@@ -100,6 +101,18 @@ def test_split_query_keeps_the_scored_part_out_of_the_query(lm):
     assert query + scored == text and len(query) == 25
     query, scored = split_query_and_scored(lm.tokenizer, text, max_query_tokens=10)
     assert query == text[:10] and scored == text[10:]
+
+
+def test_split_query_cuts_at_a_character_and_never_puts_scored_bytes_in_the_query(lm):
+    for text in ("a€€b" * 3, "é😀" * 4, "x€", "ab😀cd"):
+        tokens = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        query, scored = split_query_and_scored(lm.tokenizer, text)
+        assert query + scored == text and query and "\ufffd" not in query + scored
+        # the query is at most its len(tokens) // 2 byte tokens; the scored part is whole text, bytes counted exactly
+        assert len(query.encode()) <= len(tokens) // 2
+        assert score_text(lm, scored)["n_bytes"] == len(text.encode()) - len(query.encode())
+    with pytest.raises(ValueError, match="split_query needs a test document"):
+        split_query_and_scored(lm.tokenizer, "€")  # 3 byte tokens, the first half inside the only character
 
 
 def test_training_chunks_never_exceed_the_model_context(tmp_path):

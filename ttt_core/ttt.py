@@ -181,12 +181,16 @@ def reapply_gradient(lm: LanguageModel, saved: list, optimizer: torch.optim.Opti
 
 def split_query_and_scored(tokenizer, text: str, max_query_tokens: int = 1024) -> tuple[str, str]:
     """Leakage control of the paper's split run: the first min(1024, n/2) LM tokens are the retrieval query,
-    only the rest is scored, so no scored text was used to find the neighbours."""
+    only the rest is scored, so no scored text was used to find the neighbours. Both are cut from the text at a
+    character boundary, so each is whole text and the scored part's bytes are exactly those its own tokens are
+    scored on: where the cut token starts inside a character (a byte token of a multi-byte character), that
+    whole character goes to the scored part and the query is a few bytes shorter."""
     offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     n_query = min(max_query_tokens, len(offsets) // 2)
-    if n_query == 0:
-        raise ValueError("split_query needs a test document of at least 2 tokens")
-    cut = offsets[n_query][0]
+    cut = offsets[n_query][0] if n_query else 0  # a token inside a character spans the whole character
+    if cut == 0:
+        raise ValueError("split_query needs a test document of at least 2 tokens whose first half holds a whole "
+                         "character")
     return text[:cut], text[cut:]
 
 
