@@ -128,3 +128,23 @@ def test_baselines_set_random_same_domain_chunks_beside_the_nearest_in_context(t
         assert all(0.0 <= o["ngram_share"] <= 1.0 for o in row["overlap"].values())
     again = baselines.run_baselines(study, documents, contexts=(None,), progress=False)
     assert again == rows  # read back from the results file, not recomputed
+
+
+def test_dynamic_evaluation_leaves_no_gradient_after_a_failed_step(tmp_path, monkeypatch):
+    config = StudyConfig(learning_rate=3e-3, max_length=128)
+    lm = load_language_model("tiny-llama", tmp_path, device="cpu")
+    real = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def fail_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", fail_first)
+    with pytest.raises(KeyboardInterrupt):
+        dynamic_evaluation(lm, TEXT, config, steps=(0, 2))
+    assert all(p.grad is None for p in lm.model.parameters())
+    after = dynamic_evaluation(lm, TEXT, config, steps=(0, 2))
+    fresh = dynamic_evaluation(load_language_model("tiny-llama", tmp_path, device="cpu"), TEXT, config, steps=(0, 2))
+    assert after["evals"] == fresh["evals"]

@@ -217,3 +217,66 @@ def test_restoring_from_the_models_file_gives_exactly_what_a_copy_in_memory_give
         run_ttt_nn(lm, document, neighbors(), dataclasses.replace(config, weights_snapshot="file"))
     with pytest.raises(ValueError, match="invalid weights_snapshot='disk'"):
         dataclasses.replace(config, weights_snapshot="disk").validate()
+
+
+def fail_once(real, failure, at: int = 0):
+    """`real`, raising `failure` on its call number `at` (0: the first) and working otherwise."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at + 1:
+            raise failure
+        return real(*args, **kwargs)
+    return wrapper
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("CUDA out of memory"), KeyboardInterrupt()],
+                         ids=["out-of-memory", "interrupt"])
+@pytest.mark.parametrize("where, at", [("clip", 0), ("clip", 2), ("step", 1)])
+def test_gradients_never_survive_a_failed_document(tmp_path, monkeypatch, failure, where, at):
+    """A failure after backward() (in clipping, or in the optimizer's step), on the first step or after some:
+    the next document on the same model and optimizer gives exactly a fresh model's row."""
+    lm = load_language_model("tiny-llama", tmp_path, device="cpu")
+    config = StudyConfig(k=2, learning_rate=1e-3, max_length=128, eval_ks=(0, 2))
+    shared = make_optimizer(lm.model, config)
+    first = {"id": "a", "domain": "prose", "pile_set_name": "pile-cc", "text": TEXT[::-1]}
+    second = {"id": "b", "domain": "prose", "pile_set_name": "pile-cc", "text": TEXT}
+    before = snapshot_weights(lm.model)
+    if where == "clip":
+        monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", fail_once(torch.nn.utils.clip_grad_norm_, failure, at))
+    else:
+        shared.step = fail_once(shared.step, failure, at)
+    with pytest.raises(type(failure)):
+        run_ttt_nn(lm, first, neighbors(2), config, shared)
+    assert all(p.grad is None for p in lm.model.parameters())
+    assert all(torch.equal(p, b) for p, b in zip(lm.model.parameters(), before))
+    after = run_ttt_nn(lm, second, neighbors(2), config, shared)
+    fresh = run_ttt_nn(load_language_model("tiny-llama", tmp_path, device="cpu"), second, neighbors(2), config)
+    assert after["evals"] == fresh["evals"] and after["train_loss"] == fresh["train_loss"]
+
+
+def test_the_weights_snapshot_is_taken_once_per_loaded_model(lm, monkeypatch):
+    import ttt_core.ttt as ttt
+
+    taken = []
+    real = ttt.snapshot_weights
+    monkeypatch.setattr(ttt, "snapshot_weights", lambda *a, **k: taken.append(1) or real(*a, **k))
+    config = StudyConfig(k=1, learning_rate=1e-3, max_length=128, eval_ks=(0, 1))
+    for doc_id in "abc":
+        run_ttt_nn(lm, {"id": doc_id, "domain": "prose", "pile_set_name": "pile-cc", "text": TEXT}, neighbors(1), config)
+    assert len(taken) == 1
+
+
+def test_a_document_never_starts_from_changed_weights_or_leftover_gradients(lm):
+    config = StudyConfig(k=1, learning_rate=1e-3, max_length=128, eval_ks=(0, 1))
+    document = {"id": "d", "domain": "prose", "pile_set_name": "pile-cc", "text": TEXT}
+    reference = run_ttt_nn(lm, document, neighbors(1), config)
+    lm.model(input_ids=torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).loss.backward()  # stale grads
+    with pytest.warns(UserWarning, match="gradients left over"):
+        repaired = run_ttt_nn(lm, document, neighbors(1), config)
+    assert repaired["evals"] == reference["evals"]
+    with torch.no_grad():
+        next(lm.model.parameters()).add_(1.0)  # trained outside a document and never restored: refused
+    with pytest.raises(ValueError, match="differ from the weights it was loaded with"):
+        run_ttt_nn(lm, document, neighbors(1), config)

@@ -18,7 +18,7 @@ import torch
 
 from .metrics import rolling_windows
 from .retrieve import random_neighbors
-from .ttt import reset_optimizer, reset_weights, snapshot_weights, split_query_and_scored, train_on_text
+from .ttt import loaded_weights, restored_after, split_query_and_scored, train_on_text
 
 ALPHA_GRID = tuple(round(0.01 * i, 2) for i in range(20))  # the paper's 0.00, 0.01, ..., 0.19
 IN_CONTEXT_KEEP = ("nearest", "official")
@@ -90,19 +90,16 @@ def dynamic_evaluation(lm, text: str, config, steps: tuple[int, ...] = (0, 1, 2,
     from .ttt import make_optimizer
 
     trained, scored = split_query_and_scored(lm.tokenizer, text)
-    snapshot = snapshot_weights(lm.model)
+    snapshot = loaded_weights(lm)  # the model's, taken once; never one of what a failed document left
     optimizer = (optimizer_factory or make_optimizer)(lm.model, config)
     evals, taken = [], 0
-    try:
+    with restored_after(lm, snapshot, optimizer):  # however it ends: no gradient left, weights back
         for target in sorted(set(steps)):
             while taken < target:
                 train_on_text(lm, trained, optimizer, config)
                 taken += 1
             score = score_text(lm, scored, config.eval_context, config.max_eval_tokens)
             evals.append({"steps": target, "loglik": score["loglik"], "n_bytes": score["n_bytes"]})
-    finally:
-        reset_weights(lm.model, snapshot)
-        reset_optimizer(optimizer)
     return {"trained": trained, "scored": scored, "evals": evals}
 
 
