@@ -128,3 +128,87 @@ def test_baselines_set_random_same_domain_chunks_beside_the_nearest_in_context(t
         assert all(0.0 <= o["ngram_share"] <= 1.0 for o in row["overlap"].values())
     again = baselines.run_baselines(study, documents, contexts=(None,), progress=False)
     assert again == rows  # read back from the results file, not recomputed
+
+
+def test_dynamic_evaluation_leaves_no_gradient_after_a_failed_step(tmp_path, monkeypatch):
+    config = StudyConfig(learning_rate=3e-3, max_length=128)
+    lm = load_language_model("tiny-llama", tmp_path, device="cpu")
+    real = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def fail_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", fail_first)
+    with pytest.raises(KeyboardInterrupt):
+        dynamic_evaluation(lm, TEXT, config, steps=(0, 2))
+    assert all(p.grad is None for p in lm.model.parameters())
+    after = dynamic_evaluation(lm, TEXT, config, steps=(0, 2))
+    fresh = dynamic_evaluation(load_language_model("tiny-llama", tmp_path, device="cpu"), TEXT, config, steps=(0, 2))
+    assert after["evals"] == fresh["evals"]
+
+
+def fed_inputs(lm):
+    """The token ids of every forward pass of `lm`, for a `with` block."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def spy():
+        fed = []
+        hook = lm.model.model.embed_tokens.register_forward_pre_hook(lambda m, args: fed.append(args[0][0].tolist()))
+        try:
+            yield fed
+        finally:
+            hook.remove()
+    return spy()
+
+
+@pytest.mark.parametrize("model", ["tiny-llama-bos", "tiny-llama"])
+def test_in_context_starts_from_the_scoring_prefix_and_ends_each_neighbour_with_eos(tmp_path, model):
+    """The in-context window is the no-context score's window with the neighbours put between its scoring prefix
+    and the document, so the neighbours' text is the only difference: position 0 holds the prefix token and the
+    document follows an EOS, as it follows the prefix when scored alone."""
+    lm = load_language_model(model, tmp_path, device="cpu")
+    tok = lambda text: lm.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    doc, near, far = "the cat sat.", "a near text.", "a far text."
+    eos = lm.tokenizer.eos_token_id
+    with fed_inputs(lm) as fed:
+        scored = in_context(lm, doc, [near, far])
+    assert fed == [([lm.prefix_token_id] + tok(far) + [eos] + tok(near) + [eos] + tok(doc))[:-1]]
+    assert scored["context_tokens"] == len(tok(far) + tok(near)) + 2 and scored["n_bytes"] == len(doc.encode())
+    # No room for a neighbour (the document and its prefix fill the context), no neighbours, empty neighbours:
+    # exactly the document scored alone.
+    alone = score_text(lm, doc)["loglik"]
+    assert in_context(lm, doc, [near, far], context=len(tok(doc)) + 1)["loglik"] == alone
+    assert in_context(lm, doc, [])["loglik"] == alone and in_context(lm, doc, ["", ""])["loglik"] == alone
+    # Short of room, the neighbours are cut (nearest kept, from its end) and each cut one keeps its EOS.
+    with fed_inputs(lm) as fed:
+        cut = in_context(lm, doc, [near, far], context=len(tok(doc)) + 1 + 5)
+    assert fed == [([lm.prefix_token_id] + tok(near)[-4:] + [eos] + tok(doc))[:-1]] and cut["context_tokens"] == 5
+
+
+def test_the_official_in_context_concatenation_is_kept_as_a_named_option(tmp_path):
+    lm = load_language_model("tiny-llama-bos", tmp_path, device="cpu")
+    tok = lambda text: lm.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    doc, texts = "the cat sat.", ["a near text.", "a far text."]
+    for keep, context in (("nearest", None), ("official", None), ("nearest", 20), ("official", 20)):
+        window = context or lm.context_length
+        old = in_context_prefix([tok(t) for t in texts], window - len(tok(doc)), keep)  # the plain concatenation
+        expected = target_logprobs(lm.model, tok(doc), lm.prefix_token_id, window, old).sum()
+        official = in_context(lm, doc, texts, context, keep, join="official")
+        assert official["loglik"] == float(expected) and official["context_tokens"] == len(old)
+    with pytest.raises(ValueError, match="invalid join='space'"):
+        in_context(lm, doc, texts, join="space")
+
+
+def test_baseline_rows_are_keyed_by_the_version_of_their_code(tiny_params, monkeypatch):
+    from ttt_core.study import prepare
+
+    study = prepare(StudyConfig.from_params(**tiny_params), progress=False)
+    assert baselines.baseline_settings(study)["baselines_version"] == baselines.BASELINES_VERSION >= 2
+    key = baselines.baselines_key(study)
+    monkeypatch.setattr(baselines, "BASELINES_VERSION", baselines.BASELINES_VERSION + 1)
+    assert baselines.baselines_key(study) != key
+    assert baselines.baselines_key(study, joins=("official",)) != baselines.baselines_key(study)

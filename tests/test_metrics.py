@@ -267,3 +267,92 @@ def test_one_document_intervals_are_not_intervals():
     table = domain_changes(documents_at(frame, 0), documents_at(frame, 1))
     assert table["low %"].isna().all() and table["high %"].isna().all()
     assert math.isnan(bootstrap_bpb(frame, NAMES, 20).set_index(["domain", "k"]).loc[("code", 1), "low"])
+
+
+# ------------------------------------------------------------------------ bytes of the scored tokens (score_text)
+MULTIBYTE = "aé€😀b c"  # 1-, 2-, 3- and 4-byte characters: 1 + 2 + 3 + 4 + 1 + 1 + 1 = 13 bytes
+
+
+def byte_level_tokenizer_with_merges():
+    """A GPT-2-style byte-level BPE whose merges make tokens that end inside a character: 'Ġâ' is a space and
+    the first byte of '€' (GPT-2's vocabulary has many such tokens)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    vocab |= {"Ġâ": len(vocab), "Ĥ¬": len(vocab) + 1, "<|endoftext|>": len(vocab) + 2}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[("Ġ", "â"), ("Ĥ", "¬")]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+
+
+def sentencepiece_like_tokenizer():
+    """A SentencePiece-style tokenizer as Llama's and Gemma's fast tokenizers are built: '▁' for a space, a few
+    whole characters as pieces (one of them the 2-byte 'é'), every other byte as a <0xNN> byte-fallback piece."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + list("▁abcdefghijklmnopqrstuvwxyzé")
+    tok = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=[], unk_token="<unk>",
+                               byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def language_model_for(tokenizer):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from ttt_core.models import LanguageModel
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return LanguageModel(model, tokenizer, "test", torch.device("cpu"), 256, prefix, {})
+
+
+def test_a_capped_text_counts_the_bytes_of_its_scored_tokens_never_of_a_decoded_cut(tmp_path):
+    """The issue's case: "ab€" cut at 3 byte tokens scores 'a', 'b' and the first byte of '€': 3 bytes, not the
+    5 of the decoded 'ab\ufffd'."""
+    from ttt_core.models import load_language_model
+
+    lm = load_language_model("tiny-gpt2", tmp_path, device="cpu")
+    capped = score_text(lm, "ab€", max_eval_tokens=3)
+    assert capped["n_tokens"] == 3 and capped["n_bytes"] == 3
+    tokens = lm.tokenizer("ab€", add_special_tokens=False)["input_ids"]
+    assert capped["loglik"] == loglikelihood_rolling(lm.model, tokens[:3], lm.prefix_token_id, lm.context_length)
+    # a byte-level tokenizer without merges: every token is one byte, whatever character it is part of
+    for n in range(1, len(MULTIBYTE.encode())):
+        assert score_text(lm, MULTIBYTE, max_eval_tokens=n)["n_bytes"] == n
+    assert score_text(lm, MULTIBYTE, max_eval_tokens=99)["n_bytes"] == len(MULTIBYTE.encode())
+
+
+# byte-level: 'Ġâ' ends inside ' €' (a space and 0xE2); SentencePiece-like: 'é' a piece, '€' and '😀' byte pieces
+@pytest.mark.parametrize("make", [byte_level_tokenizer_with_merges, sentencepiece_like_tokenizer])
+def test_every_cut_counts_exactly_the_bytes_its_tokens_stand_for(make):
+    tokenizer = make()
+    text = "aé€😀b €c 😀"
+    lm = language_model_for(tokenizer)
+    tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+    counts = [score_text(lm, text, max_eval_tokens=n)["n_bytes"] for n in range(1, len(tokens) + 1)]
+    # An independent oracle: a token's bytes are those its own piece spells (byte-level alphabet, <0xNN>, '▁').
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    to_byte = {ch: b for b, ch in bytes_to_unicode().items()}
+
+    def piece_bytes(piece):
+        if piece.startswith("<0x") and piece.endswith(">"):
+            return 1
+        if make is byte_level_tokenizer_with_merges:
+            return len(piece)  # one alphabet character per byte
+        return len(piece.replace("▁", " ").encode())
+
+    pieces = tokenizer.convert_ids_to_tokens(tokens)
+    assert all(ch in to_byte for ch in "".join(pieces)) or make is sentencepiece_like_tokenizer
+    assert counts == list(np.cumsum([piece_bytes(p) for p in pieces]))
+    assert counts[-1] == len(text.encode())
+    assert all(a < b for a, b in zip(counts, counts[1:]))

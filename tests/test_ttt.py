@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ttt_core.config import StudyConfig
+from ttt_core.metrics import score_text
 from ttt_core.models import load_language_model
 from ttt_core.retrieve import Neighbor
 from ttt_core.ttt import (make_optimizer, reset_weights, snapshot_weights, split_query_and_scored, train_on_text,
@@ -100,6 +101,18 @@ def test_split_query_keeps_the_scored_part_out_of_the_query(lm):
     assert query + scored == text and len(query) == 25
     query, scored = split_query_and_scored(lm.tokenizer, text, max_query_tokens=10)
     assert query == text[:10] and scored == text[10:]
+
+
+def test_split_query_cuts_at_a_character_and_never_puts_scored_bytes_in_the_query(lm):
+    for text in ("a€€b" * 3, "é😀" * 4, "x€", "ab😀cd"):
+        tokens = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        query, scored = split_query_and_scored(lm.tokenizer, text)
+        assert query + scored == text and query and "\ufffd" not in query + scored
+        # the query is at most its len(tokens) // 2 byte tokens; the scored part is whole text, bytes counted exactly
+        assert len(query.encode()) <= len(tokens) // 2
+        assert score_text(lm, scored)["n_bytes"] == len(text.encode()) - len(query.encode())
+    with pytest.raises(ValueError, match="split_query needs a test document"):
+        split_query_and_scored(lm.tokenizer, "€")  # 3 byte tokens, the first half inside the only character
 
 
 def test_training_chunks_never_exceed_the_model_context(tmp_path):
@@ -204,3 +217,66 @@ def test_restoring_from_the_models_file_gives_exactly_what_a_copy_in_memory_give
         run_ttt_nn(lm, document, neighbors(), dataclasses.replace(config, weights_snapshot="file"))
     with pytest.raises(ValueError, match="invalid weights_snapshot='disk'"):
         dataclasses.replace(config, weights_snapshot="disk").validate()
+
+
+def fail_once(real, failure, at: int = 0):
+    """`real`, raising `failure` on its call number `at` (0: the first) and working otherwise."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at + 1:
+            raise failure
+        return real(*args, **kwargs)
+    return wrapper
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("CUDA out of memory"), KeyboardInterrupt()],
+                         ids=["out-of-memory", "interrupt"])
+@pytest.mark.parametrize("where, at", [("clip", 0), ("clip", 2), ("step", 1)])
+def test_gradients_never_survive_a_failed_document(tmp_path, monkeypatch, failure, where, at):
+    """A failure after backward() (in clipping, or in the optimizer's step), on the first step or after some:
+    the next document on the same model and optimizer gives exactly a fresh model's row."""
+    lm = load_language_model("tiny-llama", tmp_path, device="cpu")
+    config = StudyConfig(k=2, learning_rate=1e-3, max_length=128, eval_ks=(0, 2))
+    shared = make_optimizer(lm.model, config)
+    first = {"id": "a", "domain": "prose", "pile_set_name": "pile-cc", "text": TEXT[::-1]}
+    second = {"id": "b", "domain": "prose", "pile_set_name": "pile-cc", "text": TEXT}
+    before = snapshot_weights(lm.model)
+    if where == "clip":
+        monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", fail_once(torch.nn.utils.clip_grad_norm_, failure, at))
+    else:
+        shared.step = fail_once(shared.step, failure, at)
+    with pytest.raises(type(failure)):
+        run_ttt_nn(lm, first, neighbors(2), config, shared)
+    assert all(p.grad is None for p in lm.model.parameters())
+    assert all(torch.equal(p, b) for p, b in zip(lm.model.parameters(), before))
+    after = run_ttt_nn(lm, second, neighbors(2), config, shared)
+    fresh = run_ttt_nn(load_language_model("tiny-llama", tmp_path, device="cpu"), second, neighbors(2), config)
+    assert after["evals"] == fresh["evals"] and after["train_loss"] == fresh["train_loss"]
+
+
+def test_the_weights_snapshot_is_taken_once_per_loaded_model(lm, monkeypatch):
+    import ttt_core.ttt as ttt
+
+    taken = []
+    real = ttt.snapshot_weights
+    monkeypatch.setattr(ttt, "snapshot_weights", lambda *a, **k: taken.append(1) or real(*a, **k))
+    config = StudyConfig(k=1, learning_rate=1e-3, max_length=128, eval_ks=(0, 1))
+    for doc_id in "abc":
+        run_ttt_nn(lm, {"id": doc_id, "domain": "prose", "pile_set_name": "pile-cc", "text": TEXT}, neighbors(1), config)
+    assert len(taken) == 1
+
+
+def test_a_document_never_starts_from_changed_weights_or_leftover_gradients(lm):
+    config = StudyConfig(k=1, learning_rate=1e-3, max_length=128, eval_ks=(0, 1))
+    document = {"id": "d", "domain": "prose", "pile_set_name": "pile-cc", "text": TEXT}
+    reference = run_ttt_nn(lm, document, neighbors(1), config)
+    lm.model(input_ids=torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).loss.backward()  # stale grads
+    with pytest.warns(UserWarning, match="gradients left over"):
+        repaired = run_ttt_nn(lm, document, neighbors(1), config)
+    assert repaired["evals"] == reference["evals"]
+    with torch.no_grad():
+        next(lm.model.parameters()).add_(1.0)  # trained outside a document and never restored: refused
+    with pytest.raises(ValueError, match="differ from the weights it was loaded with"):
+        run_ttt_nn(lm, document, neighbors(1), config)

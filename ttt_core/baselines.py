@@ -1,6 +1,7 @@
 """The paper's baselines beside TTT-NN (PAPER.md section 6), each scored with the same bits per byte:
 
-- in-context: the neighbours before the document in the model's context, only the document's tokens scored;
+- in-context: the scoring prefix, the neighbours each ending with EOS, then the document in the model's context
+  (the official code's plain concatenation: `join="official"`), only the document's tokens scored;
   by default the neighbours *nearest* the query are the ones kept when they do not all fit (the official code
   kept the tail of the concatenation, i.e. the farthest neighbours' ends: `keep="official"`), beside the same
   number of random chunks of the document's domain as its control, and the neighbours' overlap with the document;
@@ -16,23 +17,35 @@ import math
 import numpy as np
 import torch
 
-from .metrics import rolling_windows
+from .metrics import loglikelihood_rolling, rolling_windows, scored_tokens
 from .retrieve import random_neighbors
-from .ttt import reset_optimizer, reset_weights, snapshot_weights, split_query_and_scored, train_on_text
+from .ttt import loaded_weights, restored_after, split_query_and_scored, train_on_text
 
 ALPHA_GRID = tuple(round(0.01 * i, 2) for i in range(20))  # the paper's 0.00, 0.01, ..., 0.19
 IN_CONTEXT_KEEP = ("nearest", "official")
+IN_CONTEXT_JOIN = ("eos", "official")  # how neighbours and document are joined (`in_context`)
+# Part of the baseline rows' key (`baseline_settings`): bumped whenever a baseline row's numbers change.
+#   1: the first rows (in-context as the official plain concatenation of neighbours and document; the bytes of a
+#      capped text counted from its decoded cut).
+#   2: in-context joined as scoring prefix + neighbours each ending with EOS + document (join="eos"; the official
+#      concatenation is join="official"); a capped text's bytes are those of its scored tokens.
+BASELINES_VERSION = 2
 
 
 # ------------------------------------------------------------------------------------------- in-context
-def in_context_prefix(neighbor_tokens: list[list[int]], budget: int, keep: str = "nearest") -> list[int]:
-    """The context put before the document, at most `budget` tokens, from neighbours given nearest first.
+def in_context_prefix(neighbor_tokens: list[list[int]], budget: int, keep: str = "nearest",
+                      separator: int | None = None) -> list[int]:
+    """The neighbours put before the document, at most `budget` tokens, from neighbours given nearest first;
+    with `separator` (EOS) each non-empty neighbour is followed by it, counted in the budget.
 
-    keep="nearest": whole neighbours nearest first while they fit, the last one cut from its start; they are
-    placed farthest first so the nearest sits next to the document. keep="official": the official code's
-    concatenation nearest first, left-truncated, so what remains is the tail (the farthest neighbours' ends)."""
+    keep="nearest": whole neighbours nearest first while they fit, the last one cut from its start (keeping its
+    separator, and left out when only the separator would fit); they are placed farthest first so the nearest
+    sits next to the document. keep="official": the official code's concatenation nearest first,
+    left-truncated, so what remains is the tail (the farthest neighbours' ends)."""
     if keep not in IN_CONTEXT_KEEP:
         raise ValueError(f"invalid keep={keep!r}: expected one of {list(IN_CONTEXT_KEEP)}")
+    if separator is not None:
+        neighbor_tokens = [tokens + [separator] for tokens in neighbor_tokens if tokens]
     if budget <= 0:
         return []
     if keep == "official":
@@ -40,7 +53,7 @@ def in_context_prefix(neighbor_tokens: list[list[int]], budget: int, keep: str =
         return joined[-budget:]
     kept, left = [], budget
     for tokens in neighbor_tokens:
-        if left <= 0:
+        if left <= 0 or (separator is not None and left < 2 and len(tokens) > left):  # a lone EOS: no text
             break
         kept.append(tokens[-left:] if len(tokens) > left else tokens)
         left -= len(kept[-1])
@@ -67,17 +80,41 @@ def target_logprobs(model, tokens: list[int], prefix_token: int, max_len: int,
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def in_context(lm, text: str, neighbor_texts: list[str], context: int | None = None, keep: str = "nearest") -> dict:
-    """Log-likelihood of `text` with its neighbours (nearest first) in a context of `context` tokens (default:
-    the model's); a document longer than the context is scored without neighbours, as the official code did."""
+def in_context(lm, text: str, neighbor_texts: list[str], context: int | None = None, keep: str = "nearest",
+               join: str = "eos") -> dict:
+    """Log-likelihood (nats) of `text` with its neighbours (nearest first) before it in a context of `context`
+    tokens (default: the model's); only the document's tokens are scored and its bytes counted.
+
+    join="eos" (default): the scoring prefix (`lm.prefix_token_id`, as the document scored alone starts from),
+    then each neighbour followed by EOS, then the document; so with no neighbour, or no room for one, it is
+    exactly the no-context score and the neighbours' text is the only difference. join="official": the official
+    code's plain concatenation of neighbours and document, no prefix and no separator. Short of room the
+    neighbours are cut by `keep` (`in_context_prefix`); a document that leaves no room is scored without them,
+    as the official code did. Returns loglik, n_tokens, n_bytes and context_tokens (the neighbours' tokens
+    placed, separators included). Raises ValueError for an unknown `join` or `keep`, or join="eos" with a
+    tokenizer that has no EOS."""
+    if join not in IN_CONTEXT_JOIN:
+        raise ValueError(f"invalid join={join!r}: expected one of {list(IN_CONTEXT_JOIN)}")
+    if keep not in IN_CONTEXT_KEEP:
+        raise ValueError(f"invalid keep={keep!r}: expected one of {list(IN_CONTEXT_KEEP)}")
+    eos = lm.tokenizer.eos_token_id
+    if join == "eos" and eos is None:
+        raise ValueError(f"model {lm.name!r} has no EOS token to end each neighbour with; use join='official'")
     window = min(context or lm.context_length, lm.context_length)
-    tokens = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    tokens, n_bytes = scored_tokens(lm.tokenizer, text)
     neighbor_tokens = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in neighbor_texts]
-    # The document's first token needs one token before it: the context, else the scoring prefix.
-    prefix = in_context_prefix(neighbor_tokens, window - len(tokens), keep) if len(tokens) < window else []
-    logprobs = target_logprobs(lm.model, tokens, lm.prefix_token_id, window, prefix)
-    return {"loglik": float(logprobs.sum()), "n_tokens": len(tokens), "n_bytes": len(text.encode("utf-8")),
-            "context_tokens": len(prefix)}
+    if join == "official":  # the document's first token needs one token before it: the context, else the prefix
+        neighbours = in_context_prefix(neighbor_tokens, window - len(tokens), keep) if len(tokens) < window else []
+        before = neighbours
+    else:
+        neighbours = in_context_prefix(neighbor_tokens, window - 1 - len(tokens), keep, separator=eos)
+        before = [lm.prefix_token_id] + neighbours
+    if join == "eos" and not neighbours:  # nothing placed: the no-context score itself, summed as it sums
+        loglik = loglikelihood_rolling(lm.model, tokens, lm.prefix_token_id, window)
+    else:
+        loglik = float(target_logprobs(lm.model, tokens, lm.prefix_token_id, window, before).sum())
+    return {"loglik": loglik, "n_tokens": len(tokens), "n_bytes": n_bytes,
+            "context_tokens": len(neighbours)}
 
 
 # ------------------------------------------------------------------------------------- dynamic evaluation
@@ -90,19 +127,16 @@ def dynamic_evaluation(lm, text: str, config, steps: tuple[int, ...] = (0, 1, 2,
     from .ttt import make_optimizer
 
     trained, scored = split_query_and_scored(lm.tokenizer, text)
-    snapshot = snapshot_weights(lm.model)
+    snapshot = loaded_weights(lm)  # the model's, taken once; never one of what a failed document left
     optimizer = (optimizer_factory or make_optimizer)(lm.model, config)
     evals, taken = [], 0
-    try:
+    with restored_after(lm, snapshot, optimizer):  # however it ends: no gradient left, weights back
         for target in sorted(set(steps)):
             while taken < target:
                 train_on_text(lm, trained, optimizer, config)
                 taken += 1
             score = score_text(lm, scored, config.eval_context, config.max_eval_tokens)
             evals.append({"steps": target, "loglik": score["loglik"], "n_bytes": score["n_bytes"]})
-    finally:
-        reset_weights(lm.model, snapshot)
-        reset_optimizer(optimizer)
     return {"trained": trained, "scored": scored, "evals": evals}
 
 
@@ -162,19 +196,21 @@ def interpolation_inputs(row: dict) -> dict:
             "p_knn": np.asarray(row["knn_probs"]), "n_bytes": row["n_bytes"]}
 
 
-def baseline_row(study, document: dict, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True) -> dict:
+def baseline_row(study, document: dict, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True,
+                 joins=IN_CONTEXT_JOIN[:1]) -> dict:
     """Every baseline of one document, on the k nearest neighbours TTT-NN trains on (equal k):
 
     - `loglik`, `token_logprobs`: the document scored alone (k = 0), each token's log-probability;
     - `knn_probs`: p_knn of each scored token (the neighbours' unigram mixture, for interpolation at any alpha);
-    - `in_context` (with `full`): one entry per context size (None: the model's) and truncation rule;
+    - `in_context` (with `full`): one entry per context size (None: the model's), truncation rule and join
+      (`in_context`; default the prefix + EOS-separated one only), then the random-chunk control;
     - `dynamic` (with `full`): trained on the document's first part, the rest scored after each k of the grid.
     Seconds are wall times of each method on this machine."""
     import time
 
     lm, config = study.language_model(), study.config
     neighbors = study.training_texts(document)
-    tokens = lm.tokenizer(document["text"], add_special_tokens=False)["input_ids"]
+    tokens, n_bytes = scored_tokens(lm.tokenizer, document["text"])
     window = min(config.eval_context or lm.context_length, lm.context_length)
     start = time.perf_counter()
     logprobs = target_logprobs(lm.model, tokens, lm.prefix_token_id, window)
@@ -184,7 +220,7 @@ def baseline_row(study, document: dict, contexts=(None, 1024), keeps=IN_CONTEXT_
     p_knn = unigram_distribution(neighbor_tokens, [n.distance for n in neighbors], vocab) if neighbors else np.zeros(vocab)
     row = {"doc_id": document["id"], "domain": document["domain"], "pile_set_name": document["pile_set_name"],
            "group": document.get("group", document["id"]), "source_id": document.get("source_id", document["id"]),
-           "n_bytes": len(document["text"].encode("utf-8")), "n_tokens": len(tokens),
+           "n_bytes": n_bytes, "n_tokens": len(tokens),
            "loglik": float(logprobs.sum()), "score_seconds": score_seconds,
            "token_logprobs": logprobs.tolist(), "knn_probs": p_knn[np.asarray(tokens, dtype=int)].tolist(),
            "neighbors": [n.doc_id for n in neighbors]}
@@ -193,17 +229,19 @@ def baseline_row(study, document: dict, contexts=(None, 1024), keeps=IN_CONTEXT_
     row["in_context"] = []
     for context in contexts:
         for keep in keeps:
-            start = time.perf_counter()
-            scored = in_context(lm, document["text"], [n.text for n in neighbors], context, keep)
-            row["in_context"].append({"context": context or lm.context_length, "keep": keep, "neighbors": "nearest",
-                                      "loglik": scored["loglik"], "context_tokens": scored["context_tokens"],
-                                      "seconds": time.perf_counter() - start})
+            for join in joins:
+                start = time.perf_counter()
+                scored = in_context(lm, document["text"], [n.text for n in neighbors], context, keep, join)
+                row["in_context"].append({"context": context or lm.context_length, "keep": keep, "join": join,
+                                          "neighbors": "nearest", "loglik": scored["loglik"],
+                                          "context_tokens": scored["context_tokens"],
+                                          "seconds": time.perf_counter() - start})
     # The control for in-context's gain: as many random chunks of the document's domain in the same context. What
     # the nearest neighbours add beyond it is retrieval's; their overlap with the document says whether it is copied.
     start = time.perf_counter()
     randoms = random_neighbors(document, len(neighbors), "random-domain", study.index, study.corpus, config.seed)
-    scored = in_context(lm, document["text"], [n.text for n in randoms], contexts[0], keeps[0])
-    row["in_context"].append({"context": contexts[0] or lm.context_length, "keep": keeps[0],
+    scored = in_context(lm, document["text"], [n.text for n in randoms], contexts[0], keeps[0], joins[0])
+    row["in_context"].append({"context": contexts[0] or lm.context_length, "keep": keeps[0], "join": joins[0],
                               "neighbors": "random-domain", "ids": [n.doc_id for n in randoms],
                               "loglik": scored["loglik"],
                               "context_tokens": scored["context_tokens"], "seconds": time.perf_counter() - start})
@@ -228,17 +266,23 @@ def text_overlap(text: str, others: list[str], n: int) -> dict:
     return {"ngram_share": document_overlap(text, others, n), "longest_shared_chars": longest}
 
 
-def baseline_settings(study, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True) -> dict:
+def baseline_settings(study, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True,
+                      joins=IN_CONTEXT_JOIN[:1]) -> dict:
+    """What a baseline row depends on beside its document: the run's inputs, the settings and the code's
+    `BASELINES_VERSION`."""
     return {"run": study.config.result_inputs(study.corpus.fingerprint), "contexts": list(contexts),
-            "keeps": list(keeps), "full": full, "in_context_control": "random-domain"}
+            "keeps": list(keeps), "joins": list(joins), "full": full, "in_context_control": "random-domain",
+            "baselines_version": BASELINES_VERSION}
 
 
-def baselines_key(study, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True) -> str:
-    """The results file's name: 'baselines-' and a hash of the run's inputs and the baseline settings."""
+def baselines_key(study, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True,
+                  joins=IN_CONTEXT_JOIN[:1]) -> str:
+    """The results file's name: 'baselines-' and a hash of the run's inputs, the baseline settings and the
+    version of the baselines' code."""
     import hashlib
     import json
 
-    text = json.dumps(baseline_settings(study, contexts, keeps, full), sort_keys=True)
+    text = json.dumps(baseline_settings(study, contexts, keeps, full, joins), sort_keys=True)
     return "baselines-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -254,7 +298,7 @@ def documents_frame(rows: list[dict], logliks, n_bytes=None):
 
 
 def run_baselines(study, documents: list[dict], contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True,
-                  progress: bool = True) -> list[dict]:
+                  progress: bool = True, joins=IN_CONTEXT_JOIN[:1]) -> list[dict]:
     """`baseline_row` for every document, each appended to a results file the moment it is done (named by the
     run's key and the baseline settings), so a killed run resumes where it stopped."""
     import json
@@ -263,11 +307,11 @@ def run_baselines(study, documents: list[dict], contexts=(None, 1024), keeps=IN_
 
     from .results import ResultsStore
 
-    settings = baseline_settings(study, contexts, keeps, full)
-    path = study.results_path.parent / f"{baselines_key(study, contexts, keeps, full)}.jsonl"
+    settings = baseline_settings(study, contexts, keeps, full, joins)
+    path = study.results_path.parent / f"{baselines_key(study, contexts, keeps, full, joins)}.jsonl"
     store = ResultsStore(path)
     path.with_suffix(".config.json").write_text(json.dumps(settings, indent=1))
     pending = [d for d in documents if d["id"] not in store]
     for document in tqdm(pending, desc="baselines", unit="doc", disable=not progress):
-        store.append(baseline_row(study, document, contexts, keeps, full))
+        store.append(baseline_row(study, document, contexts, keeps, full, joins))
     return [store.rows[d["id"]] for d in documents]

@@ -97,15 +97,82 @@ def loglikelihood_rolling(model, tokens: list[int], prefix_token: int, max_len: 
     return total
 
 
+def _byte_level(tokenizer) -> bool:
+    """Whether the tokenizer's pieces spell bytes in GPT-2's byte-to-unicode alphabet (GPT-2, SmolLM2, Qwen, the
+    tiny test models) rather than text with '▁' for a space and <0xNN> byte-fallback pieces (SentencePiece:
+    Llama, Gemma)."""
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a slow tokenizer: GPT-2's keeps its byte decoder
+        return hasattr(tokenizer, "byte_decoder")
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            found.append(node.get("type"))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(json.loads(backend.to_str()).get("decoder"))
+    return "ByteLevel" in found
+
+
+def token_bytes(tokenizer, ids: list[int]) -> list[int]:
+    """How many UTF-8 bytes of text each token stands for, from its piece: a byte-level piece one byte per
+    character of GPT-2's alphabet, a <0xNN> byte-fallback piece one byte, another SentencePiece piece its text with
+    '▁' read as a space, an added (special) token its content. Exact for a token that ends inside a character
+    (a byte-level 'Ġâ' is a space and the first byte of '€': 2). Not the pieces of a text's first token, which
+    may carry a space the tokenizer added (SentencePiece's dummy prefix): `scored_tokens` never needs them."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    added = {i: t.content for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()}
+    byte_level = _byte_level(tokenizer)
+    alphabet = set(bytes_to_unicode().values()) if byte_level else set()
+    out = []
+    for token_id, piece in zip(ids, tokenizer.convert_ids_to_tokens(ids)):
+        if token_id in added:
+            out.append(len(added[token_id].encode("utf-8")))
+        elif byte_level:
+            if not set(piece) <= alphabet:
+                raise ValueError(f"token {token_id} ({piece!r}) is not spelled in the byte-level alphabet")
+            out.append(len(piece))
+        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            out.append(1)
+        else:
+            out.append(len(piece.replace("\u2581", " ").encode("utf-8")))
+    return out
+
+
+def scored_tokens(tokenizer, text: str, max_tokens: int | None = None) -> tuple[list[int], int]:
+    """The tokens of `text` that are scored (all, or the first `max_tokens`) and the UTF-8 bytes they cover.
+
+    Bytes are those of the scored tokens, never of a decoded string (a cut inside a character decodes to U+FFFD,
+    3 bytes): the whole text's bytes less the bytes the unscored tokens stand for (`token_bytes`), so a token that
+    ends inside a character counts the bytes of that character it holds, and scored and unscored bytes add up to
+    the text's. Raises ValueError where the unscored tokens spell more bytes than the text has (a tokenizer whose
+    pieces this cannot read, e.g. one that normalises the text)."""
+    tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+    n_bytes = len(text.encode("utf-8"))
+    if max_tokens is None or len(tokens) <= max_tokens:
+        return tokens, n_bytes
+    scored = n_bytes - sum(token_bytes(tokenizer, tokens[max_tokens:]))
+    if not 0 < scored < n_bytes:
+        raise ValueError(f"cannot count the bytes of the first max_eval_tokens={max_tokens} tokens: the other "
+                         f"{len(tokens) - max_tokens} tokens spell {n_bytes - scored} of the text's {n_bytes} bytes; "
+                         "use max_eval_tokens=None (score the whole text)")
+    return tokens[:max_tokens], scored
+
+
 def score_text(lm, text: str, eval_context: int | None = None, max_eval_tokens: int | None = None) -> dict:
-    """Log-likelihood of a text under `lm` (a models.LanguageModel) with its token and byte counts."""
-    tokens = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-    if max_eval_tokens is not None and len(tokens) > max_eval_tokens:
-        tokens = tokens[:max_eval_tokens]  # a named deviation; bytes then count only the scored text
-        text = lm.tokenizer.decode(tokens)
+    """Log-likelihood (nats) of a text under `lm` (a models.LanguageModel) with the number of tokens scored and
+    the UTF-8 bytes they cover (`scored_tokens`: with `max_eval_tokens`, a named deviation, only the first ones)."""
+    tokens, n_bytes = scored_tokens(lm.tokenizer, text, max_eval_tokens)
     window = min(eval_context or lm.context_length, lm.context_length)
     loglik = loglikelihood_rolling(lm.model, tokens, lm.prefix_token_id, window)
-    return {"loglik": loglik, "n_tokens": len(tokens), "n_bytes": len(text.encode("utf-8"))}
+    return {"loglik": loglik, "n_tokens": len(tokens), "n_bytes": n_bytes}
 
 
 def bits_per_byte(loglik: float, n_bytes: int) -> float:

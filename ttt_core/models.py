@@ -13,7 +13,7 @@ import json
 import re
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -276,6 +276,9 @@ class LanguageModel:
     provenance: dict
     bos_token_id: int | None = None  # the BOS its tokenizer puts before every text, if it adds one (Gemma)
     weights_file: Path | None = None  # the safetensors file its weights were loaded from (packaged models)
+    # The weights every document is restored to, by kind ('memory', 'file'): taken once per loaded model by
+    # ttt.loaded_weights, so a document never snapshots weights a failed one left behind.
+    snapshots: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_params(self) -> int:

@@ -2,15 +2,16 @@
 
 For one test document: score it (k = 0); train on its neighbours nearest first, one AdamW step per
 `max_length`-token chunk of each neighbour (one step per neighbour when chunks fit, as the default's do) (batch 1, fp32, full fine-tuning, gradient clipping); score it again
-at each k of the evaluation grid; finally restore the weights from an in-memory snapshot (or, with
-`weights_snapshot='file'`, from the model's own file, checked against the weights first) and, by default, the
-optimizer state too.
+at each k of the evaluation grid; finally, however the document ends, clear its gradients and restore the weights
+from the snapshot taken once per loaded model (in memory or, with `weights_snapshot='file'`, the model's own file,
+checked against the weights) and, by default, the optimizer state too.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,6 +32,13 @@ class FileSnapshot:
         from safetensors import safe_open
 
         self.path = str(path)
+        self.check(model)
+
+    @torch.no_grad()
+    def check(self, model: torch.nn.Module) -> None:
+        """Raises ValueError unless the live weights are exactly the file's."""
+        from safetensors import safe_open
+
         with safe_open(self.path, "pt") as f:
             keys = set(f.keys())
             for name, param in model.named_parameters():
@@ -61,6 +69,54 @@ def reset_weights(model: torch.nn.Module, snapshot: list[torch.Tensor] | FileSna
         return snapshot.restore(model)
     for param, saved in zip(model.parameters(), snapshot):
         param.copy_(saved)
+
+
+def loaded_weights(lm: LanguageModel, config: StudyConfig | None = None) -> list[torch.Tensor] | FileSnapshot:
+    """The snapshot every document on `lm` starts from and is restored to: taken once per loaded model (from the
+    weights its first document finds) and kept on it, never retaken from what an earlier document left. In
+    memory, or with `config.weights_snapshot='file'` the model's own file (`weights_file`)."""
+    path = None if config is None else weights_file(lm, config)
+    kind = "memory" if path is None else "file"
+    if kind not in lm.snapshots:
+        lm.snapshots[kind] = snapshot_weights(lm.model, path)
+    return lm.snapshots[kind]
+
+
+def check_clean_start(lm: LanguageModel, snapshot: list[torch.Tensor] | FileSnapshot) -> None:
+    """Before a document: gradients left by an interrupted step (which backward() would add onto) are cleared
+    with a warning; weights that differ from the snapshot raise ValueError, since the document's result would
+    be of other weights than the run's."""
+    stale = [name for name, param in lm.model.named_parameters() if param.grad is not None]
+    if stale:
+        warnings.warn(f"model {lm.name!r} had gradients left over from an interrupted step ({len(stale)} weights, "
+                      f"e.g. {stale[0]!r}); cleared before the document, whose first step would have added them")
+        lm.model.zero_grad(set_to_none=True)
+    if isinstance(snapshot, FileSnapshot):
+        return snapshot.check(lm.model)
+    with torch.no_grad():
+        for (name, param), saved in zip(lm.model.named_parameters(), snapshot):
+            if not torch.equal(param, saved):
+                raise ValueError(f"the weights of model {lm.name!r} differ from the weights it was loaded with "
+                                 f"(first {name!r}): changed outside a document and not restored; reload the model")
+
+
+@contextlib.contextmanager
+def restored_after(lm: LanguageModel, snapshot, optimizer: torch.optim.Optimizer, reset_state: bool = True):
+    """One document's training, however it ends (an error, an out-of-memory, a KeyboardInterrupt): checked clean
+    on entry (`check_clean_start`); on exit its gradients cleared, its weights restored from `snapshot` and the
+    optimizer's state zeroed in place (with `reset_state`, or always after a failure: an abandoned document's
+    moments must not reach the next one)."""
+    check_clean_start(lm, snapshot)
+    finished = False
+    try:
+        yield
+        finished = True
+    finally:
+        lm.model.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
+        reset_weights(lm.model, snapshot)
+        if reset_state or not finished:
+            reset_optimizer(optimizer)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # glibc mallopt() parameters
@@ -137,12 +193,16 @@ def training_step(model: torch.nn.Module, ids: torch.Tensor, optimizer: torch.op
     """One TTT-NN step on one chunk (the only definition; benchmarks time this function): next-token loss,
     backward, clipping, optimizer step. Returns the loss in nats/token. With `save_gradient`, a copy of the
     (unclipped) gradient and the loss is left in it for `reapply_gradient`."""
-    loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
-    if save_gradient is not None:
-        save_gradient[:] = [loss.item(), [None if p.grad is None else p.grad.detach().clone()
-                                          for p in model.parameters()]]
-    apply_gradient(model, optimizer, grad_clip)
+    try:
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        if save_gradient is not None:
+            save_gradient[:] = [loss.item(), [None if p.grad is None else p.grad.detach().clone()
+                                              for p in model.parameters()]]
+        apply_gradient(model, optimizer, grad_clip)
+    except BaseException:
+        model.zero_grad(set_to_none=True)  # a failed step's gradient must never add onto a retry's
+        raise
     return loss.item()
 
 
@@ -173,20 +233,28 @@ def reapply_gradient(lm: LanguageModel, saved: list, optimizer: torch.optim.Opti
     """One optimizer step with the gradient saved from the previous, identical text instead of a new forward and
     backward pass (HullFT's gradient reuse, an approximation: the weights have moved since). Returns its loss."""
     loss, grads = saved
-    for param, grad in zip(lm.model.parameters(), grads):
-        param.grad = None if grad is None else grad.clone()
-    apply_gradient(lm.model, optimizer, config.grad_clip)
+    try:
+        for param, grad in zip(lm.model.parameters(), grads):
+            param.grad = None if grad is None else grad.clone()
+        apply_gradient(lm.model, optimizer, config.grad_clip)
+    except BaseException:
+        lm.model.zero_grad(set_to_none=True)
+        raise
     return loss
 
 
 def split_query_and_scored(tokenizer, text: str, max_query_tokens: int = 1024) -> tuple[str, str]:
     """Leakage control of the paper's split run: the first min(1024, n/2) LM tokens are the retrieval query,
-    only the rest is scored, so no scored text was used to find the neighbours."""
+    only the rest is scored, so no scored text was used to find the neighbours. Both are cut from the text at a
+    character boundary, so each is whole text and the scored part's bytes are exactly those its own tokens are
+    scored on: where the cut token starts inside a character (a byte token of a multi-byte character), that
+    whole character goes to the scored part and the query is a few bytes shorter."""
     offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     n_query = min(max_query_tokens, len(offsets) // 2)
-    if n_query == 0:
-        raise ValueError("split_query needs a test document of at least 2 tokens")
-    cut = offsets[n_query][0]
+    cut = offsets[n_query][0] if n_query else 0  # a token inside a character spans the whole character
+    if cut == 0:
+        raise ValueError("split_query needs a test document of at least 2 tokens whose first half holds a whole "
+                         "character")
     return text[:cut], text[cut:]
 
 
@@ -209,7 +277,7 @@ def test_time_train(lm: LanguageModel, document: dict, neighbors: list[Neighbor]
     moments are carried to the next document (the official code's behaviour).
     """
     torch.manual_seed(config.seed)
-    snapshot = snapshot_weights(lm.model, weights_file(lm, config))
+    snapshot = loaded_weights(lm, config)
     optimizer = optimizer or make_optimizer(lm.model, config)
     ks = [k for k in config.ks if k <= len(neighbors)]
     evals, losses, seconds, steps = [], [], [], []
@@ -219,28 +287,24 @@ def test_time_train(lm: LanguageModel, document: dict, neighbors: list[Neighbor]
         evals.append({"k": k, "loglik": score["loglik"], "n_tokens": score["n_tokens"]})
         return score["n_bytes"]
 
-    with heap_allocation():  # the same numbers, fewer page faults
-        try:
-            n_bytes = evaluate(0)
-            saved, previous = [], None  # the last one-chunk gradient, for reuse_gradients
-            for i, neighbor in enumerate(neighbors, start=1):
-                start = time.perf_counter()
-                if config.reuse_gradients and saved and neighbor.text == previous:
-                    loss, n_steps = reapply_gradient(lm, saved, optimizer, config), 1
-                else:
-                    saved.clear()
-                    loss, n_steps = train_on_text(lm, neighbor.text, optimizer, config,
-                                                  saved if config.reuse_gradients else None)
-                previous = neighbor.text
-                losses.append(loss)
-                steps.append(n_steps)
-                seconds.append(time.perf_counter() - start)
-                if i in ks:
-                    evaluate(i)
-        finally:
-            reset_weights(lm.model, snapshot)
-            if config.reset_optimizer:
-                reset_optimizer(optimizer)
+    # However the document ends, its gradients go, the weights come back and the optimizer state is reset.
+    with heap_allocation(), restored_after(lm, snapshot, optimizer, config.reset_optimizer):
+        n_bytes = evaluate(0)
+        saved, previous = [], None  # the last one-chunk gradient, for reuse_gradients
+        for i, neighbor in enumerate(neighbors, start=1):
+            start = time.perf_counter()
+            if config.reuse_gradients and saved and neighbor.text == previous:
+                loss, n_steps = reapply_gradient(lm, saved, optimizer, config), 1
+            else:
+                saved.clear()
+                loss, n_steps = train_on_text(lm, neighbor.text, optimizer, config,
+                                              saved if config.reuse_gradients else None)
+            previous = neighbor.text
+            losses.append(loss)
+            steps.append(n_steps)
+            seconds.append(time.perf_counter() - start)
+            if i in ks:
+                evaluate(i)
     return {"doc_id": document["id"], "domain": document["domain"], "pile_set_name": document["pile_set_name"],
             "group": document.get("group", document["id"]), "source_id": document.get("source_id", document["id"]),
             "n_bytes": n_bytes, "evals": evals, "train_loss": losses, "train_steps": steps, "train_seconds": seconds,
