@@ -13,6 +13,7 @@ import numpy as np
 from .config import StudyConfig
 from .corpus import Corpus
 from .models import Embedder
+from .shards import tie_stable_search
 
 
 @dataclass
@@ -38,15 +39,23 @@ class NeighborIndex:
         index.add(embeddings)
         return cls(index, np.asarray(rows, dtype=np.int64), dict(meta, size=len(rows)))
 
+    def search_ids(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(squared L2 distances, faiss ids) of shape [queries, min(k, len)], in (distance, corpus row) order:
+        ties are ordered by corpus row whatever k is, so the first k of a larger search are these k
+        (`shards.tie_stable_search`). Missing places (an approximate index may find fewer) are (inf, -1), last."""
+        def raw(q: np.ndarray, n: int):
+            scores, ids = self.index.search(q, n)
+            return (2.0 - 2.0 * scores if self.metric == "ip" else scores), ids
+
+        return tie_stable_search(raw, queries, k, len(self), self.rows)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(squared L2 distances, corpus rows), nearest first. For unit vectors 2 - 2 * cosine is the squared
-        L2 distance, so distances mean the same whichever faiss metric holds the vectors. An approximate index
-        may find fewer than k: the missing places have distance inf and row -1."""
-        k = min(k, len(self))
-        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        distances = 2.0 - 2.0 * scores if self.metric == "ip" else scores
-        missing = ids < 0
-        return np.where(missing, np.inf, distances), np.where(missing, -1, self.rows[np.maximum(ids, 0)])
+        """(squared L2 distances, corpus rows) of shape [queries, min(k, len)], nearest first, ties by corpus row
+        (so a run's first k neighbours are the first k of a run with more). For unit vectors 2 - 2 * cosine is
+        the squared L2 distance, so distances mean the same whichever faiss metric holds the vectors. An
+        approximate index may find fewer than k: the missing places have distance inf and row -1."""
+        distances, ids = self.search_ids(queries, k)
+        return distances, np.where(ids < 0, -1, self.rows[np.maximum(ids, 0)])
 
     def save(self, folder: Path, embeddings: np.ndarray | None = None) -> None:
         import faiss

@@ -28,8 +28,10 @@ def retrieve(query: str, k: int, embedder: Embedder, index: NeighborIndex, corpu
         return []
     exclude = {int(r) for r in exclude}
     vector = embedder.encode([query], embed_max_tokens)
+    # Ties come in corpus-row order (`NeighborIndex.search`), so leaving out a fixed set keeps the first k of this
+    # search the first k of any larger one. An approximate index may find fewer than asked (row -1): never a
+    # neighbour.
     distances, rows = index.search(vector, k + len(exclude))
-    # An approximate index may find fewer than asked (row -1): never a neighbour.
     kept = [(int(r), float(d)) for r, d in zip(rows[0], distances[0]) if int(r) >= 0 and int(r) not in exclude][:k]
     records = corpus.dataset.select([r for r, _ in kept])
     return [Neighbor(r, rec["id"], rec["domain"], d, rec["text"]) for (r, d), rec in zip(kept, records)]
@@ -70,7 +72,8 @@ def selected_neighbors(query: str, k: int, rule: str, pool: int, embedder: Embed
     pool = pool or 4 * k
     exclude = {int(r) for r in exclude}
     vector = embedder.encode([query], embed_max_tokens)
-    scores, ids = index.index.search(np.ascontiguousarray(vector, dtype=np.float32), min(pool + len(exclude), len(index)))
+    # The pool in (distance, row) order, as `retrieve`: a tie at the pool's edge gives the same candidates always.
+    _, ids = index.search_ids(vector, pool + len(exclude))
     keep = [int(i) for i in ids[0] if i >= 0 and int(index.rows[i]) not in exclude][:pool]
     direct_map = getattr(index.index, "direct_map", None)  # IVF reconstructs by id only with a direct map
     if direct_map is not None and direct_map.type == 0:  # made once per index, not per query
