@@ -66,7 +66,9 @@ DEVIATIONS = (
     Deviation("decontam_threshold", None,
               "The paper does not decontaminate. Train chunks sharing more than this share of their "
               "`decontam_ngram`-character n-grams with any test chunk are left out of the index (boilerplate "
-              "licences, repeated messages); None keeps the leaky index. The corpus chapter reports both."),
+              "licences, repeated messages), and so are those holding more than this share of any one test "
+              "document's n-grams (a long document that quotes a short test document); None keeps the leaky index. "
+              "The corpus chapter reports both."),
     Deviation("k", 50, "Neighbours trained on; smaller on a CPU to fit the time budget."),
     Deviation("docs_per_domain", "20% of the Pile test set (42,916 documents)",
               "A few test documents per domain on a CPU; `test_portion: 0.2` draws the paper's share of each "
