@@ -156,7 +156,7 @@ on_disk = {p.name: p.stat().st_size for p in folder.iterdir()}
 display(pd.DataFrame({
     "value": {"vectors": len(study.index), "dimensions": study.index.meta["dim"],
               "faiss metric": study.index.metric + " (exact, flat)", "embedder": config.embedder,
-              "embedder tokens per document": config.embed_max_tokens,
+              "embedder tokens per document": study.index.meta["embed_max_tokens"],
               "embedding time (s)": study.index.meta["embed_seconds"],
               "faiss index on disk (MB)": round(on_disk["index.faiss"] / 1e6, 2),
               "index folder on disk (MB)": round(sum(on_disk.values()) / 1e6, 2)}}))

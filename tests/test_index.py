@@ -181,3 +181,25 @@ def test_retrieval_and_selection_pools_take_tied_neighbours_by_row(tiny_params):
     for pool in range(1, 5):
         picked = selected_neighbors("q", pool, "nearest", pool, Fixed(), index, corpus)
         assert [n.row for n in picked] == tied[:pool]
+
+
+def test_index_caches_are_named_by_the_tokens_actually_embedded(tiny_params):
+    """embed_max_tokens None is the embedder's declared limit (tiny-bert: its 256 positions): the index is
+    named and checked by that number, so None and 256 share one cache and 64 never does."""
+    config = StudyConfig.from_params(**tiny_params)
+    assert config.validate().embed_max_tokens is None
+    corpus = build_corpus(config, progress=False)
+    embedder = load_embedder(config.embedder, config.work_path, "cpu")
+    index = build_index(config, corpus, embedder, progress=False)
+    assert index.meta["embed_max_tokens"] == 256 and index_folder(config, corpus).name.endswith("-256")
+    calls = []
+    encode = embedder.encode
+    embedder.encode = lambda texts, *a, **kw: calls.append(len(texts)) or encode(texts, *a, **kw)
+    same = StudyConfig.from_params(**tiny_params, embed_max_tokens=256)
+    assert index_folder(same, corpus) == index_folder(config, corpus)
+    build_index(same, corpus, embedder, progress=False)
+    assert calls == []
+    short = StudyConfig.from_params(**tiny_params, embed_max_tokens=64)
+    assert build_index(short, corpus, embedder, progress=False).meta["embed_max_tokens"] == 64 and calls
+    with pytest.raises(ValueError, match="invalid embed_max_tokens=512"):
+        build_index(StudyConfig.from_params(**tiny_params, embed_max_tokens=512), corpus, embedder, progress=False)

@@ -157,13 +157,24 @@ def exact_duplicates(index: NeighborIndex, queries: np.ndarray, threshold: float
     return int((distances[:, 0] < threshold).sum())
 
 
+def embed_tokens(config: StudyConfig) -> int:
+    """The tokens per text the run's embedder embeds: `embed_max_tokens`, or with None the embedder's declared
+    limit (`models.declared_embed_limit`). Every index cache is named and checked by this effective number, so
+    that None and the same number written out share a cache and another limit never does."""
+    if config.embed_max_tokens is not None:
+        return config.embed_max_tokens
+    from .models import declared_embed_limit
+
+    return declared_embed_limit(config.embedder, config.work_path)
+
+
 def index_folder(config: StudyConfig, corpus: Corpus) -> Path:
     safe = config.embedder.replace("/", "--")
     if config.embedder_tokenizer:  # another tokenizer gives other vectors
         import hashlib
 
         safe += "--tokenizer-" + hashlib.sha256(config.embedder_tokenizer.encode()).hexdigest()[:8]
-    return corpus.path / "index" / f"{safe}-{config.embed_max_tokens}"
+    return corpus.path / "index" / f"{safe}-{embed_tokens(config)}"
 
 
 def load_embeddings(config: StudyConfig, corpus: Corpus) -> np.ndarray:
@@ -184,7 +195,9 @@ def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progres
     """Build (or load the cached) index of the corpus's train split, or of its nested subset
     `config.index_fraction`, less the decontaminated chunks. Only what is indexed is embedded: a subset is cut
     from the cached full index where one exists, else its own rows are embedded and cached apart (the rows are
-    the same either way). With an approximate `index_type` the same vectors go into that faiss index."""
+    the same either way). With an approximate `index_type` the same vectors go into that faiss index.
+    `embed_max_tokens` is resolved first (None: the embedder's declared limit; past its positions: ValueError)."""
+    config = dataclasses.replace(config, embed_max_tokens=embedder.max_tokens(config.embed_max_tokens))
     if "shard_rows" in corpus.manifest:  # the Pile layout: one index per shard, exact or approximate per shard
         return _sharded_index(config, corpus, embedder, progress)
     exact = _exact_index(config, corpus, embedder, progress)
@@ -255,7 +268,7 @@ def build_sharded_index(config: StudyConfig, corpus: Corpus, batches_for, dim: i
     from .shards import ShardedIndex, approximate_shards, build_shards
 
     meta = {"embedder": config.embedder, "embedder_tokenizer": config.embedder_tokenizer,
-            "corpus_fingerprint": corpus.fingerprint, "embed_max_tokens": config.embed_max_tokens}
+            "corpus_fingerprint": corpus.fingerprint, "embed_max_tokens": embed_tokens(config)}
     folder = sharded_index_folder(config, corpus)
     plan = [(name, batches_for(*bounds)) for name, bounds in corpus.manifest["shard_rows"].items()]
     build_shards(folder, plan, dim, metric, meta, progress)
@@ -274,7 +287,7 @@ def recall_sample(config: StudyConfig, corpus: Corpus, embedder: Embedder, n: in
     (the Pile's test split is too large to embed whole for that)."""
     rows = corpus.rows("test")
     rows = np.sort(np.random.default_rng(config.seed).permutation(rows)[:n])
-    return embedder.encode(corpus.texts(rows), config.embed_max_tokens)
+    return embedder.encode(corpus.texts(rows), embed_tokens(config))
 
 
 def _sharded_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool):

@@ -1,5 +1,6 @@
 """Nearest-neighbour retrieval for a test document, as the paper: embed its first `embed_max_tokens`
-embedder tokens, search the index, return the k nearest train documents, nearest first."""
+embedder tokens (None: the embedder's declared limit), search the index, return the k nearest train documents,
+nearest first."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ class Neighbor:
 
 
 def retrieve(query: str, k: int, embedder: Embedder, index: NeighborIndex, corpus: Corpus,
-             embed_max_tokens: int = 512, exclude=()) -> list[Neighbor]:
+             embed_max_tokens: int | None = None, exclude=()) -> list[Neighbor]:
     """The k nearest indexed chunks, nearest first, leaving out the corpus rows in `exclude` (the leaky index
     holds the test document's own source, which must never be its own neighbour)."""
     if k < 0:
@@ -60,7 +61,7 @@ def random_neighbors(document: dict, k: int, rule: str, index: NeighborIndex, co
 
 
 def selected_neighbors(query: str, k: int, rule: str, pool: int, embedder: Embedder, index: NeighborIndex,
-                       corpus: Corpus, embed_max_tokens: int = 512, exclude=(), lam: float = 0.01) -> list[Neighbor]:
+                       corpus: Corpus, embed_max_tokens: int | None = None, exclude=(), lam: float = 0.01) -> list[Neighbor]:
     """k training steps chosen by `rule` (see `select`) from the `pool` nearest candidates (0: 4 k): the same
     candidates for every rule, so rules differ only in what they pick. HullFT may repeat a candidate."""
     import numpy as np
