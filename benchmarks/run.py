@@ -334,12 +334,12 @@ def section_overheads(args) -> dict:
 
 # ------------------------------------------------------------------------------------------------- embed
 @torch.no_grad()
-def encode_in_input_order(embedder, texts: list[str], max_tokens: int, batch_size: int = 16) -> np.ndarray:
+def encode_in_input_order(embedder, texts: list[str], max_tokens: int | None, batch_size: int = 16) -> np.ndarray:
     """The same pooling without sorting by length: each batch pads to its longest text, as a plain loop does."""
     out = []
     for start in range(0, len(texts), batch_size):
         batch = embedder.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                                   max_length=min(max_tokens, embedder.max_positions), return_tensors="pt")
+                                   max_length=embedder.max_tokens(max_tokens), return_tensors="pt")
         hidden = embedder.model(**batch.to(embedder.device)).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
@@ -376,7 +376,7 @@ def section_embed(args) -> dict:
 
         folder, _ = assemble_packaged(config.embedder, config.work_path / "models")
         model = SentenceTransformer(str(folder), device=str(embedder.device))
-        model.max_seq_length = min(config.embed_max_tokens, embedder.max_positions)
+        model.max_seq_length = embedder.max_tokens(config.embed_max_tokens)
         encoders["SentenceTransformer"] = lambda: model.encode(texts, batch_size=16,
                                                                normalize_embeddings=embedder.normalize)
     except Exception as missing:  # noqa: BLE001 - reported, not hidden

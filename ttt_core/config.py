@@ -66,7 +66,18 @@ DEVIATIONS = (
     Deviation("decontam_threshold", None,
               "The paper does not decontaminate. Train chunks sharing more than this share of their "
               "`decontam_ngram`-character n-grams with any test chunk are left out of the index (boilerplate "
-              "licences, repeated messages); None keeps the leaky index. The corpus chapter reports both."),
+              "licences, repeated messages), and so are those holding more than this share of any one test "
+              "document's n-grams (a long document that quotes a short test document); None keeps the leaky index. "
+              "The corpus chapter reports both."),
+    Deviation("embed_max_tokens", "512 (RoBERTa-large's own limit: 514 positions less the padding offset)",
+              "None (the default) embeds each embedder's declared limit: its sentence-transformers max_seq_length, "
+              "at most its positions (all-MiniLM-L6-v2 256, all-mpnet-base-v2 384; the paper's RoBERTa, which "
+              "declares none, 512, the paper's setting). A number past the declared limit is embedded as asked with "
+              "a warning (lengths the model was not trained on), one past the positions is refused. Measured with "
+              "the packaged MiniLM on 100 chunks of 1,000 bytes of Python stdlib source: 48 % exceed 256 tokens "
+              "(median 253, at most 481); the cosine between the 512- and the 256-token embedding is 0.988 on "
+              "average, 0.976 over the long chunks and down to 0.826, and the nearest neighbour within the sample "
+              "changes for 22 of the 100 chunks. The study embedded 512 before this limit was applied."),
     Deviation("k", 50, "Neighbours trained on; smaller on a CPU to fit the time budget."),
     Deviation("docs_per_domain", "20% of the Pile test set (42,916 documents)",
               "A few test documents per domain on a CPU; `test_portion: 0.2` draws the paper's share of each "
@@ -147,7 +158,9 @@ class StudyConfig:
     # The leaky index of the leakage chapter: every chunk of every *other* source, test chunks included, as a split
     # by file allows (the translation of a test text in another language is in it); no decontamination.
     leaky_index: bool = False
-    embed_max_tokens: int = 512  # the paper embeds the first 512 tokens
+    # Embedder tokens per text: None is the embedder's declared limit (MiniLM 256, mpnet 384; the paper's RoBERTa
+    # 512, which the paper embeds); a number past the declared limit is a deviation (DEVIATIONS)
+    embed_max_tokens: int | None = None
     embedder_tokenizer: str | None = None  # another tokenizer for the embedder (paper: roberta-base's)
     index_fraction: float = 1.0  # index a nested random subset of the train split (index-size ablation)
     # 'flat' (exact, the paper's) or an approximate faiss index for millions of vectors: 'ivf' (IVF-Flat, probing
@@ -237,8 +250,8 @@ class StudyConfig:
              "a positive integer (IVF cells searched per query)")
         need(isinstance(self.index_ef_search, int) and self.index_ef_search >= 1, "index_ef_search",
              "a positive integer (HNSW candidate list size per query)")
-        need(isinstance(self.embed_max_tokens, int) and self.embed_max_tokens >= 1, "embed_max_tokens",
-             "a positive integer (paper: 512)")
+        need(self.embed_max_tokens is None or (isinstance(self.embed_max_tokens, int) and self.embed_max_tokens >= 1),
+             "embed_max_tokens", "None (the embedder's declared limit; the paper's RoBERTa: 512) or a positive integer")
         need(self.embedder_tokenizer is None or (isinstance(self.embedder_tokenizer, str) and self.embedder_tokenizer),
              "embedder_tokenizer", "None (the embedder's own) or a Hub id or folder (paper: 'roberta-base')")
         need(self.eval_context is None or (isinstance(self.eval_context, int) and self.eval_context >= 2),

@@ -13,6 +13,7 @@ import numpy as np
 from .config import StudyConfig
 from .corpus import Corpus
 from .models import Embedder
+from .shards import tie_stable_search
 
 
 @dataclass
@@ -38,15 +39,23 @@ class NeighborIndex:
         index.add(embeddings)
         return cls(index, np.asarray(rows, dtype=np.int64), dict(meta, size=len(rows)))
 
+    def search_ids(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(squared L2 distances, faiss ids) of shape [queries, min(k, len)], in (distance, corpus row) order:
+        ties are ordered by corpus row whatever k is, so the first k of a larger search are these k
+        (`shards.tie_stable_search`). Missing places (an approximate index may find fewer) are (inf, -1), last."""
+        def raw(q: np.ndarray, n: int):
+            scores, ids = self.index.search(q, n)
+            return (2.0 - 2.0 * scores if self.metric == "ip" else scores), ids
+
+        return tie_stable_search(raw, queries, k, len(self), self.rows)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(squared L2 distances, corpus rows), nearest first. For unit vectors 2 - 2 * cosine is the squared
-        L2 distance, so distances mean the same whichever faiss metric holds the vectors. An approximate index
-        may find fewer than k: the missing places have distance inf and row -1."""
-        k = min(k, len(self))
-        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        distances = 2.0 - 2.0 * scores if self.metric == "ip" else scores
-        missing = ids < 0
-        return np.where(missing, np.inf, distances), np.where(missing, -1, self.rows[np.maximum(ids, 0)])
+        """(squared L2 distances, corpus rows) of shape [queries, min(k, len)], nearest first, ties by corpus row
+        (so a run's first k neighbours are the first k of a run with more). For unit vectors 2 - 2 * cosine is
+        the squared L2 distance, so distances mean the same whichever faiss metric holds the vectors. An
+        approximate index may find fewer than k: the missing places have distance inf and row -1."""
+        distances, ids = self.search_ids(queries, k)
+        return distances, np.where(ids < 0, -1, self.rows[np.maximum(ids, 0)])
 
     def save(self, folder: Path, embeddings: np.ndarray | None = None) -> None:
         import faiss
@@ -148,13 +157,24 @@ def exact_duplicates(index: NeighborIndex, queries: np.ndarray, threshold: float
     return int((distances[:, 0] < threshold).sum())
 
 
+def embed_tokens(config: StudyConfig) -> int:
+    """The tokens per text the run's embedder embeds: `embed_max_tokens`, or with None the embedder's declared
+    limit (`models.declared_embed_limit`). Every index cache is named and checked by this effective number, so
+    that None and the same number written out share a cache and another limit never does."""
+    if config.embed_max_tokens is not None:
+        return config.embed_max_tokens
+    from .models import declared_embed_limit
+
+    return declared_embed_limit(config.embedder, config.work_path)
+
+
 def index_folder(config: StudyConfig, corpus: Corpus) -> Path:
     safe = config.embedder.replace("/", "--")
     if config.embedder_tokenizer:  # another tokenizer gives other vectors
         import hashlib
 
         safe += "--tokenizer-" + hashlib.sha256(config.embedder_tokenizer.encode()).hexdigest()[:8]
-    return corpus.path / "index" / f"{safe}-{config.embed_max_tokens}"
+    return corpus.path / "index" / f"{safe}-{embed_tokens(config)}"
 
 
 def load_embeddings(config: StudyConfig, corpus: Corpus) -> np.ndarray:
@@ -175,7 +195,9 @@ def build_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progres
     """Build (or load the cached) index of the corpus's train split, or of its nested subset
     `config.index_fraction`, less the decontaminated chunks. Only what is indexed is embedded: a subset is cut
     from the cached full index where one exists, else its own rows are embedded and cached apart (the rows are
-    the same either way). With an approximate `index_type` the same vectors go into that faiss index."""
+    the same either way). With an approximate `index_type` the same vectors go into that faiss index.
+    `embed_max_tokens` is resolved first (None: the embedder's declared limit; past its positions: ValueError)."""
+    config = dataclasses.replace(config, embed_max_tokens=embedder.max_tokens(config.embed_max_tokens))
     if "shard_rows" in corpus.manifest:  # the Pile layout: one index per shard, exact or approximate per shard
         return _sharded_index(config, corpus, embedder, progress)
     exact = _exact_index(config, corpus, embedder, progress)
@@ -246,7 +268,7 @@ def build_sharded_index(config: StudyConfig, corpus: Corpus, batches_for, dim: i
     from .shards import ShardedIndex, approximate_shards, build_shards
 
     meta = {"embedder": config.embedder, "embedder_tokenizer": config.embedder_tokenizer,
-            "corpus_fingerprint": corpus.fingerprint, "embed_max_tokens": config.embed_max_tokens}
+            "corpus_fingerprint": corpus.fingerprint, "embed_max_tokens": embed_tokens(config)}
     folder = sharded_index_folder(config, corpus)
     plan = [(name, batches_for(*bounds)) for name, bounds in corpus.manifest["shard_rows"].items()]
     build_shards(folder, plan, dim, metric, meta, progress)
@@ -265,7 +287,7 @@ def recall_sample(config: StudyConfig, corpus: Corpus, embedder: Embedder, n: in
     (the Pile's test split is too large to embed whole for that)."""
     rows = corpus.rows("test")
     rows = np.sort(np.random.default_rng(config.seed).permutation(rows)[:n])
-    return embedder.encode(corpus.texts(rows), config.embed_max_tokens)
+    return embedder.encode(corpus.texts(rows), embed_tokens(config))
 
 
 def _sharded_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progress: bool):

@@ -413,6 +413,50 @@ def check_plausible(lm: LanguageModel, limit: float = 3.0) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- embedders
+def position_limit(model_config) -> int:
+    """Token positions an encoder can embed: its position table, less the 2 that RoBERTa-style models reserve for
+    the padding offset."""
+    n = int(model_config.max_position_embeddings)
+    return n - 2 if model_config.model_type in ("roberta", "mpnet", "xlm-roberta") else n
+
+
+def declared_limit(folder: Path | None, model_config) -> int:
+    """The tokens an embedder is meant to embed: its sentence-transformers `max_seq_length` (the length it was
+    trained and evaluated at: all-MiniLM-L6-v2 256, all-mpnet-base-v2 384) where its folder declares one, never
+    more than its positions (the paper's RoBERTa declares none: 512, its positions)."""
+    limit = position_limit(model_config)
+    config = Path(folder) / "sentence_bert_config.json" if folder is not None else None
+    if config is not None and config.is_file():
+        declared = json.loads(config.read_text()).get("max_seq_length")
+        if isinstance(declared, int) and declared > 0:
+            limit = min(limit, declared)
+    return limit
+
+
+def _model_folder(name: str) -> Path | None:
+    """The local folder of a Hub or folder embedder (the Hugging Face cache's snapshot), None if there is none."""
+    if Path(name).is_dir():
+        return Path(name)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=["*.json"]))
+    except Exception:  # noqa: BLE001 - offline and not cached: the model has no sentence-transformers limit here
+        return None
+
+
+def declared_embed_limit(name: str, work_dir: Path | str = "artifacts") -> int:
+    """`Embedder.declared_max_tokens` of the embedder `name` without loading its weights: what
+    `embed_max_tokens=None` means, so that index caches are named by the tokens actually embedded."""
+    source = check_model_name(name, "embedder")
+    if source == "tiny":
+        return declared_limit(None, tiny_model(name)[0].config)
+    from transformers import AutoConfig
+
+    folder = PACKAGED[name].assemble(Path(work_dir) / "models") if source == "packaged" else _model_folder(name)
+    return declared_limit(folder, AutoConfig.from_pretrained(folder if source == "packaged" else name))
+
+
 @dataclass
 class Embedder:
     model: torch.nn.Module
@@ -421,6 +465,7 @@ class Embedder:
     device: torch.device
     normalize: bool
     provenance: dict
+    declared_max_tokens: int | None = None  # `declared_limit` (None: the model's positions)
 
     @property
     def dim(self) -> int:
@@ -428,17 +473,34 @@ class Embedder:
 
     @property
     def max_positions(self) -> int:
-        # RoBERTa-style models reserve 2 positions for the padding offset.
-        n = int(self.model.config.max_position_embeddings)
-        return n - 2 if self.model.config.model_type in ("roberta", "mpnet", "xlm-roberta") else n
+        return position_limit(self.model.config)
+
+    def max_tokens(self, requested: int | None = None) -> int:
+        """The tokens embedded for `embed_max_tokens=requested`: None is the embedder's declared limit. More than
+        its positions is refused (ValueError); more than the declared limit but within the positions is embedded
+        as asked, with a warning: the model never saw such lengths (a named deviation, see DEVIATIONS)."""
+        declared = self.declared_max_tokens or self.max_positions
+        if requested is None:
+            return declared
+        if not isinstance(requested, int) or requested < 1 or requested > self.max_positions:
+            raise ValueError(f"invalid embed_max_tokens={requested!r}: expected None (embedder {self.name!r}'s "
+                             f"declared limit, {declared}) or an integer from 1 to its {self.max_positions} positions")
+        if requested > declared:
+            import warnings
+
+            warnings.warn(f"embed_max_tokens={requested} is past embedder {self.name!r}'s declared limit of "
+                          f"{declared} tokens (sentence_bert_config max_seq_length): it embeds lengths it was not "
+                          f"trained on (a deviation; None uses the declared limit)")
+        return requested
 
     @torch.no_grad()
-    def encode(self, texts: list[str], max_tokens: int = 512, batch_size: int = 16,
+    def encode(self, texts: list[str], max_tokens: int | None = None, batch_size: int = 16,
                progress: bool = False) -> np.ndarray:
-        """Masked mean pooling of the last hidden state over the first `max_tokens` tokens (as the paper)."""
+        """Masked mean pooling of the last hidden state over the first `max_tokens` tokens (as the paper; None:
+        the embedder's declared limit, `max_tokens()`), shape [len(texts), dim], float32."""
         from tqdm import tqdm
 
-        max_tokens = min(max_tokens, self.max_positions)
+        max_tokens = self.max_tokens(max_tokens)
         self.model.eval()
         # Sort by length so batches carry little padding; restore the order at the end.
         order = np.argsort([-len(t) for t in texts], kind="stable")
@@ -466,6 +528,7 @@ def load_embedder(name: str, work_dir: Path | str = "artifacts", device: str = "
     _quiet_weight_loading()
     from transformers import AutoModel, AutoTokenizer
 
+    folder = None  # where a sentence_bert_config.json may declare the embedder's length
     if source == "packaged":
         folder, record = assemble_packaged(name, Path(work_dir) / "models")
         model, tok = AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
@@ -474,6 +537,7 @@ def load_embedder(name: str, work_dir: Path | str = "artifacts", device: str = "
         model, tok = tiny_model(name, seed)
         record, normalize = {"name": name, "what it is": "tiny randomly initialised encoder for tests"}, False
     else:
+        folder = _model_folder(name)
         model, tok = AutoModel.from_pretrained(name), AutoTokenizer.from_pretrained(tokenizer or name)
         record, normalize = {"name": name, "what it is": f"{source}: {name}"}, False  # paper: no normalisation
         if tokenizer:
@@ -487,5 +551,6 @@ def load_embedder(name: str, work_dir: Path | str = "artifacts", device: str = "
     if tokenizer and source in ("packaged", "tiny"):
         raise ValueError(f"invalid embedder_tokenizer={tokenizer!r}: only a Hub or folder embedder takes another "
                          f"tokenizer, not the {source} embedder {name!r}")
-    return Embedder(model.to(dev).float(), tok, name, dev, normalize, record)
+    limit = declared_limit(folder, model.config)
+    return Embedder(model.to(dev).float(), tok, name, dev, normalize, dict(record, declared_max_tokens=limit), limit)
 

@@ -1,5 +1,6 @@
 """Nearest-neighbour retrieval for a test document, as the paper: embed its first `embed_max_tokens`
-embedder tokens, search the index, return the k nearest train documents, nearest first."""
+embedder tokens (None: the embedder's declared limit), search the index, return the k nearest train documents,
+nearest first."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ class Neighbor:
 
 
 def retrieve(query: str, k: int, embedder: Embedder, index: NeighborIndex, corpus: Corpus,
-             embed_max_tokens: int = 512, exclude=()) -> list[Neighbor]:
+             embed_max_tokens: int | None = None, exclude=()) -> list[Neighbor]:
     """The k nearest indexed chunks, nearest first, leaving out the corpus rows in `exclude` (the leaky index
     holds the test document's own source, which must never be its own neighbour)."""
     if k < 0:
@@ -28,8 +29,10 @@ def retrieve(query: str, k: int, embedder: Embedder, index: NeighborIndex, corpu
         return []
     exclude = {int(r) for r in exclude}
     vector = embedder.encode([query], embed_max_tokens)
+    # Ties come in corpus-row order (`NeighborIndex.search`), so leaving out a fixed set keeps the first k of this
+    # search the first k of any larger one. An approximate index may find fewer than asked (row -1): never a
+    # neighbour.
     distances, rows = index.search(vector, k + len(exclude))
-    # An approximate index may find fewer than asked (row -1): never a neighbour.
     kept = [(int(r), float(d)) for r, d in zip(rows[0], distances[0]) if int(r) >= 0 and int(r) not in exclude][:k]
     if len(kept) < k:  # fewer rows would store a run that is not the k it names
         raise ValueError(f"k={k} neighbours asked, but the index (of {len(index)} chunks, {len(exclude)} rows "
@@ -65,7 +68,7 @@ def random_neighbors(document: dict, k: int, rule: str, index: NeighborIndex, co
 
 
 def selected_neighbors(query: str, k: int, rule: str, pool: int, embedder: Embedder, index: NeighborIndex,
-                       corpus: Corpus, embed_max_tokens: int = 512, exclude=(), lam: float = 0.01) -> list[Neighbor]:
+                       corpus: Corpus, embed_max_tokens: int | None = None, exclude=(), lam: float = 0.01) -> list[Neighbor]:
     """k training steps chosen by `rule` (see `select`) from the `pool` nearest candidates (0: 4 k): the same
     candidates for every rule, so rules differ only in what they pick. HullFT may repeat a candidate."""
     import numpy as np
@@ -77,7 +80,8 @@ def selected_neighbors(query: str, k: int, rule: str, pool: int, embedder: Embed
     pool = pool or 4 * k
     exclude = {int(r) for r in exclude}
     vector = embedder.encode([query], embed_max_tokens)
-    scores, ids = index.index.search(np.ascontiguousarray(vector, dtype=np.float32), min(pool + len(exclude), len(index)))
+    # The pool in (distance, row) order, as `retrieve`: a tie at the pool's edge gives the same candidates always.
+    _, ids = index.search_ids(vector, pool + len(exclude))
     keep = [int(i) for i in ids[0] if i >= 0 and int(index.rows[i]) not in exclude][:pool]
     if len(keep) < pool:  # the rules must choose from the same `pool` candidates in every run
         raise ValueError(f"k={k} with selection={rule!r} needs a pool of {pool} candidates, but the index (of "

@@ -21,15 +21,56 @@ from .config import INDEX_TYPES
 METRICS = ("l2", "ip")
 
 
+def distance_row_order(distances: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the first k places per query (arrays of shape [queries, n]) in (distance, corpus row) order:
+    the one total order of neighbours, so that a tie never depends on the search's k, on faiss ids or on how the
+    corpus was sharded. Distances are compared exactly as given (no tolerance: a band would either chain
+    distinct distances into one "tie" or, as bins, still split near-equal ones at its edges). Missing places
+    (row -1, as an approximate index may leave) sort last."""
+    d = np.where(rows < 0, np.inf, distances)
+    return np.lexsort((np.where(rows < 0, np.iinfo(np.int64).max, rows), d), axis=-1)[:, :k]
+
+
+def tie_stable_search(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]], queries: np.ndarray,
+                      k: int, total: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest per query in (distance, corpus row) order, so that the first k of any larger k are these k.
+
+    `search(queries, n)` is a faiss-style search returning (distances, ids) of shape [queries, n], nearest first,
+    id -1 where nothing was found; `rows[id]` is the corpus row that breaks ties (default: the id itself). faiss
+    returns an arbitrary member of a tie that straddles the k-th place, and a different one for another k, so the
+    search asks for more than k and doubles until, for every query, the last place is strictly farther than the
+    k-th (the whole tie is in hand), the search ran out of candidates (id -1) or the index is exhausted; the
+    answer is then sorted by (distance, row) and cut at k. Exact indexes and IVF (a fixed set of probed cells)
+    are prefix-stable for every k; HNSW explores max(efSearch, n) candidates, so it is while k plus the extra
+    places stays within efSearch. Returns (distances [queries, k], ids [queries, k]), missing places last."""
+    k = min(k, total)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if k <= 0:
+        return np.zeros((len(queries), 0), dtype=np.float32), np.zeros((len(queries), 0), dtype=np.int64)
+    n = min(total, k + max(8, k))
+    while True:
+        distances, ids = search(queries, n)
+        ids = np.asarray(ids, dtype=np.int64)
+        distances = np.where(ids < 0, np.inf, distances)
+        kth = distances[:, min(k, distances.shape[1]) - 1]
+        settled = (distances[:, -1] > kth) | (ids[:, -1] < 0) | (distances.shape[1] < n)
+        if n >= total or settled.all():
+            break
+        n = min(total, 2 * n)
+    keys = ids if rows is None else np.where(ids < 0, -1, np.asarray(rows)[np.maximum(ids, 0)])
+    order = distance_row_order(distances, keys, k)
+    return np.take_along_axis(distances, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
 def merge_top_k(distances: list[np.ndarray], rows: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k smallest distances per query over the shards' answers (each of shape [queries, k_shard]), ties broken
     by the lower global row so the order never depends on how the corpus was sharded; missing places (row -1,
-    as an approximate index may leave) sort last."""
+    as an approximate index may leave) sort last. Each shard's answer must itself hold its first k in this order
+    (`tie_stable_search`), or a tie cut at a shard's k-th place could send any of its tied rows."""
     d = np.concatenate(distances, axis=1).astype(np.float64)
     r = np.concatenate(rows, axis=1).astype(np.int64)
-    d = np.where(r < 0, np.inf, d)
-    order = np.lexsort((np.where(r < 0, np.iinfo(np.int64).max, r), d), axis=-1)[:, :k]  # by distance, then row
-    return np.take_along_axis(d, order, axis=1), np.take_along_axis(r, order, axis=1)
+    order = distance_row_order(d, r, k)
+    return np.take_along_axis(np.where(r < 0, np.inf, d), order, axis=1), np.take_along_axis(r, order, axis=1)
 
 
 class ShardedIndex:
@@ -73,7 +114,7 @@ class ShardedIndex:
         return np.concatenate([np.load(self.folder / f"{name}.rows.npy") for name in self.shards])
 
     def search_shard(self, name: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """One shard's top-k as (squared L2 distances, global rows)."""
+        """One shard's top-k as (squared L2 distances, global rows), ties by row (`tie_stable_search`)."""
         import faiss
 
         if self.index_type == "flat":
@@ -88,8 +129,12 @@ class ShardedIndex:
                 index.hnsw.efSearch = self.ef_search
             self._opened[name] = index
         rows = np.load(self.folder / f"{name}.rows.npy")
-        scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, index.ntotal))
-        distances = 2.0 - 2.0 * scores if self.meta["metric"] == "ip" else scores  # unit vectors
+
+        def search(q: np.ndarray, n: int):
+            scores, ids = index.search(q, n)
+            return (2.0 - 2.0 * scores if self.meta["metric"] == "ip" else scores), ids  # unit vectors
+
+        distances, ids = tie_stable_search(search, queries, k, int(index.ntotal), rows)
         return distances, np.where(ids < 0, -1, rows[np.maximum(ids, 0)])
 
     def search(self, queries: np.ndarray, k: int, shards: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:

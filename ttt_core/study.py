@@ -111,10 +111,17 @@ def open_run(study: Study) -> tuple[ResultsStore, list[dict], list[dict]]:
     study.results_path.with_suffix(".config.json").write_text(json.dumps(inputs, indent=1))
     docs = study.test_documents()
     check_neighbor_supply(study, docs)
+    retrieved = {}  # the neighbour ids this run trains a document on, retrieved once, only where a row could serve
     for donor in reusable_stores(study.results_path.parent, inputs):
         for doc in docs:
             row = donor.rows.get(doc["id"])
-            if doc["id"] not in store and evaluated_at(row, config.k):
+            if doc["id"] in store or not evaluated_at(row, config.k):
+                continue
+            # A cut row is this run's only if it trained on the neighbours this run retrieves (another tie order
+            # or another index build gives others), as `ttt_document` checks for `same_neighbor_stores`.
+            if doc["id"] not in retrieved:
+                retrieved[doc["id"]] = [n.doc_id for n in study.training_texts(doc, retrieval_query(study, doc)[0])]
+            if row["neighbors"][:config.k] == retrieved[doc["id"]]:
                 store.append(cut_row(row, config.k))
     pending = [d for d in docs if d["id"] not in store]
     if pending and not config.reset_optimizer and len(pending) < len(docs):
@@ -160,15 +167,21 @@ def check_neighbor_supply(study: Study, docs: list[dict]) -> None:
                          f"corpus")
 
 
+def retrieval_query(study: Study, doc: dict) -> tuple[str, dict]:
+    """(the text a document's neighbours are retrieved for, the document as scored): its whole text, or with
+    `split_query` its first part and the rest."""
+    if not study.config.split_query:
+        return doc["text"], doc
+    query, text = split_query_and_scored(study.language_model().tokenizer, doc["text"])
+    return query, dict(doc, text=text)
+
+
 def ttt_document(study: Study, doc: dict, optimizer=None, same_neighbors=()) -> tuple[dict, object]:
     """One document's result row and the optimizer to pass to the next document (one per run: reset in place
     between documents, or carried with reset_optimizer=False). A run in `same_neighbors` that retrieved the same
     neighbours for it already holds the row: it is copied rather than retrained."""
     config = study.config
-    query, scored = doc["text"], doc
-    if config.split_query:
-        query, text = split_query_and_scored(study.language_model().tokenizer, doc["text"])
-        scored = dict(doc, text=text)
+    query, scored = retrieval_query(study, doc)
     neighbors = study.training_texts(doc, query)
     ids = [n.doc_id for n in neighbors]
     donor = next((row for row in (s.rows.get(doc["id"]) for s in same_neighbors)
