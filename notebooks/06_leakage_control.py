@@ -109,12 +109,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from ttt_core import paper
-<<<<<<< HEAD
-from ttt_core.config import StudyConfig
 from ttt_core.metrics import document_changes, documents_at, mean_change, relative_change, signed
-=======
-from ttt_core.metrics import bootstrap_mean, document_changes, documents_at, relative_change
->>>>>>> fix-params
 from ttt_core.plots import SERIES_GREYS, use_report_style
 from ttt_core.report import glue_finding, reproduce, show_finding
 from ttt_core.results import long_frame
