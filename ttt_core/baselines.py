@@ -20,6 +20,9 @@ from .metrics import rolling_windows
 from .retrieve import random_neighbors
 from .ttt import reset_optimizer, reset_weights, snapshot_weights, split_query_and_scored, train_on_text
 
+# Bump when code here changes what a baseline row would be (in-context, interpolation, dynamic evaluation): it is
+# part of the baselines' results file name (`baselines_key`), as METHOD_VERSION is of a TTT-NN run's.
+BASELINES_VERSION = 1
 ALPHA_GRID = tuple(round(0.01 * i, 2) for i in range(20))  # the paper's 0.00, 0.01, ..., 0.19
 IN_CONTEXT_KEEP = ("nearest", "official")
 
@@ -229,8 +232,10 @@ def text_overlap(text: str, others: list[str], n: int) -> dict:
 
 
 def baseline_settings(study, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True) -> dict:
-    return {"run": study.config.result_inputs(study.corpus.fingerprint), "contexts": list(contexts),
-            "keeps": list(keeps), "full": full, "in_context_control": "random-domain"}
+    """What a baseline row depends on: the run's inputs (configuration and content, `Study.result_inputs`), the
+    baseline settings and BASELINES_VERSION."""
+    return {"run": study.result_inputs(), "contexts": list(contexts), "keeps": list(keeps), "full": full,
+            "in_context_control": "random-domain", "baselines_version": BASELINES_VERSION}
 
 
 def baselines_key(study, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True) -> str:

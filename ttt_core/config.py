@@ -272,8 +272,11 @@ class StudyConfig:
         d.pop("extra")
         return d
 
-    def result_inputs(self, corpus_fingerprint: str) -> dict:
-        """Everything that changes a per-document result (not how many documents are run, nor where)."""
+    def result_inputs(self, corpus_fingerprint: str, content: dict | None = None) -> dict:
+        """Everything in the configuration that changes a per-document result (not how many documents are run,
+        nor where), with the corpus fingerprint and METHOD_VERSION. `content` adds what the configuration names
+        but does not pin: what the index holds, the weights' identities, the library versions
+        (`Study.result_inputs` gives it; a results file is named with it, never without)."""
         d = self.as_dict()
         # With carried Adam moments (reset_optimizer=False) a document's result depends on the documents before
         # it, so the sampled documents are part of what changes a result.
@@ -285,10 +288,15 @@ class StudyConfig:
                 d.pop(name)
         d["corpus_fingerprint"] = corpus_fingerprint
         d["method_version"] = METHOD_VERSION
+        clash = sorted(set(d) & set(content or {}))
+        if clash:
+            raise ValueError(f"content identities {clash} would overwrite configuration inputs of the run key")
+        d.update(content or {})
         return json.loads(json.dumps(d, default=str))
 
-    def run_key(self, corpus_fingerprint: str) -> str:
-        text = json.dumps(self.result_inputs(corpus_fingerprint), sort_keys=True)
+    def run_key(self, corpus_fingerprint: str, content: dict | None = None) -> str:
+        """16 hex digits of a sha256 over `result_inputs` (`Study.run_key` passes the content identities)."""
+        text = json.dumps(self.result_inputs(corpus_fingerprint, content), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def deviations(self) -> list[dict]:
