@@ -14,7 +14,9 @@ from pathlib import Path
 # Bump when code changes what a per-document result would be, so that cached results are not reused.
 # 2: training chunks start with BOS where the model's tokenizer adds one (Gemma); lm-eval 0.4's scoring prefix.
 # 3: rows record the steps taken on each neighbour and the test document's content group.
-METHOD_VERSION = 3
+# 4: rows change with this round's fixes: the bytes of capped texts, the order of tied neighbours, the embedder's
+#    256-token limit, decontamination in both directions; and the key names content (`Study.run_key`).
+METHOD_VERSION = 4
 
 # Which train chunks a document is trained on: its nearest neighbours (TTT-NN), or, as controls with the same
 # step budget, random chunks of the test document's own domain or random chunks of the whole index.
