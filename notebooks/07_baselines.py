@@ -71,7 +71,7 @@ def arm(label, **changes):
     """One TTT-NN run of this chapter's documents with `changes` to the configuration; the model is loaded once."""
     run = dataclasses.replace(study, config=dataclasses.replace(config, **changes))
     ttt_rows[label] = run_ttt(run)
-    run_keys[label] = run.config.run_key(study.corpus.fingerprint)
+    run_keys[label] = run.run_key
     study.lm = run.lm
 
 
