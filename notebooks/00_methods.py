@@ -224,4 +224,4 @@ print(f"{len(study.corpus)} documents (at most {config.chunk_bytes} UTF-8 bytes 
 # {download}`Download the executed notebook <00_methods.ipynb>` (every output of this page, with its code).
 
 # %% tags=["remove-input"]
-display(reproduce("00_methods", params_file, {"TTT-NN": config.run_key(study.corpus.fingerprint)}, config.work_dir))
+display(reproduce("00_methods", params_file, {"TTT-NN": study.run_key}, config.work_dir))

@@ -239,7 +239,7 @@ for doc in study.corpus.test_documents(1, config.seed, config.domains)[:examples
 # {download}`Download the executed notebook <01_corpus_and_index.ipynb>` (every output of this page, with its code).
 
 # %% tags=["remove-input"]
-display(reproduce("01_corpus_and_index", params_file, {"index (TTT-NN run)": config.run_key(study.corpus.fingerprint)},
+display(reproduce("01_corpus_and_index", params_file, {"index (TTT-NN run)": study.run_key},
                   config.work_dir))
 
 # %% [markdown]

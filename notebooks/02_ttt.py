@@ -222,7 +222,7 @@ display(ends.round(4))
 # {download}`Download the executed notebook <02_ttt.ipynb>` (every output of this page, with its code).
 
 # %% tags=["remove-input"]
-display(reproduce("02_ttt", params_file, {"TTT-NN": config.run_key(study.corpus.fingerprint)}, config.work_dir))
+display(reproduce("02_ttt", params_file, {"TTT-NN": study.run_key}, config.work_dir))
 
 # %% [markdown]
 # ## The configuration that produced these numbers

@@ -288,9 +288,10 @@ display(paper.gpt2_tasks_frame().round(4))
 
 # %% tags=["remove-input"]
 display(reproduce("03_neighbors", params_file,
-                  {"TTT-NN": config.run_key(study.corpus.fingerprint),
-                   **{f"control: {rule}": dataclasses.replace(control_config, neighbors=rule).run_key(
-                       study.corpus.fingerprint) for rule in arms}}, config.work_dir))
+                  {"TTT-NN": study.run_key,
+                   **{f"control: {rule}": dataclasses.replace(
+                       study, config=dataclasses.replace(control_config, neighbors=rule)).run_key for rule in arms}},
+                  config.work_dir))
 
 # %% [markdown]
 # ## The configuration that produced these numbers

@@ -168,10 +168,10 @@ def ttt_gain(sub_study) -> tuple[dict, list[dict]]:
 gains, gain_rows, run_keys = [], {}, {}
 for fraction in [float(f) for f in gain_fractions.split(",")]:
     sub = dataclasses.replace(config, k=gain_k, docs_per_domain=gain_docs_per_domain, index_fraction=fraction)
-    gain, gain_rows[fraction] = ttt_gain(dataclasses.replace(study, config=sub,
-                                                             index=build_index(sub, study.corpus, study.embedder)))
+    sub_study = dataclasses.replace(study, config=sub, index=build_index(sub, study.corpus, study.embedder))
+    gain, gain_rows[fraction] = ttt_gain(sub_study)
     gains.append({"embedder": config.embedder, "fraction": fraction, **gain})
-    run_keys[f"{fraction:.0%} index"] = sub.run_key(study.corpus.fingerprint)
+    run_keys[f"{fraction:.0%} index"] = sub_study.run_key
 gains = pd.DataFrame(gains)
 small, large = gains["fraction"].min(), gains["fraction"].max()
 size_effect = compare(study, gain_rows[small], gain_k, gain_rows[large], gain_k)
@@ -187,7 +187,7 @@ for name in [config.embedder, compare_embedder] if compare_embedder else []:
     meta = sub_study.index.meta
     quality.append({"embedder": name, "dimensions": meta["dim"], "indexed documents": len(sub_study.index),
                     "embedding seconds per document": meta["embed_seconds"] / meta["embedded_documents"], **gain})
-    run_keys[f"{name} embedder, {compare_fraction:.0%} index"] = sub.run_key(study.corpus.fingerprint)
+    run_keys[f"{name} embedder, {compare_fraction:.0%} index"] = sub_study.run_key
 if quality:
     quality = pd.DataFrame(quality).set_index("embedder")
     weak, strong = neighbour_lists.values()

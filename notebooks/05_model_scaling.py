@@ -134,7 +134,7 @@ for name in trained + score_only:
                               weights_snapshot="file" if name in adafactor_models.split(",") else config.weights_snapshot)
     model_study = dataclasses.replace(study, config=run, lm=None)
     model_rows[name] = run_ttt(model_study)
-    run_keys[name] = run.run_key(study.corpus.fingerprint)
+    run_keys[name] = model_study.run_key
     tables[name], _ = summarize(model_study, model_rows[name])
     if name in trained:
         changes[name] = ttt_change(model_study, model_rows[name])

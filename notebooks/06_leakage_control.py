@@ -123,7 +123,7 @@ for split in (False, True):
     protocol = dataclasses.replace(study, config=dataclasses.replace(config, split_query=split))
     name = "split: first half queries, rest scored" if split else "whole document queries and is scored"
     rows = run_ttt(protocol)
-    run_keys[name] = protocol.config.run_key(study.corpus.fingerprint)
+    run_keys[name] = protocol.run_key
     tables[name], _ = summarize(protocol, rows)
     changes[name] = ttt_change(protocol, rows)  # paired with k=0 within the protocol
     frame = long_frame(rows)
@@ -136,7 +136,7 @@ for leaky in (False, True):
     arm = prepare(dataclasses.replace(leaky_config, leaky_index=leaky))
     arm.lm = study.lm
     index_arms["leaky index" if leaky else "decontaminated index"] = run_ttt(arm)
-    run_keys["leaky index" if leaky else "decontaminated index"] = arm.config.run_key(study.corpus.fingerprint)
+    run_keys["leaky index" if leaky else "decontaminated index"] = arm.run_key
     study.lm = arm.lm
 # The two protocols score different text, so they are compared by each document's relative change (split minus
 # whole: negative means the split protocol improved more).

@@ -136,7 +136,7 @@ def arm(label, **changes):
     _, run_docs, pending = open_run(run)
     timed_here[label] = len(pending) == len(run_docs)
     ttt_rows[label] = run_ttt(run)
-    run_keys[label] = run.config.run_key(study.corpus.fingerprint)
+    run_keys[label] = run.run_key
     study.lm = run.lm
 
 

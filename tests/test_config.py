@@ -84,10 +84,14 @@ def test_with_carried_adam_moments_the_sampled_documents_are_part_of_the_run_key
     assert fresh[0] == fresh[1] and carried[0] != carried[1]
 
 
-def test_an_option_added_later_leaves_existing_run_keys_alone_at_its_default():
+def test_an_option_added_later_leaves_existing_run_keys_alone_at_its_default(monkeypatch):
     """9b3a6668c2cbcd4f is the default run key before the `optimizer` option existed (METHOD_VERSION 3): finished
     results stay valid; a non-default optimizer is a different run; a bad value is refused by name."""
-    assert StudyConfig().run_key("fp") == "9b3a6668c2cbcd4f"
+    import ttt_core.config as config_module
+
+    with monkeypatch.context() as patched:  # the configuration part of the key, as METHOD_VERSION 3 computed it
+        patched.setattr(config_module, "METHOD_VERSION", 3)
+        assert StudyConfig().run_key("fp") == "9b3a6668c2cbcd4f"
     assert "optimizer" not in StudyConfig().result_inputs("fp")
     assert StudyConfig(optimizer="adafactor").run_key("fp") != StudyConfig().run_key("fp")
     with pytest.raises(ValueError, match="invalid optimizer='sgd'"):
@@ -215,3 +219,22 @@ def test_every_notebook_declares_every_study_parameter_as_generated(name):
     cell = re.search(r'# %% tags=\["parameters"[^\]]*\]\n(.*?)(?=\n# %%)', text, re.S).group(1)
     assigned = {node.targets[0].id for node in ast.parse(cell).body if isinstance(node, ast.Assign)}
     assert assigned == set(declared_parameters(name)), assigned ^ set(declared_parameters(name))
+def test_every_key_neutral_default_is_the_dataclass_default():
+    """A field is left out of the run key only at the value it had before it existed: if KEY_NEUTRAL_DEFAULTS names
+    another value than the dataclass default, every default run would be keyed as if it were that old behaviour."""
+    import dataclasses
+
+    from ttt_core.config import KEY_NEUTRAL_DEFAULTS
+
+    defaults = {f.name: f.default for f in dataclasses.fields(StudyConfig)}
+    wrong = {name: (value, defaults.get(name, "no such field")) for name, value in KEY_NEUTRAL_DEFAULTS.items()
+             if name not in defaults or defaults[name] != value or type(defaults[name]) is not type(value)}
+    assert not wrong, f"KEY_NEUTRAL_DEFAULTS (value, dataclass default) that differ: {wrong}"
+
+
+def test_the_code_version_is_part_of_the_run_key(monkeypatch):
+    import ttt_core.config as config_module
+
+    before = StudyConfig().run_key("fp")
+    monkeypatch.setattr(config_module, "METHOD_VERSION", config_module.METHOD_VERSION + 1)
+    assert StudyConfig().run_key("fp") != before

@@ -166,3 +166,175 @@ def test_a_row_cut_from_a_larger_k_is_reused_only_with_the_neighbours_this_run_r
     assert calls == [big_rows[0]["doc_id"]]  # retrained; the others are cut from the larger run
     assert small[0]["neighbors"] == big_rows[0]["neighbors"][:3]
     assert [r["evals"] for r in small[1:]] == [[e for e in r["evals"] if e["k"] <= 3] for r in big_rows[1:]]
+# ------------------------------------------------------------------------------------------ run keys by content
+def never_load(*args, **kwargs):
+    raise AssertionError("keying a run must not load the language model")
+
+
+def test_a_run_key_names_the_chunks_the_index_holds(tiny_params, monkeypatch):
+    """The same configuration over an index that holds other chunks (a cached index rebuilt by other
+    decontamination code, a row left out) is another run: its rows are never served from the first one's file."""
+    import dataclasses
+
+    import numpy as np
+
+    monkeypatch.setattr(study_module, "load_language_model", never_load)
+    study = prepare(StudyConfig.from_params(**tiny_params), progress=False)
+    vectors = study.index.index.reconstruct_n(0, len(study.index))
+    keep = np.ones(len(study.index), dtype=bool)
+    keep[0] = False
+    fewer = dataclasses.replace(study, index=study.index.subset(keep, vectors))
+    assert fewer.results_path != study.results_path
+    # the same number of chunks, one of them another: still another run
+    swapped = dataclasses.replace(study.index, rows=np.where(study.index.rows == study.index.rows[0],
+                                                             study.corpus.rows("test")[0], study.index.rows))
+    assert dataclasses.replace(study, index=swapped).results_path != study.results_path
+    assert dataclasses.replace(study).results_path == study.results_path  # the same index: the same run
+
+
+@pytest.mark.parametrize("kind", ["model", "embedder"])
+def test_a_run_key_names_the_weights_of_a_local_model_folder_not_its_name(tiny_params, tmp_path, monkeypatch, kind):
+    """New weights written into the same folder (a fine-tune saved over the last one) make another run."""
+    import time
+
+    from ttt_core.models import tiny_model
+
+    folder = tmp_path / f"local-{kind}"
+
+    def save(seed):
+        model, tokenizer = tiny_model("tiny-llama" if kind == "model" else "tiny-bert", seed)
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    monkeypatch.setattr(study_module, "load_language_model", never_load)
+    save(0)
+    config = StudyConfig.from_params(**{**tiny_params, kind: str(folder)})
+    first = prepare(config, progress=False).results_path
+    assert prepare(config, progress=False).results_path == first  # nothing changed: the same run
+    save(1)
+    assert prepare(config, progress=False).results_path != first
+    time.sleep(0.01)
+    save(0)  # the first weights again: the first run again
+    assert prepare(config, progress=False).results_path == first
+
+
+@pytest.mark.parametrize("module", ["torch", "transformers", "tokenizers", "faiss", "numpy"])
+def test_a_run_key_names_the_library_versions(tiny_params, monkeypatch, module):
+    import dataclasses
+    import importlib
+
+    study = prepare(StudyConfig.from_params(**tiny_params), progress=False)
+    before = study.results_path
+    monkeypatch.setattr(importlib.import_module(module), "__version__", "0.0.0-another", raising=False)
+    assert dataclasses.replace(study).results_path != before
+
+
+def test_a_baseline_results_file_names_the_baselines_code_version(tiny_params, monkeypatch):
+    from ttt_core import baselines
+
+    study = prepare(StudyConfig.from_params(**tiny_params), progress=False)
+    before = baselines.baselines_key(study)
+    monkeypatch.setattr(baselines, "BASELINES_VERSION", getattr(baselines, "BASELINES_VERSION", 1) + 1,
+                        raising=False)
+    assert baselines.baselines_key(study) != before
+
+
+def test_a_run_key_is_the_same_in_another_process(tiny_params):
+    import subprocess
+    import sys
+
+    study = prepare(StudyConfig.from_params(**tiny_params), progress=False)
+    code = ("import json, sys; from ttt_core.config import StudyConfig; from ttt_core.study import prepare; "
+            "print(prepare(StudyConfig.from_params(**json.loads(sys.argv[1])), progress=False).results_path.name)")
+    other = subprocess.run([sys.executable, "-c", code, json.dumps(tiny_params)], capture_output=True, text=True,
+                           check=True)
+    assert other.stdout.strip().splitlines()[-1] == study.results_path.name
+
+
+def test_rows_computed_under_other_library_versions_are_never_reused(tiny_params, monkeypatch):
+    import transformers
+
+    real_version = transformers.__version__
+    monkeypatch.setattr(transformers, "__version__", "0.0.0-another")
+    run_ttt(prepare(StudyConfig.from_params(**{**tiny_params, "k": 5}), progress=False), progress=False)
+    monkeypatch.setattr(transformers, "__version__", real_version)
+    calls = []
+    real = study_module.test_time_train
+    monkeypatch.setattr(study_module, "test_time_train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rows = run_ttt(prepare(StudyConfig.from_params(**{**tiny_params, "k": 3}), progress=False), progress=False)
+    assert len(calls) == len(rows) == 3  # trained again, not cut from the k=5 rows of the other transformers
+
+
+def test_a_sharded_index_is_keyed_by_the_rows_of_its_shards(tmp_path):
+    """The Pile layout's index: a shard that holds other rows is another index (each shard's rows file hashed
+    once, then read from the cache beside the shards)."""
+    import numpy as np
+
+    from ttt_core.index import indexed_identity
+    from ttt_core.shards import ShardedIndex, build_shards
+
+    x = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+
+    def build(folder, rows):
+        plan = [("00", lambda: iter([(rows[:30], x[:30])])), ("01", lambda: iter([(rows[30:], x[30:])]))]
+        build_shards(folder, plan, dim=8, progress=False)
+        return indexed_identity(ShardedIndex(folder))
+
+    first = build(tmp_path / "a", np.arange(60))
+    assert build(tmp_path / "b", np.arange(60)) == first  # the same rows elsewhere: the same index
+    assert build(tmp_path / "c", np.arange(60)[::-1].copy()) != first
+    assert (tmp_path / "a" / "sha256.json").exists()
+
+
+def test_a_file_hash_is_reused_only_while_the_file_is_unchanged(tmp_path, monkeypatch):
+    import os
+
+    from ttt_core import models
+
+    hashed = []
+    real = models.sha256_file
+    monkeypatch.setattr(models, "sha256_file", lambda p: hashed.append(p) or real(p))
+    weights, cache = tmp_path / "model.safetensors", tmp_path / "cache.json"
+    weights.write_bytes(b"a" * 100)
+    os.utime(weights, ns=(weights.stat().st_mtime_ns - 10**10,) * 2)  # written well before it is hashed
+    first = models.cached_sha256(weights, cache)
+    assert models.cached_sha256(weights, cache) == first and len(hashed) == 1  # read from the cache
+    weights.write_bytes(b"b" * 100)  # the same size, rewritten just now: hashed again, every time until it settles
+    assert models.cached_sha256(weights, cache) != first
+    assert models.cached_sha256(weights, cache) != first and len(hashed) == 3
+
+
+def test_a_hub_model_is_keyed_by_its_snapshot_commit(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from ttt_core.models import weights_identity
+
+    snapshots = {"org/lm": str(tmp_path / "models--org--lm" / "snapshots" / "0123abcd" / "config.json")}
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: snapshots.get(repo))
+    assert weights_identity("org/lm", "lm", tmp_path) == {"hub": "org/lm", "commit": "0123abcd"}
+    with pytest.raises(ValueError, match="'org/other' has no snapshot in the local Hugging Face cache"):
+        weights_identity("org/other", "lm", tmp_path)
+
+
+def test_rows_are_shared_across_indexes_only_with_the_same_weights_and_libraries(tmp_path):
+    """same_neighbor_stores aligns what the index holds (its fingerprint and the parameters that choose it), never
+    the weights or the library versions; reusable_stores aligns only k."""
+    from ttt_core.results import reusable_stores, same_neighbor_stores
+
+    content = {"index_fingerprint": "i1", "lm_weights": {"sha256": "w1"}, "embedder_weights": {"sha256": "e1"},
+               "libraries": {"torch": "2"}}
+    inputs = StudyConfig(k=5).result_inputs("fp", content)
+
+    def donor(name, k=10, **changes):
+        (tmp_path / f"{name}.config.json").write_text(json.dumps(StudyConfig(k=k).result_inputs(
+            "fp", {**content, **changes})))
+
+    donor("other-index", index_fingerprint="i2")
+    donor("other-lm", index_fingerprint="i2", lm_weights={"sha256": "w2"})
+    donor("other-embedder", index_fingerprint="i2", embedder_weights={"sha256": "e2"})
+    donor("other-torch", index_fingerprint="i2", libraries={"torch": "3"})
+    assert [s.path.stem for s in same_neighbor_stores(tmp_path, inputs)] == ["other-index"]
+    assert reusable_stores(tmp_path, inputs) == []
+    donor("larger-k")
+    donor("larger-k-other-torch", libraries={"torch": "3"})
+    assert [s.path.stem for s in reusable_stores(tmp_path, inputs)] == ["larger-k"]

@@ -268,9 +268,9 @@ def text_overlap(text: str, others: list[str], n: int) -> dict:
 
 def baseline_settings(study, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True,
                       joins=IN_CONTEXT_JOIN[:1]) -> dict:
-    """What a baseline row depends on beside its document: the run's inputs, the settings and the code's
-    `BASELINES_VERSION`."""
-    return {"run": study.config.result_inputs(study.corpus.fingerprint), "contexts": list(contexts),
+    """What a baseline row depends on beside its document: the run's inputs (configuration and content,
+    `Study.result_inputs`), the baseline settings and the code's `BASELINES_VERSION`."""
+    return {"run": study.result_inputs(), "contexts": list(contexts),
             "keeps": list(keeps), "joins": list(joins), "full": full, "in_context_control": "random-domain",
             "baselines_version": BASELINES_VERSION}
 

@@ -14,7 +14,9 @@ from pathlib import Path
 # Bump when code changes what a per-document result would be, so that cached results are not reused.
 # 2: training chunks start with BOS where the model's tokenizer adds one (Gemma); lm-eval 0.4's scoring prefix.
 # 3: rows record the steps taken on each neighbour and the test document's content group.
-METHOD_VERSION = 3
+# 4: rows change with this round's fixes: the bytes of capped texts, the order of tied neighbours, the embedder's
+#    256-token limit, decontamination in both directions; and the key names content (`Study.run_key`).
+METHOD_VERSION = 4
 
 # Which train chunks a document is trained on: its nearest neighbours (TTT-NN), or, as controls with the same
 # step budget, random chunks of the test document's own domain or random chunks of the whole index.
@@ -289,8 +291,11 @@ class StudyConfig:
         d.pop("extra")
         return d
 
-    def result_inputs(self, corpus_fingerprint: str) -> dict:
-        """Everything that changes a per-document result (not how many documents are run, nor where)."""
+    def result_inputs(self, corpus_fingerprint: str, content: dict | None = None) -> dict:
+        """Everything in the configuration that changes a per-document result (not how many documents are run,
+        nor where), with the corpus fingerprint and METHOD_VERSION. `content` adds what the configuration names
+        but does not pin: what the index holds, the weights' identities, the library versions
+        (`Study.result_inputs` gives it; a results file is named with it, never without)."""
         from .corpus import domain_budget
 
         d = self.as_dict()
@@ -305,10 +310,15 @@ class StudyConfig:
                 d.pop(name)
         d["corpus_fingerprint"] = corpus_fingerprint
         d["method_version"] = METHOD_VERSION
+        clash = sorted(set(d) & set(content or {}))
+        if clash:
+            raise ValueError(f"content identities {clash} would overwrite configuration inputs of the run key")
+        d.update(content or {})
         return json.loads(json.dumps(d, default=str))
 
-    def run_key(self, corpus_fingerprint: str) -> str:
-        text = json.dumps(self.result_inputs(corpus_fingerprint), sort_keys=True)
+    def run_key(self, corpus_fingerprint: str, content: dict | None = None) -> str:
+        """16 hex digits of a sha256 over `result_inputs` (`Study.run_key` passes the content identities)."""
+        text = json.dumps(self.result_inputs(corpus_fingerprint, content), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def deviations(self) -> list[dict]:

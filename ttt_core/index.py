@@ -3,6 +3,7 @@ embedder normalises, which ranks identically), saved with the metadata needed to
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -93,6 +94,30 @@ class NeighborIndex:
         """Mean squared-L2 distance from the queries to their r-th nearest neighbour, r = 1..r_max."""
         distances, _ = self.search(queries, r_max)
         return distances.mean(axis=0)
+
+
+# What built an index's vectors and structure (its meta); timings and measured recall are left out (they vary).
+INDEX_IDENTITY = ("corpus_fingerprint", "embedder", "embedder_tokenizer", "embed_max_tokens", "dim", "metric",
+                  "index_type", "nlist", "nprobe", "M", "efSearch")
+
+
+def indexed_identity(index) -> dict:
+    """What an index holds, for run keys: a sha256 of its corpus rows (which chunks of the fingerprinted corpus
+    it indexes, in order) and the meta that says how their vectors were made. A `NeighborIndex` hashes its rows
+    in memory; a sharded index (`shards.ShardedIndex`, or `scale.RayShardedIndex` through its local copy) hashes
+    each finished shard's rows file once (cached beside the shards: at the Pile's scale they are gigabytes)."""
+    from .models import cached_sha256
+
+    index = getattr(index, "local", index)  # a RayShardedIndex searches through actors; its files are local's
+    h = hashlib.sha256()
+    if hasattr(index, "shards") and hasattr(index, "folder"):
+        for name in index.shards:
+            h.update(f"{name}\0{cached_sha256(index.folder / f'{name}.rows.npy', index.folder / 'sha256.json')}\n"
+                     .encode())
+    else:
+        h.update(np.ascontiguousarray(index.rows, dtype="<i8").tobytes())
+    return {"rows_sha256": h.hexdigest(), "rows": len(index),
+            **{name: index.meta[name] for name in INDEX_IDENTITY if name in index.meta}}
 
 
 def approximate_structure(x: np.ndarray, metric: str, index_type: str, nprobe: int, ef_search: int, seed: int = 0):

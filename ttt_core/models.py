@@ -189,6 +189,84 @@ def assemble_packaged(name: str, cache_dir: Path) -> tuple[Path, dict]:
     return path, record
 
 
+# ---------------------------------------------------------------------------------------------- identities
+# A hash is trusted from the cache only for a file last written this long before it was hashed: a rewrite within
+# the same timestamp tick as the hash (same size, same mtime) would otherwise go unnoticed ("racy git").
+RACY_NS = 2_000_000_000
+
+
+def cached_sha256(path: Path, cache_file: Path) -> str:
+    """sha256 of a file, kept in the JSON `cache_file` under (absolute path, size, mtime, inode), so that a 6 GB
+    weights file is hashed once, not on every run; a file changed since (or written just before it was hashed)
+    is hashed again."""
+    import os
+    import time
+
+    path = Path(path).resolve()
+    st = path.stat()
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    try:
+        cache = json.loads(Path(cache_file).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        cache = {}
+    entry = cache.get(str(path))
+    if entry and entry["stamp"] == stamp and entry["hashed_at_ns"] - st.st_mtime_ns > RACY_NS:
+        return entry["sha256"]
+    hashed_at = time.time_ns()
+    digest = sha256_file(path)
+    cache[str(path)] = {"stamp": stamp, "sha256": digest, "hashed_at_ns": hashed_at}
+    Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(cache_file).with_name(f"{Path(cache_file).name}.{os.getpid()}.tmp")  # two writers never share one
+    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+    os.replace(tmp, cache_file)
+    return digest
+
+
+def folder_identity(folder: Path, cache_file: Path) -> str:
+    """sha256 over the names and contents of a model folder's files (weights, config, tokenizer): what
+    `from_pretrained` reads. Subfolders (checkpoints) and hidden entries (.git, .cache) are not read by it and
+    are left out."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")):
+        h.update(f"{path.name}\0{cached_sha256(path, cache_file)}\n".encode())
+    return h.hexdigest()
+
+
+def hub_commit(name: str) -> str:
+    """The commit of the Hub snapshot that `from_pretrained(name)` reads, from the local cache (no download):
+    `check_model_name` fetched its config (a tokenizer's load its tokenizer config), at the revision the Hub
+    resolved, into that snapshot."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = [try_to_load_from_cache(name, f) for f in ("config.json", "tokenizer_config.json")]
+    cached = next((f for f in found if isinstance(f, str)), None)
+    if cached is None:
+        raise ValueError(f"the Hub model {name!r} has no snapshot in the local Hugging Face cache, so the commit of "
+                         f"its weights is unknown; load it once (or set HF_HUB_CACHE to the cache that holds it)")
+    return Path(cached).parent.name
+
+
+def weights_identity(name: str, kind: str, work_dir: Path | str = "artifacts") -> dict:
+    """What identifies the weights (and tokenizer) a model name stands for, without loading them: a packaged
+    model's verified sha256 and its packages' versions; a tiny model's construction code (its seed is the run's);
+    a local folder's file contents (hashes cached in `<work_dir>/models/file-sha256.json`); a Hub id's snapshot
+    commit. `kind` is 'lm', 'embedder' or 'tokenizer' (another tokenizer for the embedder). Raises ValueError for
+    a Hub id without a cached snapshot."""
+    import inspect
+
+    if name in PACKAGED and PACKAGED[name].kind == kind:
+        spec = PACKAGED[name]
+        record = Path(work_dir) / "models" / f"{name}.provenance.json"
+        sha = spec.sha256 or (json.loads(record.read_text())["sha256"] if record.exists() else "pinned at assembly")
+        return {"packaged": name, "sha256": sha, "packages": spec.versions()}
+    if name in (TINY_LMS if kind == "lm" else TINY_EMBEDDERS if kind == "embedder" else ()):
+        code = inspect.getsource(tiny_model) + inspect.getsource(byte_tokenizer)
+        return {"tiny": name, "code_sha256": hashlib.sha256(code.encode()).hexdigest()}
+    if Path(name).is_dir():
+        return {"folder_sha256": folder_identity(Path(name), Path(work_dir) / "models" / "file-sha256.json")}
+    return {"hub": name, "commit": hub_commit(name)}
+
+
 # ---------------------------------------------------------------------------------------------- tiny models
 def byte_tokenizer(add_bos: bool = False):
     """A byte-level tokenizer built in memory (256 byte tokens + specials), for tiny test models. With

@@ -81,7 +81,8 @@ def reproduce(notebook: str, params_file: str, run_keys: dict[str, str], work_di
         f"```bash\npapermill notebooks/{notebook}.ipynb {out} {params}"
         + (f" -p params_file {shlex.quote(params_file)}" if params_file else "")
         + f" --cwd .\npython -m ttt_core mark-for-book {out}\njupyter-book build book/ -W --keep-going\n```\n\n"
-        f"or `make` for every chapter. The run key names every input of a result (`StudyConfig.run_key`):\n\n"
+        f"or `make` for every chapter. The run key names every input of a result (`Study.run_key`: the "
+        f"configuration, what the index holds, the weights, the library versions, the code version):\n\n"
         f"| run | key | result rows |\n|---|---|---|\n{keys}\n")
 
 

@@ -66,7 +66,8 @@ def evaluated_at(row: dict | None, k: int) -> bool:
 
 
 def reusable_stores(folder: Path, inputs: dict) -> list["ResultsStore"]:
-    """Result files of runs that differ from `inputs` only by a larger k.
+    """Result files of runs that differ from `inputs` only by a larger k: the same configuration otherwise and
+    the same content identities (what was indexed, the weights, the library versions, `Study.result_inputs`).
 
     Only when every document starts from a fresh optimizer: with `reset_optimizer=False` the Adam moments
     carried in from earlier documents differ between the two runs, so a cut row is not what the smaller run
@@ -82,15 +83,17 @@ def reusable_stores(folder: Path, inputs: dict) -> list["ResultsStore"]:
     return found
 
 
-# Parameters that only choose which train chunks the index holds: with the same neighbours retrieved, a document's
-# result is the same whatever they are.
-INDEX_SELECTION = ("index_fraction", "decontam_threshold", "leaky_index")
+# Parameters that only choose which train chunks the index holds, and the fingerprint of what it holds: with the
+# same neighbours retrieved (by the same embedder weights, compared apart), a document's result is the same
+# whatever they are.
+INDEX_SELECTION = ("index_fraction", "decontam_threshold", "leaky_index", "index_fingerprint")
 
 
 def same_neighbor_stores(folder: Path, inputs: dict) -> list["ResultsStore"]:
-    """Result files of runs that differ from `inputs` only in which chunks were indexed (and by a k at least as
-    large): a row of theirs whose first k neighbours are the ones this run retrieves is exactly this run's row
-    (`run_ttt` checks the neighbours). Only nearest-neighbour runs with a fresh optimizer per document qualify."""
+    """Result files of runs that differ from `inputs` only in which chunks were indexed (INDEX_SELECTION, and by a
+    k at least as large), never in weights or library versions: a row of theirs whose first k neighbours are the
+    ones this run retrieves is exactly this run's row (`run_ttt` checks the neighbours). Only nearest-neighbour
+    runs with a fresh optimizer per document qualify."""
     if not inputs.get("reset_optimizer", True) or inputs.get("neighbors", "nearest") != "nearest":
         return []
     found = []

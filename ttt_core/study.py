@@ -5,9 +5,10 @@ expensive work so that a typo fails in a second, not after an hour of embedding.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -15,9 +16,9 @@ import pandas as pd
 from . import metrics
 from .config import StudyConfig
 from .corpus import Corpus, build_corpus, pile_layout
-from .index import NeighborIndex, build_index
+from .index import NeighborIndex, build_index, indexed_identity
 from .models import (PACKAGED, Embedder, LanguageModel, check_installed, check_model_name, load_embedder,
-                     load_language_model)
+                     load_language_model, weights_identity)
 from .results import ResultsStore, cut_row, evaluated_at, long_frame, reusable_stores, same_neighbor_stores
 from .retrieve import random_neighbors, retrieve, selected_neighbors
 from .ttt import make_optimizer, split_query_and_scored, test_time_train
@@ -30,6 +31,8 @@ class Study:
     embedder: Embedder
     index: NeighborIndex
     lm: LanguageModel | None = None
+    # (config, index, content identity) last computed: a key is asked for often, a local folder is hashed once
+    _identity: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def pile_set_names(self) -> dict[str, str]:
@@ -68,9 +71,66 @@ class Study:
         return [i for i, (s, d) in enumerate(zip(sources, domains))
                 if s == document["source_id"] and d == document["domain"]]
 
+    def content_identity(self) -> dict:
+        """What the configuration names but does not pin, for the run key: what the index holds (with the
+        embedder's weights, `index_fingerprint`), the language model's and embedder's weights (read from files
+        and caches: nothing is loaded) and the versions of the libraries that compute a row. Computed once per
+        (config, index) of this Study."""
+        config = self.config
+        if self.index is None:
+            raise ValueError("a run key needs the study's index (prepare() builds it): it names what was indexed")
+        if self._identity is None or self._identity[0] != config or self._identity[1] is not self.index:
+            embedder = weights_identity(config.embedder, "embedder", config.work_path)
+            if config.embedder_tokenizer:
+                embedder["tokenizer"] = weights_identity(config.embedder_tokenizer, "tokenizer", config.work_path)
+            indexed = json.dumps({"index": indexed_identity(self.index), "embedder": embedder}, sort_keys=True)
+            self._identity = (config, self.index, {
+                "index_fingerprint": hashlib.sha256(indexed.encode()).hexdigest()[:16],
+                "lm_weights": weights_identity(config.model, "lm", config.work_path),
+                "embedder_weights": embedder,
+                "libraries": library_versions()})
+        return self._identity[2]
+
+    def result_inputs(self) -> dict:
+        """Everything that changes a per-document result of this study (`StudyConfig.result_inputs` with the
+        content identities): what a run's results file is named by and what its `.config.json` holds."""
+        return self.config.result_inputs(self.corpus.fingerprint, self.content_identity())
+
+    @property
+    def run_key(self) -> str:
+        """The name of this run's results: the configuration and the content it runs on (`result_inputs`)."""
+        return self.config.run_key(self.corpus.fingerprint, self.content_identity())
+
     @property
     def results_path(self):
-        return self.config.work_path / "results" / f"{self.config.run_key(self.corpus.fingerprint)}.jsonl"
+        return self.config.work_path / "results" / f"{self.run_key}.jsonl"
+
+
+# Libraries whose version can change a row's numbers (gguf dequantizes the packaged models' weights); a row is
+# keyed by them, so an upgrade computes new rows instead of mixing old ones in.
+KEYED_LIBRARIES = ("torch", "transformers", "tokenizers", "faiss", "numpy", "gguf")
+
+
+def library_versions() -> dict[str, str]:
+    """The version of each of KEYED_LIBRARIES as this process has it: the imported module's `__version__`, else
+    the installed distribution's, else 'not installed'."""
+    import importlib
+    import importlib.metadata
+    import sys
+
+    versions = {}
+    for name in KEYED_LIBRARIES:
+        module = sys.modules.get(name)
+        if module is None and name in ("torch", "transformers", "tokenizers", "faiss", "numpy"):
+            module = importlib.import_module(name)  # each is imported by any study anyway
+        version = getattr(module, "__version__", None)
+        if version is None:
+            try:
+                version = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                version = "not installed"
+        versions[name] = str(version)
+    return versions
 
 
 def check(config: StudyConfig) -> StudyConfig:
@@ -107,7 +167,7 @@ def open_run(study: Study) -> tuple[ResultsStore, list[dict], list[dict]]:
     neighbours), its documents, and those still pending."""
     config = study.config
     store = ResultsStore(study.results_path)
-    inputs = config.result_inputs(study.corpus.fingerprint)
+    inputs = study.result_inputs()
     study.results_path.with_suffix(".config.json").write_text(json.dumps(inputs, indent=1))
     docs = study.test_documents()
     check_neighbor_supply(study, docs)
@@ -205,8 +265,7 @@ def run_ttt(study: Study, progress: bool = True, retries: int = 1, allow_failure
     store, docs, pending = open_run(study)
     last_error = None
     if pending:
-        same_neighbors = same_neighbor_stores(study.results_path.parent,
-                                              study.config.result_inputs(study.corpus.fingerprint))
+        same_neighbors = same_neighbor_stores(study.results_path.parent, study.result_inputs())
         optimizer, in_a_row = None, 0
         queue = [(doc, 1) for doc in pending]  # (document, attempt)
         bar = tqdm(total=len(pending), desc=f"TTT-NN k={study.config.k}", unit="doc", disable=not progress)
