@@ -235,3 +235,13 @@ def test_the_code_version_is_part_of_the_run_key(monkeypatch):
     before = StudyConfig().run_key("fp")
     monkeypatch.setattr(config_module, "METHOD_VERSION", config_module.METHOD_VERSION + 1)
     assert StudyConfig().run_key("fp") != before
+
+
+def test_a_parameter_file_that_is_not_a_mapping_is_named(tmp_path, capsys):
+    from ttt_core.__main__ import main
+
+    path = tmp_path / "list.yml"
+    path.write_text("- k: 5\n")
+    with pytest.raises(SystemExit):
+        main(["prepare", "-f", str(path)])
+    assert "list.yml: a parameter file is a YAML mapping of name: value lines, not a list" in capsys.readouterr().err

@@ -60,3 +60,19 @@ def test_retrieval_itself_refuses_to_return_fewer_than_k(four_documents, tmp_pat
         retrieve(doc["text"], n + 1, study.embedder, study.index, study.corpus)
     with pytest.raises(ValueError, match=rf"k={n + 1}.*only {n}"):
         random_neighbors(doc, n + 1, "random-any", study.index, study.corpus)
+
+
+def test_an_approximate_index_that_misses_neighbours_names_its_search_setting(tmp_path):
+    """An IVF index probing one of its cells holds enough chunks for k but finds fewer: the remedy is to probe
+    more (index_nprobe), not a smaller k or a larger corpus."""
+    rng = random.Random(2)
+    path = tmp_path / "thirty.jsonl"
+    with open(path, "w") as f:
+        for d in range(30):
+            text = " ".join(rng.choice(WORDS) for _ in range(120))
+            f.write(json.dumps({"text": text, "meta": {"pile_set_name": "prose"}}) + "\n")
+    study = prepare(StudyConfig.from_params(**params(path, tmp_path, chunk_bytes=64, index_type="ivf",
+                                                     index_nprobe=1, k=60)), progress=False)
+    assert study.index.meta["nlist"] >= 2 and len(study.index) >= 60
+    with pytest.raises(ValueError, match=r"k=60 .*found only \d+: the approximate index .*raise index_nprobe"):
+        retrieve(study.test_documents()[0]["text"], 60, study.embedder, study.index, study.corpus)

@@ -356,3 +356,38 @@ def test_every_cut_counts_exactly_the_bytes_its_tokens_stand_for(make):
     assert counts == list(np.cumsum([piece_bytes(p) for p in pieces]))
     assert counts[-1] == len(text.encode())
     assert all(a < b for a, b in zip(counts, counts[1:]))
+
+
+def metaspace_tokenizer(normalizer=None):
+    """A SentencePiece-like tokenizer *without* byte fallback (unknown characters become <unk>), optionally
+    normalising the text: its pieces do not spell the text's bytes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "\u2581": 3}
+    for c in "abcdefghijklmnopqrstuvwxyzé":
+        vocab[c] = len(vocab)
+        vocab["\u2581" + c] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=False))
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+@pytest.mark.parametrize("normalizer", [None, "NFKC", "Lowercase"])
+@pytest.mark.parametrize("text", ["日本語のテキスト ü ö é €€ end", "ﬁne ﬁsh ﬁnal ﬁx", "STRASSE ẞ İstanbul ok"])
+def test_a_capped_text_whose_pieces_do_not_spell_it_counts_the_scored_span_of_the_original(normalizer, text):
+    """<unk> pieces and normalisers (NFKC's 'ﬁ' -> 'fi', lowercasing 'İ') make a tokenizer's pieces spell other
+    bytes than the text's: the scored bytes are then those of the original text the scored tokens cover."""
+    from tokenizers import normalizers
+
+    from ttt_core.metrics import scored_tokens
+
+    tok = metaspace_tokenizer(getattr(normalizers, normalizer)() if normalizer else None)
+    ids = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    cut = len(ids["input_ids"]) // 2
+    tokens, n_bytes = scored_tokens(tok, text, cut)
+    assert tokens == ids["input_ids"][:cut]
+    assert n_bytes == len(text[:ids["offset_mapping"][cut - 1][1]].encode("utf-8"))

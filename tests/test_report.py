@@ -126,7 +126,7 @@ def allowed_numbers() -> set[str]:
         allowed |= {f"{before:.4f}", f"{after:.4f}", f"{100 * (after - before) / before:.1f}"}
     # the default configuration's values that the method section quotes, by name
     config = StudyConfig()
-    quoted = (config.embed_max_tokens, config.chunk_bytes, config.decontam_ngram, config.grad_clip, config.k)
+    quoted = (paper.PAPER_SETUP["embed_max_tokens"], config.chunk_bytes, config.decontam_ngram, config.grad_clip, config.k)
     allowed |= {f"{v:g}" for v in quoted} | {str(v) for v in quoted}
     allowed |= {f"{100 * config.decontam_threshold:g}"}  # the decontamination threshold, in percent
     allowed.add(str(len({s.domain for s in SOURCES})))

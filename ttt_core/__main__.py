@@ -53,6 +53,9 @@ def main(argv=None) -> None:
         parser.error(f"{args.command} needs -f/--params, a papermill-style YAML parameter file")
     with open(args.params) as f:
         params = yaml.safe_load(f) or {}
+    if not isinstance(params, dict):
+        parser.error(f"{args.params}: a parameter file is a YAML mapping of name: value lines, not a "
+                     f"{type(params).__name__}")
     if args.command == "ray-run":
         return ray_run(StudyConfig.from_params(**study_parameters(params)), args)
     started = time.perf_counter()

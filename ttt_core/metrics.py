@@ -52,7 +52,8 @@ MIN_SOURCES = 2  # chunks of one source are one piece of evidence
 # report (0.1 % is the printed precision), above float64 summation noise; a document whose two sides were the
 # same computation (the same neighbours) changes by exactly 0.
 DIFFERENCE_TOLERANCE = 1e-6
-NO_INTERVAL = "no interval (one document)"
+NO_INTERVAL = "no interval (one document)"  # a bound whose draws have no spread (one document per domain)
+TOO_FEW = "no interval (too few documents)"  # a change short of MIN_DOCUMENTS / MIN_SOURCES (`shortfall`)
 
 
 def refuse_duplicates(frame: pd.DataFrame, keys=("doc_id", "k")) -> None:
@@ -150,20 +151,25 @@ def scored_tokens(tokenizer, text: str, max_tokens: int | None = None) -> tuple[
     """The tokens of `text` that are scored (all, or the first `max_tokens`) and the UTF-8 bytes they cover.
 
     Bytes are those of the scored tokens, never of a decoded string (a cut inside a character decodes to U+FFFD,
-    3 bytes): the whole text's bytes less the bytes the unscored tokens stand for (`token_bytes`), so a token that
-    ends inside a character counts the bytes of that character it holds, and scored and unscored bytes add up to
-    the text's. Raises ValueError where the unscored tokens spell more bytes than the text has (a tokenizer whose
-    pieces this cannot read, e.g. one that normalises the text)."""
+    3 bytes). Where the tokens' own bytes (`token_bytes`: byte-level BPE, SentencePiece with byte fallback) spell
+    the text exactly, the scored tokens' bytes are counted, so a token that ends inside a character counts the
+    bytes of that character it holds. Otherwise (a tokenizer that normalises the text, or maps pieces to <unk>)
+    the pieces do not spell the text, and a fast tokenizer's character offsets give the scored span of the
+    original text instead (a token that ends inside a character then counts the whole character). Raises
+    ValueError where neither is available (a slow tokenizer whose pieces do not spell the text)."""
     tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
     n_bytes = len(text.encode("utf-8"))
     if max_tokens is None or len(tokens) <= max_tokens:
         return tokens, n_bytes
-    scored = n_bytes - sum(token_bytes(tokenizer, tokens[max_tokens:]))
-    if not 0 < scored < n_bytes:
-        raise ValueError(f"cannot count the bytes of the first max_eval_tokens={max_tokens} tokens: the other "
-                         f"{len(tokens) - max_tokens} tokens spell {n_bytes - scored} of the text's {n_bytes} bytes; "
-                         "use max_eval_tokens=None (score the whole text)")
-    return tokens[:max_tokens], scored
+    pieces = token_bytes(tokenizer, tokens)
+    if sum(pieces) == n_bytes:
+        return tokens[:max_tokens], sum(pieces[:max_tokens])
+    if getattr(tokenizer, "is_fast", False):
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return tokens[:max_tokens], len(text[:offsets[max_tokens - 1][1]].encode("utf-8"))
+    raise ValueError(f"cannot count the bytes of the first max_eval_tokens={max_tokens} tokens: this tokenizer's "
+                     f"pieces spell {sum(pieces)} bytes of a {n_bytes}-byte text and it gives no character offsets; "
+                     "use max_eval_tokens=None (score the whole text)")
 
 
 def score_text(lm, text: str, eval_context: int | None = None, max_eval_tokens: int | None = None) -> dict:
@@ -391,8 +397,9 @@ class PairedChange:
         """The verdict in words with its reason: 'resolved' or 'not resolved', never an interval below the
         minimum evidence."""
         family = f"Bonferroni's correction for the landing page's {FAMILY_CLAIMS} claims"
-        if self.shortfall:
-            return f"{self.shortfall}, too few to say whether the change excludes zero: not resolved"
+        if self.shortfall:  # `describe` has already said how many documents and sources differ
+            return (f"too few to say whether the change excludes zero (a verdict needs {MIN_DOCUMENTS} documents "
+                    f"that differ, from {MIN_SOURCES} sources): not resolved")
         if not self.excludes_zero:
             return (f"the 95 % interval includes zero (p = {self.p_value:.3f}): not resolved, this run cannot tell "
                     f"it from no change")
@@ -430,10 +437,10 @@ class PairedChange:
 
         no = self.shortfall is not None
         return {"documents": self.n_documents, "differ": self.n_differ, "sources": self.n_groups,
-                "mean change %": self.percent, "low % (95)": NO_INTERVAL if no else self.percent_low,
-                "high % (95)": NO_INTERVAL if no else self.percent_high,
-                "low % (10)": NO_INTERVAL if no else self.percent_p10,
-                "high % (90)": NO_INTERVAL if no else self.percent_p90, "p": self.p_value,
+                "mean change %": self.percent, "low % (95)": TOO_FEW if no else self.percent_low,
+                "high % (95)": TOO_FEW if no else self.percent_high,
+                "low % (10)": TOO_FEW if no else self.percent_p10,
+                "high % (90)": TOO_FEW if no else self.percent_p90, "p": self.p_value,
                 f"p x {FAMILY_CLAIMS}": self.family_p, "resolved": self.resolved, "mean change bpb": self.bpb,
                 "Pile-weighted A": self.pile_before, "Pile-weighted B": self.pile_after,
                 "Pile-weighted change %": self.pile, "Pile low %": bound(self.pile_low),

@@ -36,9 +36,19 @@ def retrieve(query: str, k: int, embedder: Embedder, index: NeighborIndex, corpu
     kept = [(int(r), float(d)) for r, d in zip(rows[0], distances[0]) if int(r) >= 0 and int(r) not in exclude][:k]
     if len(kept) < k:  # fewer rows would store a run that is not the k it names
         raise ValueError(f"k={k} neighbours asked, but the index (of {len(index)} chunks, {len(exclude)} rows "
-                         f"excluded) found only {len(kept)}: use a smaller k or a larger corpus")
+                         f"excluded) found only {len(kept)}: {remedy(index, k + len(exclude))}")
     records = corpus.dataset.select([r for r, _ in kept])
     return [Neighbor(r, rec["id"], rec["domain"], d, rec["text"]) for (r, d), rec in zip(kept, records)]
+
+
+def remedy(index: NeighborIndex, wanted: int) -> str:
+    """What to change when a search found fewer than `wanted`: an approximate index that holds enough chunks
+    missed some (probe more), an exact one holds too few."""
+    kind = getattr(index, "index_type", None) or getattr(index, "meta", {}).get("index_type", "flat")
+    if kind != "flat" and len(index) >= wanted:
+        return (f"the approximate index (index_type={kind!r}) holds enough chunks but its search missed some; raise "
+                f"index_nprobe (ivf) or index_ef_search (hnsw), or use index_type='flat'")
+    return "use a smaller k or a larger corpus"
 
 
 def random_neighbors(document: dict, k: int, rule: str, index: NeighborIndex, corpus: Corpus,
@@ -85,8 +95,8 @@ def selected_neighbors(query: str, k: int, rule: str, pool: int, embedder: Embed
     keep = [int(i) for i in ids[0] if i >= 0 and int(index.rows[i]) not in exclude][:pool]
     if len(keep) < pool:  # the rules must choose from the same `pool` candidates in every run
         raise ValueError(f"k={k} with selection={rule!r} needs a pool of {pool} candidates, but the index (of "
-                         f"{len(index)} chunks, {len(exclude)} rows excluded) found only {len(keep)}: use a smaller "
-                         f"k or selection_pool")
+                         f"{len(index)} chunks, {len(exclude)} rows excluded) found only {len(keep)}: "
+                         f"{remedy(index, pool + len(exclude))}")
     direct_map = getattr(index.index, "direct_map", None)  # IVF reconstructs by id only with a direct map
     if direct_map is not None and direct_map.type == 0:  # made once per index, not per query
         index.index.make_direct_map()
