@@ -215,11 +215,13 @@ def test_a_verdict_needs_enough_documents_that_differ_and_two_sources():
     leak = ttt_change(paired_frame([0.0] * 10 + [-0.3, -0.25, -0.2]), 1, NAMES, samples=1000)
     assert leak.n_differ == 3 and not leak.excludes_zero and not leak.resolved
     assert "3 of 13 documents differ" in leak.describe()
-    assert f"fewer than the {MIN_DOCUMENTS}" in leak.describe()
+    assert f"a verdict needs {MIN_DOCUMENTS} documents that differ" in leak.describe()
+    assert f"fewer than the {MIN_DOCUMENTS}" in leak.interval_text()  # the reason, where no count precedes it
     # eight chunks of one source, all lower: one source is not independent evidence
     one_source = ttt_change(paired_frame([-0.1 - 0.01 * i for i in range(8)], groups=["s"] * 8), 1, NAMES)
     assert one_source.n_sources_differ == 1 and not one_source.excludes_zero and not one_source.resolved
-    assert f"fewer than the {MIN_SOURCES}" in one_source.describe()
+    assert "from 1 of 1 sources" in one_source.describe() and f"from {MIN_SOURCES} sources" in one_source.describe()
+    assert f"fewer than the {MIN_SOURCES}" in one_source.interval_text()
     # two documents: never "the interval excludes zero"
     two = ttt_change(paired_frame([-0.1, -0.2]), 1, NAMES)
     assert not two.excludes_zero and "the 95 % interval excludes zero" not in two.describe()
