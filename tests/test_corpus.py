@@ -390,3 +390,128 @@ def test_domains_select_test_documents_only_and_an_unknown_one_fails_at_once(tmp
     picked = subset.test_documents(1, seed=0, domains=("github",))
     assert {d["domain"] for d in picked} == {"github"}
     assert [d["id"] for d in picked] == [d["id"] for d in full.test_documents(1, seed=0) if d["domain"] == "github"]
+
+
+def _three_sets(test_docs=(("code", 6), ("math", 3), ("prose", 3)), train_docs=4):
+    return ([{"text": f"{name} train {i} " * 20, "meta": {"pile_set_name": name}}
+             for name, _ in test_docs for i in range(train_docs)],
+            [{"text": f"{name} test {i} " * 20, "meta": {"pile_set_name": name}}
+             for name, n in test_docs for i in range(n)])
+
+
+@pytest.mark.parametrize("form", ["folder", "file"])
+def test_run_keys_never_serve_a_corpus_edited_in_place(tmp_path, form):
+    """The cache (and so the fingerprint that keys result rows) follows the files' content: a file of a folder
+    rewritten in place leaves the folder's mtime alone, and `cp -p` / `rsync -t` put a file's mtime back."""
+    import os
+
+    from ttt_core.corpus import corpus_folder
+
+    records = _sets(docs=10, size=200)
+    if form == "folder":
+        _write_records(tmp_path / "mine" / "a.jsonl", records)
+        _write_records(tmp_path / "mine" / "b.jsonl", records[:3])
+        corpus, edited = tmp_path / "mine", tmp_path / "mine" / "a.jsonl"
+    else:
+        corpus = edited = _write_records(tmp_path / "mine.jsonl", records)
+    config = StudyConfig.from_params(corpus=str(corpus), chunk_bytes=None, work_dir=str(tmp_path / "w"))
+    before = build_corpus(config, progress=False)
+    folder_stat, file_stat = os.stat(corpus), os.stat(edited)
+    _write_records(edited, _sets(docs=10, size=200, tag="new"))  # same name and size class, new text
+    os.utime(edited, ns=(file_stat.st_atime_ns, file_stat.st_mtime_ns))
+    os.utime(corpus, ns=(folder_stat.st_atime_ns, folder_stat.st_mtime_ns))
+    assert corpus_folder(config) != before.path
+    after = build_corpus(config, progress=False)
+    assert after.fingerprint != before.fingerprint
+    assert all(t.startswith("new") for t in after.dataset["text"] if "new" in t) and any(
+        t.startswith("new") for t in after.dataset["text"])
+
+
+def test_test_portion_says_which_domains_it_leaves_without_documents(tmp_path):
+    """int(portion * n) is the official rule (eval_tttlm.py) and is kept; a domain it empties is named."""
+    train, test = _three_sets()
+    _write_records(tmp_path / "mine" / "train" / "00.jsonl", train)
+    corpus = _write_records(tmp_path / "mine" / "test.jsonl", test).parent
+    built = build_corpus(StudyConfig.from_params(corpus=str(corpus), chunk_bytes=None, work_dir=str(tmp_path / "w")),
+                         progress=False)
+    with pytest.warns(UserWarning, match=r"test_portion=0.2 .*'math' \(3 test documents\).*'prose' \(3 test doc"):
+        picked = built.test_documents(1, seed=0, portion=0.2)
+    assert [d["domain"] for d in picked] == ["code"]
+
+
+def test_a_selection_without_test_documents_fails_at_once(tmp_path, monkeypatch):
+    """A 1-document domain cannot be split: it has no test documents, and selecting only it is an error, not an
+    empty run; a selection that still has test documents warns once per corpus, not on every call."""
+    records = _sets(docs=6, size=200) + [{"text": "alone " * 30, "meta": {"pile_set_name": "solo"}}]
+    corpus = _write_records(tmp_path / "mine.jsonl", records)
+    params = dict(corpus=str(corpus), chunk_bytes=None, decontam_threshold=None, model="tiny-gpt2",
+                  embedder="tiny-bert", device="cpu", work_dir=str(tmp_path / "w"))
+    built = build_corpus(StudyConfig.from_params(**params), progress=False)
+    with pytest.raises(ValueError, match=r"invalid domains=\['solo'\]: .*no test documents.*'solo'.*'set0'"):
+        built.test_documents(1, seed=0, domains=("solo",))
+    from ttt_core import study
+
+    def no_embedder(*args, **kwargs):
+        raise AssertionError("the embedder was loaded before the domains were checked")
+
+    monkeypatch.setattr(study, "load_embedder", no_embedder)
+    with pytest.raises(ValueError, match=r"invalid domains=\['solo'\]"):
+        study.prepare(StudyConfig.from_params(**params, domains="solo"), progress=False)
+    import warnings as w
+
+    with w.catch_warnings(record=True) as seen:
+        w.simplefilter("always")
+        built.test_documents(1, seed=0, domains=("solo", "set0"))
+        built.test_documents(1, seed=0, domains=("solo", "set0"))
+    assert len([x for x in seen if "'solo' has 0" in str(x.message)]) == 1
+
+
+@pytest.mark.parametrize("where", ["file", "layout train", "layout test"])
+def test_a_text_that_is_not_unicode_is_an_error_naming_the_file_and_line(tmp_path, where):
+    """`\\ud800` is valid JSON but no Unicode text (a lone surrogate): it must fail at its line, not later in
+    the tokenizer or the Arrow writer with no file named."""
+    bad = b'{"text": "abc \\ud800 def", "meta": {"pile_set_name": "x"}}'
+    good = [{"text": f"ok {i} " * 10, "meta": {"pile_set_name": "x"}} for i in range(4)]
+    if where == "file":
+        corpus = bad_file = _write_records(tmp_path / "mine.jsonl", good + [bad])
+    else:
+        train = _write_records(tmp_path / "mine" / "train" / "00.jsonl", good + ([bad] if "train" in where else []))
+        test = _write_records(tmp_path / "mine" / "test.jsonl", good + ([bad] if "test" in where else []))
+        corpus, bad_file = test.parent, train if "train" in where else test
+    config = StudyConfig.from_params(corpus=str(corpus), chunk_bytes=None, work_dir=str(tmp_path / "w"))
+    with pytest.raises(ValueError, match=rf"{bad_file}:5: .*'text' is not valid Unicode.*surrogate"):
+        build_corpus(config, progress=False)
+
+
+@pytest.mark.parametrize("where", ["folder", "layout train"])
+def test_a_corpus_folder_never_skips_a_file_silently(tmp_path, where):
+    """Every entry of a corpus folder is read or named: other extensions and subfolders are an error; hidden
+    files, README*, LICENSE*, *.md, *.txt and checksum files are not data and are passed over."""
+    records = _sets(docs=6, size=200)
+    folder = tmp_path / "mine" / ("train" if "train" in where else "")
+    _write_records(folder / "00.jsonl", records)
+    for name in (".DS_Store", "README", "notes.md", "SHA256SUMS.txt", "00.jsonl.sha256"):
+        (folder / name).write_text("not data")
+    if "layout" in where:
+        _write_records(tmp_path / "mine" / "test.jsonl", records)
+    config = StudyConfig.from_params(corpus=str(tmp_path / "mine"), chunk_bytes=None, work_dir=str(tmp_path / "w"))
+    build_corpus(config, progress=False)  # only what is not data beside the data: read
+    for name in ("b.jsonl.gz", "c.json", "e.JSONL", "f.jsonl.zstd", "sub/d.jsonl"):
+        _write_records(folder / name, records)
+    config = StudyConfig.from_params(corpus=str(tmp_path / "mine"), chunk_bytes=None, work_dir=str(tmp_path / "w2"))
+    with pytest.raises(ValueError, match=r"invalid corpus=.*cannot read \['b.jsonl.gz', 'c.json', 'e.JSONL', "
+                                         r"'f.jsonl.zstd', 'sub/'\].*reads .jsonl and .jsonl.zst"):
+        build_corpus(config, progress=False)
+
+
+def test_a_run_stopped_by_failures_says_why_in_its_own_message(tiny_params, monkeypatch):
+    """"3 in a row" alone sends the user to the failures file; the stop names the last error's type and first line."""
+    from ttt_core import study as study_module
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in the step\nits second line")
+
+    monkeypatch.setattr(study_module, "test_time_train", broken)
+    study = study_module.prepare(StudyConfig.from_params(**{**tiny_params, "docs_per_domain": 2}), progress=False)
+    with pytest.raises(RuntimeError, match=r"failed \(3 in a row; the last error: ValueError: a bug in the step\)"):
+        study_module.run_ttt(study, progress=False)

@@ -86,7 +86,8 @@ def _raw_lines(path: Path) -> Iterator[bytes]:
 def _checked_record(record, where: str) -> dict:
     """A Pile record as every reader yields it: a JSON object with a string `text` (null or empty: the official
     code's " ") and `meta` an object or absent (a JSON object stored as a string, as some exports do, is parsed).
-    Raises ValueError naming `where` (file:line) otherwise."""
+    Raises ValueError naming `where` (file:line) otherwise, also for a text with a lone surrogate (`"\\ud800"` is
+    valid JSON but no Unicode text; it would fail later, in the tokenizer or the Arrow writer, naming no file)."""
     if not isinstance(record, dict):
         raise ValueError(f"{where}: a Pile record is a JSON object {{\"text\": ..., \"meta\": {{\"pile_set_name\": "
                          f"...}}}}, not a {type(record).__name__}")
@@ -95,6 +96,15 @@ def _checked_record(record, where: str) -> dict:
     text = record["text"]
     if text is not None and not isinstance(text, str):
         raise ValueError(f"{where}: 'text' must be a string (or null), not the {type(text).__name__} {text!r:.60}")
+    for field_name, value in (("text", text), ("meta.pile_set_name", (record.get("meta") or {}).get("pile_set_name")
+                                                    if isinstance(record.get("meta"), dict) else None)):
+        if isinstance(value, str):
+            try:  # JSON's \ud800 escapes decode to lone surrogates: valid JSON, but no text UTF-8 can hold
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise ValueError(f"{where}: '{field_name}' is not valid Unicode text ({error.reason}: "
+                                 f"{value[error.start]!r} at character {error.start + 1}); expected text that "
+                                 "UTF-8 can encode (a lone \\ud800-\\udfff escape is not)") from None
     out = dict(record, text=text or " ")  # the official code replaces empty texts by a space
     meta = record.get("meta")
     if isinstance(meta, str):
@@ -148,6 +158,37 @@ def read_pile_jsonl(path: Path) -> Iterator[dict]:
         lines.close()  # a reader left early closes its file now, not when collected
 
 
+READABLE = (".jsonl", ".jsonl.zst")
+
+
+def _not_data(name: str) -> bool:
+    """Entries of a corpus folder that are plainly not corpus files and are passed over: hidden ones ('.DS_Store',
+    '.git'), README*, LICENSE*, *.md, *.txt and checksum files (*.sha256, *.md5, SHA256SUMS)."""
+    upper = name.upper()
+    return (name.startswith(".") or upper.startswith(("README", "LICENSE")) or upper.endswith("SUMS")
+            or upper.endswith((".MD", ".TXT", ".SHA256", ".MD5")))
+
+
+def corpus_files(folder: Path, corpus: str) -> list[Path]:
+    """The .jsonl/.jsonl.zst files of a corpus folder, sorted by name (empty where it holds none: the folder is
+    then read by `datasets.load_dataset`, as a Hub id is, e.g. a folder of parquet files).
+
+    Raises ValueError naming `corpus` when the folder holds corpus files beside entries it cannot read (another
+    extension such as .jsonl.gz or .json, a subfolder): none is skipped silently. Entries that are not data
+    (_not_data) are passed over."""
+    files, unread = [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and entry.name.endswith(READABLE):  # read even where its name looks like a note
+            files.append(entry)
+        elif not _not_data(entry.name):
+            unread.append(entry.name + ("/" if entry.is_dir() else ""))
+    if files and unread:
+        raise ValueError(f"invalid corpus={corpus!r}: {folder} holds {len(files)} corpus file(s) and entries it "
+                         f"cannot read {unread}; it reads .jsonl and .jsonl.zst files (hidden files, README*, "
+                         "LICENSE*, *.md, *.txt and checksums are passed over): convert or move the others")
+    return files
+
+
 def _set_name(record: dict) -> str | None:
     """A checked record's `meta.pile_set_name`, None where it has none."""
     return (record.get("meta") or {}).get("pile_set_name") or None
@@ -175,7 +216,7 @@ def _pile_documents(corpus: str, domain_bytes: int | None, stats: dict) -> Itera
     or with `domain_bytes` those read before a domain's text reached it. Fills `stats` (see _tally), with the
     count of records without a set name under the key None."""
     path = Path(corpus)
-    files = sorted(p for p in path.iterdir() if p.name.endswith((".jsonl", ".jsonl.zst"))) if path.is_dir() else []
+    files = corpus_files(path, corpus) if path.is_dir() else []
     if files:
         records = ((f"{f.name}:{i}", r) for f in files for i, r in enumerate(read_pile_jsonl(f)))
     elif path.is_file():
@@ -203,7 +244,7 @@ def pile_layout(corpus: str) -> tuple[list[Path], Path] | None:
     tests = [path / f"test.{ext}" for ext in ("jsonl.zst", "jsonl") if (path / f"test.{ext}").is_file()]
     if not ((path / "train").is_dir() and tests):
         return None
-    shards = sorted(p for p in (path / "train").iterdir() if p.name.endswith((".jsonl", ".jsonl.zst")))
+    shards = corpus_files(path / "train", corpus)
     if not shards:
         raise ValueError(f"invalid corpus={corpus!r}: {path / 'train'} holds no .jsonl or .jsonl.zst shard")
     return shards, tests[0]
@@ -409,14 +450,21 @@ class Corpus:
         return sorted(self.manifest["documents per domain"])
 
     def check_domains(self, domains) -> None:
-        """Raise ValueError unless every name in `domains` (the test documents' domains) is a domain of this
-        corpus; the message names the closest domain and lists them all."""
+        """Raise ValueError unless every name in `domains` (the test documents' domains; empty: all) is a domain of
+        this corpus and one of them at least has test documents; the message names the closest domain and lists
+        them all, or the domains that have test documents."""
         for name in domains:
             if name not in self.domains:
                 close = difflib.get_close_matches(name, self.domains, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ValueError(f"invalid domains={list(domains)!r}: {name!r} is not a domain of this corpus{hint}; "
                                  f"its domains: {self.domains}")
+        tests = {d: c["test"] for d, c in self.manifest["documents per domain"].items()}
+        if not any(tests[d] for d in (domains or self.domains)):
+            have = sorted(d for d, n in tests.items() if n)
+            raise ValueError(f"invalid domains={list(domains)!r}: no test documents in {sorted(domains or tests)} "
+                             "(a domain of one source document cannot be split); domains with test documents: "
+                             f"{have}")
 
     def summary(self) -> "pd.DataFrame":
         """Documents and UTF-8 bytes per domain and split, with the Pile task each domain stands in for."""
@@ -437,10 +485,13 @@ class Corpus:
         with a UserWarning naming it; a name that is not a domain raises ValueError (check_domains).
 
         With `portion` (the paper: 0.2) the sample is instead the official code's: a domain's test documents in
-        corpus order, shuffled by random.Random(portion_seed), the first int(portion * n) kept."""
+        corpus order, shuffled by random.Random(portion_seed), the first int(portion * n) kept (not rounded up, as
+        the official code); a domain that keeps none is named in one UserWarning, and ValueError where no domain
+        keeps any. Each warning is given once per corpus. Raises ValueError where the selected domains have no test
+        documents (check_domains)."""
         self.check_domains(domains)
         table = self.dataset.select_columns(["domain", "split", "source_id"]).to_pandas()
-        picked, short = [], []
+        picked, short, emptied = [], [], []
         for domain in sorted(set(table["domain"])):
             if domains and domain not in domains:
                 continue
@@ -449,6 +500,8 @@ class Corpus:
                 rows = test.index.tolist()
                 random.Random(portion_seed).shuffle(rows)  # eval_tttlm.py: shuffle, then the first 20 %
                 picked += [dict(self.record(r), row=int(r)) for r in rows[:int(portion * len(rows))]]
+                if rows and not int(portion * len(rows)):
+                    emptied.append(f"{domain!r} ({len(rows)} test documents)")
                 continue
             sources = sorted(set(test["source_id"]))
             random.Random(f"{seed}:{domain}").shuffle(sources)
@@ -462,9 +515,18 @@ class Corpus:
             picked += [dict(self.record(r), row=int(r)) for r in order[:docs_per_domain]]
             if len(order) < docs_per_domain:
                 short.append(f"{domain!r} has {len(order)}")
-        if short:
-            warnings.warn(f"docs_per_domain={docs_per_domain} asks for more test documents than {len(short)} "
-                          f"domain(s) hold: {', '.join(short)}; each gives what it has", stacklevel=2)
+        said = self.cache.setdefault("warned", set())  # once per corpus: a study asks for its documents again
+        for message in ([f"docs_per_domain={docs_per_domain} asks for more test documents than {len(short)} "
+                         f"domain(s) hold: {', '.join(short)}; each gives what it has"] if short else []) + (
+                [f"test_portion={portion} keeps int({portion} * n) = 0 test documents of {len(emptied)} domain(s): "
+                 f"{', '.join(emptied)}; the official rule (eval_tttlm.py) is kept, so they are not evaluated"]
+                if emptied else []):
+            if message not in said:
+                said.add(message)
+                warnings.warn(message, stacklevel=2)
+        if not picked and portion is not None:  # (without it, check_domains made sure of one)
+            raise ValueError(f"invalid test_portion={portion}: it keeps no test document of "
+                             f"domains={list(domains)!r}: {', '.join(emptied)}")
         return picked
 
     def sources_per_domain(self, split: str = "test") -> "pd.DataFrame":
@@ -489,9 +551,35 @@ def _corpus_key(config: StudyConfig) -> str:
     else:
         inputs["pile_tasks"] = "lm-eval task names"  # domains renamed by PILE_TASK_OF_SET: older caches are stale
         inputs["reader"] = 2  # 2: a meta stored as a JSON string is parsed, read counts kept: older caches are stale
-        if Path(config.corpus).exists():
-            inputs["mtime"] = Path(config.corpus).stat().st_mtime_ns
+        inputs["files"] = _input_files(config.corpus)
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _input_files(corpus: str) -> list | None:
+    """What the cache key knows of a local corpus's files (None for a datasets id): a file, or a folder's corpus
+    files, by name and sha256 of its content, since a file rewritten in place leaves its folder's mtime alone and
+    `cp -p`/`rsync -t` put a file's own mtime back (user corpora are small: reading them is cheap next to
+    embedding them). The Pile layout (terabytes) and a folder read by datasets: every file by (name, size,
+    mtime_ns), as hashing them on every run is not affordable; a layout corpus's row count is checked on load."""
+    path = Path(corpus)
+    if path.is_file():
+        return [(path.name, _file_sha256(path))]
+    if not path.is_dir():
+        return None
+    layout = pile_layout(corpus)
+    files = corpus_files(path, corpus) if layout is None else []
+    if files:
+        return [(f.name, _file_sha256(f)) for f in files]
+    listed = [*layout[0], layout[1]] if layout else sorted(p for p in path.rglob("*") if p.is_file())
+    return [(str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in listed]
 
 
 def corpus_folder(config: StudyConfig) -> Path:

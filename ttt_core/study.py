@@ -282,8 +282,10 @@ def run_ttt(study: Study, progress: bool = True, retries: int = 1, allow_failure
                     bar.close()
                     why = ("3 in a row" if in_a_row >= 3 else
                            "with reset_optimizer=False, a retry would change the carried moments")
-                    raise RuntimeError(f"document {doc['id']!r} failed ({why}); the finished rows are kept and the "
-                                       f"next run resumes; reasons in {failures_path(study)}") from error
+                    reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                    raise RuntimeError(f"document {doc['id']!r} failed ({why}; the last error: {reason}); the "
+                                       f"finished rows are kept and the next run resumes; reasons in "
+                                       f"{failures_path(study)}") from error
                 if attempt <= retries:
                     queue.append((doc, attempt + 1))
                     continue
