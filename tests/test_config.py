@@ -245,3 +245,24 @@ def test_a_parameter_file_that_is_not_a_mapping_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["prepare", "-f", str(path)])
     assert "list.yml: a parameter file is a YAML mapping of name: value lines, not a list" in capsys.readouterr().err
+
+
+def test_a_kernel_that_ran_the_notebook_before_is_not_taken_for_injected_names():
+    """Jupyter's "Run All" a second time: the last run's globals (rows, table, ...) are the notebook's own names,
+    not parameters; an injected misspelling is still refused."""
+    from ttt_core.params import assigned_names, notebook_config
+
+    assert {"rows", "table", "study"} <= assigned_names("02_ttt")
+    leftovers = {"k": 3, "model": "tiny-llama", "rows": [{"doc_id": "a"}], "table": {}, "first_k": 1}
+    assert notebook_config(dict(leftovers), "02_ttt").k == 3
+    with pytest.raises(ValueError, match=r"unknown parameter 'neighbours'"):
+        notebook_config({**leftovers, "neighbours": "random-domain"}, "02_ttt")
+
+
+def test_a_parameter_file_of_fields_alone_needs_no_notebook(monkeypatch):
+    """`ray-run -f params/paper-gpt2.yml` on a node with only the scale extra (no papermill): the notebooks are
+    read only for names that are no StudyConfig field."""
+    import ttt_core.__main__ as cli
+
+    monkeypatch.setattr(cli, "notebook_parameters", lambda: pytest.fail("read the notebooks"))
+    assert cli.study_parameters({"k": 5, "model": "gpt2"}) == {"k": 5, "model": "gpt2"}

@@ -20,7 +20,9 @@ def study_parameters(params: dict) -> dict:
     """The StudyConfig fields of a parameter file; a name no notebook declares either is a typo: a ValueError that
     suggests the nearest valid name."""
     fields = {f.name for f in dataclasses.fields(StudyConfig)} - {"extra"}
-    declared = notebook_parameters()
+    # The notebooks are read (with papermill, the notebooks extra) only for names that are no StudyConfig field:
+    # the paper's parameter files hold fields alone, so `ray-run` needs only the scale extra.
+    declared = notebook_parameters() if set(params) - fields else set()
     unknown = set(params) - fields - declared
     if unknown:
         raise unknown_parameters_error(unknown, fields | declared, " in the parameter file")

@@ -127,7 +127,7 @@ def dynamic_evaluation(lm, text: str, config, steps: tuple[int, ...] = (0, 1, 2,
     from .ttt import make_optimizer
 
     trained, scored = split_query_and_scored(lm.tokenizer, text)
-    snapshot = loaded_weights(lm)  # the model's, taken once; never one of what a failed document left
+    snapshot = loaded_weights(lm, config)  # the model's, taken once; never one of what a failed document left
     optimizer = (optimizer_factory or make_optimizer)(lm.model, config)
     evals, taken = [], 0
     with restored_after(lm, snapshot, optimizer):  # however it ends: no gradient left, weights back

@@ -185,6 +185,32 @@ _IPYTHON_NAMES = {"In", "Out"}
 _PARAMETER_TYPES = (str, int, float, bool, type(None), list, tuple, dict)
 
 
+@functools.lru_cache(maxsize=None)
+def assigned_names(notebook: str, folder: Path = NOTEBOOKS) -> frozenset[str]:
+    """Every name notebooks/<notebook>.ipynb binds in its own code (assignments, loops, imports, definitions): in
+    a kernel that already ran it (Jupyter's "Run All" again) these are left-overs of the last run, not injections."""
+    import ast
+
+    import nbformat
+
+    names = set()
+    for cell in nbformat.read(Path(folder) / f"{notebook}.ipynb", as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:  # a cell with IPython magics binds nothing we need
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    return frozenset(names)
+
+
 def notebook_config(namespace: dict, notebook: str, folder: Path = NOTEBOOKS):
     """The StudyConfig of a notebook run by papermill, from its globals right after the parameters cell.
 
@@ -196,7 +222,7 @@ def notebook_config(namespace: dict, notebook: str, folder: Path = NOTEBOOKS):
     declared = set(declared_parameters(notebook, Path(folder)))
     given = {name for name, value in namespace.items()
              if not name.startswith("_") and name not in _IPYTHON_NAMES and isinstance(value, _PARAMETER_TYPES)}
-    unknown = given - declared - notebook_parameters(folder)
+    unknown = given - declared - notebook_parameters(folder) - assigned_names(notebook, Path(folder))
     if unknown:
         raise unknown_parameters_error(unknown, declared, f" for notebook {notebook}")
     return StudyConfig.from_namespace(namespace)
