@@ -68,6 +68,7 @@ def test_every_sentence_uses_the_landing_pages_verdict(case):
     if c.n_differ < MIN_DOCUMENTS or c.n_sources_differ < MIN_SOURCES:
         assert "excludes zero" not in said.replace("whether the change excludes zero", "")
         assert "no interval" in interval_text(c) and "95 % interval" not in interval_text(c)
+    assert interval_text(c).count("documents differ") == 1 and said.count("documents differ") == 1  # said once
 
 
 def test_the_verdict_corrects_for_the_family_of_claims():

@@ -37,8 +37,11 @@ VERDICT_RULE = (f"at least {MIN_DOCUMENTS} documents that differ, from at least 
 def interval_text(change: PairedChange) -> str:
     """'-3.7 % (95 % interval -4.6 to -2.9 %, 10-90 % -4.3 to -3.1 %), 26 of 26 documents differ, from 13
     sources': the mean per-document change with both intervals, or why there is no interval."""
-    return (f"{signed(change.percent)} % ({change.interval_text()}), {change.n_differ} of {change.n_documents} "
-            f"documents differ, from {change.n_sources_differ} sources")
+    # Below the verdict's minimum the count follows, so the bracket names the rule rather than repeating it.
+    bracket = (f"no interval: a verdict needs {MIN_DOCUMENTS} documents that differ, from {MIN_SOURCES} sources"
+               if change.shortfall else change.interval_text())
+    return (f"{signed(change.percent)} % ({bracket}), {change.n_differ} of {change.n_documents} documents differ, "
+            f"from {change.n_sources_differ} sources")
 
 
 def glue_text(key: str, text: str) -> None:
