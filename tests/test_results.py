@@ -197,6 +197,7 @@ def test_a_run_key_names_the_weights_of_a_local_model_folder_not_its_name(tiny_p
     """New weights written into the same folder (a fine-tune saved over the last one) make another run."""
     import time
 
+    from ttt_core.index import index_folder
     from ttt_core.models import tiny_model
 
     folder = tmp_path / f"local-{kind}"
@@ -211,8 +212,11 @@ def test_a_run_key_names_the_weights_of_a_local_model_folder_not_its_name(tiny_p
     config = StudyConfig.from_params(**{**tiny_params, kind: str(folder)})
     first = prepare(config, progress=False).results_path
     assert prepare(config, progress=False).results_path == first  # nothing changed: the same run
+    first_index = index_folder(config, prepare(config, progress=False).corpus)
     save(1)
     assert prepare(config, progress=False).results_path != first
+    if kind == "embedder":  # nor are the vectors the old weights embedded served as the new weights' index
+        assert index_folder(config, prepare(config, progress=False).corpus) != first_index
     time.sleep(0.01)
     save(0)  # the first weights again: the first run again
     assert prepare(config, progress=False).results_path == first

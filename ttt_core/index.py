@@ -194,11 +194,20 @@ def embed_tokens(config: StudyConfig) -> int:
 
 
 def index_folder(config: StudyConfig, corpus: Corpus) -> Path:
+    """Where the index of `config`'s embedder over `corpus` is cached: named by the embedder, its tokenizer, the
+    tokens embedded and, for a local folder or a Hub id, the identity of its weights (`models.weights_identity`):
+    new weights saved under the same name are other vectors, never the cached ones. Packaged and tiny embedders
+    are pinned by their name (a package version, or code), so their folder names stay as they were."""
+    import hashlib
+
+    from .models import PACKAGED, TINY_EMBEDDERS, weights_identity
+
     safe = config.embedder.replace("/", "--")
     if config.embedder_tokenizer:  # another tokenizer gives other vectors
-        import hashlib
-
         safe += "--tokenizer-" + hashlib.sha256(config.embedder_tokenizer.encode()).hexdigest()[:8]
+    if config.embedder not in PACKAGED and config.embedder not in TINY_EMBEDDERS:
+        identity = json.dumps(weights_identity(config.embedder, "embedder", config.work_path), sort_keys=True)
+        safe += "--weights-" + hashlib.sha256(identity.encode()).hexdigest()[:8]
     return corpus.path / "index" / f"{safe}-{embed_tokens(config)}"
 
 
