@@ -342,3 +342,33 @@ def test_rows_are_shared_across_indexes_only_with_the_same_weights_and_libraries
     donor("larger-k")
     donor("larger-k-other-torch", libraries={"torch": "3"})
     assert [s.path.stem for s in reusable_stores(tmp_path, inputs)] == ["larger-k"]
+
+
+def test_a_file_hash_cache_written_by_many_threads_at_once_loses_no_writer(tmp_path):
+    """A Ray driver keys a run in two threads of one process at once: each writer needs its own temporary file,
+    or one thread's rename finds the other's file already moved (FileNotFoundError)."""
+    import threading
+
+    from ttt_core.models import cached_sha256
+
+    files = []
+    for i in range(8):
+        files.append(tmp_path / f"f{i}.bin")
+        files[-1].write_bytes(bytes([i]) * 1000)
+    errors, barrier = [], threading.Barrier(8)
+
+    def hash_many(path):
+        barrier.wait()
+        try:
+            for _ in range(20):
+                cached_sha256(path, tmp_path / "sha256.json")
+        except Exception as error:  # noqa: BLE001 - collected for the assertion
+            errors.append(error)
+
+    threads = [threading.Thread(target=hash_many, args=(f,)) for f in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert not list(tmp_path.glob("*.tmp"))

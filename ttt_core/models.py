@@ -216,8 +216,13 @@ def cached_sha256(path: Path, cache_file: Path) -> str:
     digest = sha256_file(path)
     cache[str(path)] = {"stamp": stamp, "sha256": digest, "hashed_at_ns": hashed_at}
     Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(cache_file).with_name(f"{Path(cache_file).name}.{os.getpid()}.tmp")  # two writers never share one
-    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+    # A temporary file of its own for every writer, processes and threads alike (a Ray driver keys a run in two
+    # threads at once), replaced atomically: the last writer wins and no writer loses its file.
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=Path(cache_file).parent, prefix=f"{Path(cache_file).name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(cache, indent=1, sort_keys=True))
     os.replace(tmp, cache_file)
     return digest
 
