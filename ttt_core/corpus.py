@@ -555,29 +555,23 @@ def _corpus_key(config: StudyConfig) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _input_files(corpus: str) -> list | None:
     """What the cache key knows of a local corpus's files (None for a datasets id): a file, or a folder's corpus
     files, by name and sha256 of its content, since a file rewritten in place leaves its folder's mtime alone and
     `cp -p`/`rsync -t` put a file's own mtime back (user corpora are small: reading them is cheap next to
     embedding them). The Pile layout (terabytes) and a folder read by datasets: every file by (name, size,
     mtime_ns), as hashing them on every run is not affordable; a layout corpus's row count is checked on load."""
+    from .models import sha256_file
+
     path = Path(corpus)
     if path.is_file():
-        return [(path.name, _file_sha256(path))]
+        return [(path.name, sha256_file(path))]
     if not path.is_dir():
         return None
     layout = pile_layout(corpus)
     files = corpus_files(path, corpus) if layout is None else []
     if files:
-        return [(f.name, _file_sha256(f)) for f in files]
+        return [(f.name, sha256_file(f)) for f in files]
     listed = [*layout[0], layout[1]] if layout else sorted(p for p in path.rglob("*") if p.is_file())
     return [(str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in listed]
 

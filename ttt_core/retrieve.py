@@ -51,6 +51,13 @@ def remedy(index: NeighborIndex, wanted: int) -> str:
     return "use a smaller k or a larger corpus"
 
 
+def indexed_domains(index: NeighborIndex, corpus: Corpus):
+    """The domain of each indexed chunk, in `index.rows` order (numpy array of str)."""
+    import numpy as np
+
+    return np.asarray(corpus.dataset.select_columns(["domain"]).select(index.rows.tolist())["domain"])
+
+
 def random_neighbors(document: dict, k: int, rule: str, index: NeighborIndex, corpus: Corpus,
                      seed: int = 0) -> list[Neighbor]:
     """The controls for retrieval itself: k indexed train chunks drawn at random, from the test document's own
@@ -64,8 +71,7 @@ def random_neighbors(document: dict, k: int, rule: str, index: NeighborIndex, co
         raise ValueError(f"invalid neighbors={rule!r}: expected 'random-domain' or 'random-any'")
     candidates = index.rows
     if rule == "random-domain":
-        domains = np.asarray(corpus.dataset.select_columns(["domain"]).select(candidates.tolist())["domain"])
-        candidates = candidates[domains == document["domain"]]
+        candidates = candidates[indexed_domains(index, corpus) == document["domain"]]
     if len(candidates) < k:
         raise ValueError(f"k={k} neighbours asked, but neighbors={rule!r} can draw only {len(candidates)} indexed "
                          f"chunks" + (f" of domain {document['domain']!r}" if rule == "random-domain" else "")

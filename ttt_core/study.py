@@ -20,7 +20,7 @@ from .index import NeighborIndex, build_index, indexed_identity
 from .models import (PACKAGED, Embedder, LanguageModel, check_installed, check_model_name, load_embedder,
                      load_language_model, weights_identity)
 from .results import ResultsStore, cut_row, evaluated_at, long_frame, reusable_stores, same_neighbor_stores
-from .retrieve import random_neighbors, retrieve, selected_neighbors
+from .retrieve import indexed_domains, random_neighbors, retrieve, selected_neighbors
 from .ttt import make_optimizer, split_query_and_scored, test_time_train
 
 
@@ -197,8 +197,6 @@ def check_neighbor_supply(study: Study, docs: list[dict]) -> None:
     Counts per rule: 'nearest' the whole index; the leaky index without the document's own source rows;
     'random-domain' the indexed chunks of the document's domain; 'random-any' the whole index; SIFT/HullFT the
     `selection_pool` (0: 4 k) nearest candidates. Raises ValueError naming k, the rule and the count available."""
-    import numpy as np
-
     config = study.config
     if config.k == 0 or not docs:
         return
@@ -206,8 +204,7 @@ def check_neighbor_supply(study: Study, docs: list[dict]) -> None:
     if config.neighbors == "nearest" and config.selection != "nearest":
         need, rule = config.selection_pool or 4 * config.k, f"selection={config.selection!r} (its candidate pool)"
     if config.neighbors == "random-domain":
-        rows = study.index.rows
-        domains = np.asarray(study.corpus.dataset.select_columns(["domain"]).select(rows.tolist())["domain"])
+        domains = indexed_domains(study.index, study.corpus)
         available = {d["domain"]: int((domains == d["domain"]).sum()) for d in docs}
         short = {domain: n for domain, n in available.items() if n < need}
         if short:
