@@ -132,3 +132,32 @@ def test_html_to_text_drops_tags_and_navigation():
         "<h1>Title</h1><p>Hello &amp; <b>world</b></p><script>x()</script></body></html>"
     )
     assert minipile._html_to_text(html) == "Title\n\nHello & world"
+
+
+def _install_fake_distribution(root: Path, name: str, body: str) -> None:
+    """A distribution `name` 'installed' under root (a .dist-info folder importlib.metadata finds on sys.path)."""
+    info = root / f"{name.replace('-', '_')}-9.9.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 9.9\n\n{body}")
+
+
+def test_installing_a_distribution_never_changes_the_package_docs(tmp_path, monkeypatch):
+    """package_docs reads a pinned list of distributions: a dependency installed later (an extra with a long
+    README) changes neither its text nor the version string that keys the corpus."""
+    docs, version = minipile._package_docs(DOWNLOAD_DIR), minipile._package_docs_version()
+    _install_fake_distribution(tmp_path, "zz-extra-dependency", "A long description of a new dependency.\n" * 40)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "zz-extra-dependency" in {d.metadata["Name"] for d in __import__("importlib.metadata").metadata.distributions()}
+    assert minipile._package_docs(DOWNLOAD_DIR) == docs
+    assert minipile._package_docs_version() == version
+
+
+def test_a_pinned_distribution_that_is_missing_is_named_once_and_marks_the_version(monkeypatch):
+    docs, version = minipile._package_docs(DOWNLOAD_DIR), minipile._package_docs_version()
+    monkeypatch.setattr(minipile, "PACKAGE_DOCS_DISTRIBUTIONS", minipile.PACKAGE_DOCS_DISTRIBUTIONS + ("zz-gone",))
+    monkeypatch.setattr(minipile, "_WARNED", set())
+    with pytest.warns(UserWarning, match=r"1 of the 166 pinned distributions .*zz-gone \(not installed\)") as said:
+        assert minipile._package_docs(DOWNLOAD_DIR) == docs
+        lacking = minipile._package_docs_version()
+    assert len(said) == 1  # once, however often the corpus asks
+    assert lacking == version + "-1-pinned-lacking"

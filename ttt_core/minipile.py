@@ -528,14 +528,58 @@ def _metadata_body(dist: importlib.metadata.Distribution) -> str:
     return body
 
 
-def _documented_distributions() -> dict[str, importlib.metadata.Distribution]:
-    """Installed distributions with a real long description, except packages that only carry model weights:
-    installing an optional model (`make models-all`) must not change the corpus."""
-    from .models import PACKAGED
+# The distributions whose long descriptions (README text) make package_docs, pinned by name: the 165 installed with
+# one of >= 500 characters when issue 22 pinned them (weights-only model packages were already left out). Reading
+# whatever is installed made every new dependency (model2vec, bm25s, ...) change the corpus and every result.
+PACKAGE_DOCS_DISTRIBUTIONS: tuple[str, ...] = (
+    'absl-py', 'accelerate', 'accessible-pygments', 'aiohappyeyeballs', 'aiohttp', 'aiosignal', 'alabaster',
+    'annotated-doc', 'annotated-types', 'anyio', 'asttokens', 'attrs', 'babel', 'beautifulsoup4', 'certifi',
+    'chardet', 'charset-normalizer', 'click', 'cloudpickle', 'colorama', 'comm', 'contourpy', 'cycler',
+    'dataproperty', 'datasets', 'defusedxml', 'dill', 'entrypoints', 'evaluate', 'executing', 'faiss-cpu',
+    'filelock', 'fonttools', 'frozenlist', 'fsspec', 'gguf', 'h11', 'hf-xet', 'httpcore2', 'httpx2',
+    'huggingface-hub', 'idna', 'imagesize', 'importlib-metadata', 'iniconfig', 'ipykernel', 'ipython',
+    'ipython-pygments-lexers', 'jedi', 'jinja2', 'joblib', 'jsonschema', 'jsonschema-specifications',
+    'jupyter-book', 'jupyter-cache', 'jupyter-client', 'jupytext', 'latexcodec', 'lazy-importer', 'linkify-it-py',
+    'lm-eval', 'lxml', 'markdown-it-py', 'markupsafe', 'matplotlib', 'matplotlib-inline', 'mbstrdecoder',
+    'mdit-py-plugins', 'mdurl', 'more-itertools', 'mpmath', 'multidict', 'multiprocess', 'myst-nb', 'myst-parser',
+    'narwhals', 'nbclient', 'nest-asyncio2', 'networkx', 'nltk', 'numpy', 'packaging', 'pandas', 'papermill',
+    'parso', 'pathvalidate', 'pexpect', 'pillow', 'pip', 'platformdirs', 'pluggy', 'portalocker', 'prompt-toolkit',
+    'propcache', 'psutil', 'ptyprocess', 'pure-eval', 'pyarrow', 'pybtex', 'pybtex-docutils', 'pydantic',
+    'pydantic-core', 'pydata-sphinx-theme', 'pygments', 'pyparsing', 'pytablewriter', 'pytest', 'python-dateutil',
+    'pytz', 'pyyaml', 'pyzmq', 'referencing', 'regex', 'requests', 'rich', 'rouge-score', 'rpds-py', 'sacrebleu',
+    'safetensors', 'scikit-learn', 'scipy', 'seaborn', 'setuptools', 'shellingham', 'six', 'snowballstemmer',
+    'soupsieve', 'sphinx', 'sphinx-book-theme', 'sphinx-comments', 'sphinx-copybutton', 'sphinx-design',
+    'sphinx-external-toc', 'sphinx-jupyterbook-latex', 'sphinx-multitoc-numbering', 'sphinx-thebe',
+    'sphinx-togglebutton', 'sphinxcontrib-bibtex', 'sqlalchemy', 'sqlitedict', 'stack-data', 'sympy', 'tabledata',
+    'tabulate', 'tcolorpy', 'threadpoolctl', 'tokenizers', 'torch', 'tornado', 'tqdm', 'traitlets', 'transformers',
+    'truststore', 'typepy', 'typer', 'typing-extensions', 'typing-inspection', 'urllib3', 'wcwidth', 'wheel',
+    'word2number', 'xxhash', 'yarl', 'zipp', 'zstandard',
+)
+_WARNED: set[str] = set()  # messages given once per process
 
-    weights = {re.sub(r"[-_.]+", "-", d).lower() for m in PACKAGED.values() for d in m.distributions}
-    return {key: dist for key, dist in _distributions().items()
-            if key not in weights and len(_metadata_body(dist).strip()) >= 500}
+
+def _documented_distributions() -> dict[str, importlib.metadata.Distribution]:
+    """The pinned distributions (PACKAGE_DOCS_DISTRIBUTIONS) installed here with a long description of >= 500
+    characters; an installed distribution that is not pinned is never read. Pinned ones that are not installed (or
+    carry no long description here) are named in one UserWarning: the corpus then differs from the pinned one, and
+    _package_docs_version says so."""
+    installed = _distributions()
+    documented = {key: installed[key] for key in PACKAGE_DOCS_DISTRIBUTIONS
+                  if key in installed and len(_metadata_body(installed[key]).strip()) >= 500}
+    lacking = _pinned_lacking(installed, documented)
+    if lacking:
+        message = (f"package_docs: {len(lacking)} of the {len(PACKAGE_DOCS_DISTRIBUTIONS)} pinned distributions are "
+                   f"not installed or have no long description here: {', '.join(lacking)}; the mini-Pile's "
+                   "package_docs domain differs from the pinned one (its version string names the count)")
+        if message not in _WARNED:
+            _WARNED.add(message)
+            warnings.warn(message, stacklevel=3)
+    return documented
+
+
+def _pinned_lacking(installed: dict, documented: dict) -> list[str]:
+    return [f"{key} (not installed)" if key not in installed else f"{key} (no long description)"
+            for key in PACKAGE_DOCS_DISTRIBUTIONS if key not in documented]
 
 
 def _package_docs(download_dir: Path) -> dict[str, str]:
@@ -549,8 +593,11 @@ def _package_docs(download_dir: Path) -> dict[str, str]:
 
 def _package_docs_version() -> str:
     """Fingerprint of the name==version set the text comes from (the text changes with it)."""
-    pins = sorted(f"{k}=={d.version}" for k, d in _documented_distributions().items())
-    return f"{len(pins)}-dists-{hashlib.sha1(chr(10).join(pins).encode()).hexdigest()[:10]}"
+    documented = _documented_distributions()
+    pins = sorted(f"{k}=={d.version}" for k, d in documented.items())
+    version = f"{len(pins)}-dists-{hashlib.sha1(chr(10).join(pins).encode()).hexdigest()[:10]}"
+    lacking = len(PACKAGE_DOCS_DISTRIBUTIONS) - len(documented)
+    return version + (f"-{lacking}-pinned-lacking" if lacking else "")  # provenance says the corpus is not the pinned one
 
 
 # --------------------------------------------------------------------------- Debian sources
@@ -776,8 +823,8 @@ SOURCES: tuple[TextSource, ...] = (
     TextSource(
         domain="package_docs",
         pile_set_name="pile-cc",
-        description="Long descriptions (README text) of the installed Python packages, i.e. the text of their PyPI "
-        "project pages, a generic web-crawl (Pile-CC) kind of document.",
+        description="Long descriptions (README text) of 165 pinned Python packages as installed here, i.e. the "
+        "text of their PyPI project pages, a generic web-crawl (Pile-CC) kind of document.",
         origin="pypi",
         package="site-packages",
         license="per package, see METADATA",
