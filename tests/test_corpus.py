@@ -515,3 +515,92 @@ def test_a_run_stopped_by_failures_says_why_in_its_own_message(tiny_params, monk
     study = study_module.prepare(StudyConfig.from_params(**{**tiny_params, "docs_per_domain": 2}), progress=False)
     with pytest.raises(RuntimeError, match=r"failed \(3 in a row; the last error: ValueError: a bug in the step\)"):
         study_module.run_ttt(study, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- streamed mini-Pile
+SYNTHETIC_WORDS = {"alpha": "def return import class self for in if else".split(),
+                   "beta": "the a of and to in is was he she it that".split(),
+                   "gamma": "solve for x y 1 2 3 + - = let be what".split(),
+                   "delta": "tiny".split()}
+
+
+def _synthetic_sources(calls: dict, fail_in: str | None = None):
+    """Four deterministic mini-Pile sources: 'beta' groups documents in pairs (content groups), 'delta' yields only
+    documents below MIN_CHARS (an empty domain); `fail_in` raises from that source's stream after three documents
+    (a build killed there). `calls` counts how often each stream is opened."""
+    import random
+
+    from ttt_core.minipile import TextSource
+
+    def stream_of(domain):
+        def stream(seed, download_dir):
+            calls[domain] = calls.get(domain, 0) + 1
+            rng = random.Random(f"{domain}-{seed}")
+            for i in range(40):
+                if domain == fail_in and i == 3:
+                    raise RuntimeError(f"killed inside {domain}")
+                size = 3 if domain == "delta" else rng.randint(60, 400)
+                yield f"{domain}-{i:03d}", " ".join(rng.choice(SYNTHETIC_WORDS[domain]) for _ in range(size))
+        return stream
+
+    return tuple(TextSource(domain=d, pile_set_name=p, description=f"synthetic {d}", origin="python", package=d,
+                            license="none", stream=stream_of(d), is_available=lambda: True,
+                            get_version=lambda: "1", content_group=(lambda i: i[:-1]) if d == "beta" else None)
+                 for d, p in zip(SYNTHETIC_WORDS, ("github", "pile-cc", "dm-mathematics", "wikipedia")))
+
+
+def _synthetic_config(tmp_path, **params):
+    return StudyConfig.from_params(**{"work_dir": str(tmp_path / "work"), "domain_bytes": 9000, "chunk_bytes": 300,
+                                      "test_fraction": 0.25, **params})
+
+
+def test_the_streamed_minipile_build_gives_the_old_builds_rows(tmp_path, monkeypatch):
+    """The rows, their order and the fingerprint are those of the build that held every document in memory
+    (fingerprint computed by that code, commit 4bd9d16, on these synthetic sources)."""
+    from ttt_core import minipile
+
+    monkeypatch.setattr(minipile, "SOURCES", _synthetic_sources({}))
+    corpus = build_corpus(_synthetic_config(tmp_path), progress=False)
+    assert corpus.fingerprint == "5a8b5b3849e73374"
+    assert corpus.manifest["documents per domain"] == {"alpha": {"train": 30, "test": 5}, "beta": {"train": 30, "test": 7},
+                                                       "gamma": {"train": 26, "test": 11}}
+
+
+def test_a_killed_minipile_build_resumes_from_its_finished_domains(tmp_path, monkeypatch):
+    """A build killed inside its second source keeps the first source's shard: the rerun reads that source no
+    more and gives the corpus an uninterrupted build gives."""
+    from ttt_core import minipile
+
+    calls: dict = {}
+    monkeypatch.setattr(minipile, "SOURCES", _synthetic_sources(calls, fail_in="beta"))
+    with pytest.raises(RuntimeError, match="killed inside beta"):
+        build_corpus(_synthetic_config(tmp_path), progress=False)
+    assert calls == {"alpha": 1, "beta": 1}
+    monkeypatch.setattr(minipile, "SOURCES", _synthetic_sources(calls))
+    resumed = build_corpus(_synthetic_config(tmp_path), progress=False)
+    assert calls["alpha"] == 1 and calls["beta"] == 2  # the finished first domain is not read again
+    assert not list((tmp_path / "work" / "corpus").glob("*.tmp"))  # the shards go with the atomic rename
+    assert resumed.fingerprint == "5a8b5b3849e73374"  # the uninterrupted build's (test above)
+    assert [s["domain"] for s in resumed.manifest["sources"]] == ["alpha", "beta", "gamma", "delta"]
+
+
+def test_a_source_cap_bounds_its_domain_below_domain_bytes_and_keys_the_corpus(tmp_path, monkeypatch):
+    """TextSource.max_bytes caps a slow source at min(domain_bytes, max_bytes); the cache key changes only where
+    the cap binds (the default mini-Pile keeps its key)."""
+    import dataclasses
+
+    from ttt_core import minipile
+    from ttt_core.corpus import _corpus_key
+
+    sources = _synthetic_sources({})
+    monkeypatch.setattr(minipile, "SOURCES", sources)
+    free, free_small = _corpus_key(_synthetic_config(tmp_path)), _corpus_key(_synthetic_config(tmp_path, domain_bytes=1500))
+    capped = (dataclasses.replace(sources[0], max_bytes=2000, max_bytes_why="slow: generated"), *sources[1:])
+    monkeypatch.setattr(minipile, "SOURCES", capped)
+    assert _corpus_key(_synthetic_config(tmp_path, domain_bytes=1500)) == free_small  # 1500 < 2000: it does not bind
+    assert _corpus_key(_synthetic_config(tmp_path)) != free  # 2000 < 9000 binds
+    corpus = build_corpus(_synthetic_config(tmp_path), progress=False)
+    (alpha,) = [s for s in corpus.manifest["sources"] if s["domain"] == "alpha"]
+    assert 1000 <= alpha["bytes"] <= 2000 and alpha["max_bytes"] == 2000 and alpha["max_bytes_why"] == "slow: generated"
+    beta = [s for s in corpus.manifest["sources"] if s["domain"] == "beta"][0]
+    assert beta["bytes"] > 2000 and beta["max_bytes"] is None

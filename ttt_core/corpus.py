@@ -343,20 +343,105 @@ def _check_minipile_domains(config: StudyConfig) -> None:
                          f"{[s.domain for s in minipile.SOURCES]}")
 
 
-def _minipile_documents(config: StudyConfig, download_dir: Path, provenance: list) -> Iterator:
-    """Every available source's documents, each up to the budget: `domains` does not narrow the corpus."""
+def _binding_caps(config: StudyConfig) -> dict[str, int]:
+    """The mini-Pile sources whose own cap (TextSource.max_bytes) is below the domain budget, with that cap."""
     from . import minipile
 
-    for source in minipile.available_sources():
-        digest, n_docs, n_bytes = hashlib.sha256(), 0, 0
-        for source_id, text in source.iter_documents(domain_budget(config), 0, download_dir):
-            digest.update(text.encode("utf-8"))
-            n_docs, n_bytes = n_docs + 1, n_bytes + len(text.encode("utf-8"))
-            yield source.domain, source_id, source.group(source_id), text, {"pile_set_name": source.pile_set_name}
-        provenance.append({"domain": source.domain, "pile analogue": source.pile_set_name,
-                           "origin": source.origin, "package": source.package, "version": source.version(),
-                           "license": source.license, "what it is": source.description,
-                           "source documents": n_docs, "bytes": n_bytes, "sha256": digest.hexdigest()})
+    budget = domain_budget(config)
+    return {s.domain: s.max_bytes for s in minipile.available_sources() if s.budget(budget) < budget}
+
+
+def _build_minipile(config: StudyConfig, folder: Path, progress: bool) -> "Corpus":
+    """The mini-Pile built one source (= domain) at a time: a source's documents are read up to its budget,
+    split (assign_splits is per domain), chunked and written as one shard under `<folder>.tmp/shards`, marked
+    finished by its done.json; a killed build resumes from its finished shards (the .tmp folder is named by the
+    corpus key, so they are of this very corpus). The shards are then concatenated in source order: the rows, their
+    order and the fingerprint of a build that held every document at once, with about one domain's text in memory.
+    Raises ValueError where no source yields a document."""
+    import datasets
+
+    from . import minipile
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    finished = []
+    for index, source in enumerate(minipile.available_sources()):
+        shard = tmp / "shards" / f"{index:02d}-{source.domain}"
+        if not (shard / "done.json").exists():
+            _write_minipile_shard(config, source, shard, progress)
+        finished.append((shard, json.loads((shard / "done.json").read_text())))
+    parts = [datasets.load_from_disk(str(shard / "data")) for shard, done in finished if done["rows"]]
+    if not parts:
+        raise ValueError("corpus='minipile' yielded no documents: no available source gave a document of "
+                         f"{minipile.MIN_CHARS} characters or more")
+    shutil.rmtree(tmp / "data", ignore_errors=True)  # a final copy a killed build left half written
+    dataset = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if not progress:
+        datasets.disable_progress_bars()
+    dataset.save_to_disk(str(tmp / "data"))
+    digest = hashlib.sha256()
+    for batch in dataset.select_columns(["id", "text"]).iter(batch_size=1000):
+        for doc_id, text in zip(batch["id"], batch["text"]):
+            digest.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
+    manifest = {"corpus": config.corpus, "fingerprint": digest.hexdigest()[:16], "chunk_bytes": config.chunk_bytes,
+                "domain_bytes": domain_budget(config), "test_fraction": config.test_fraction,
+                "split_by": config.split_by, "split_seed": config.split_seed,
+                "documents per domain": {d["domain"]: d["counts"] for _, d in finished if d["rows"]},
+                "pile_set_name": {d["domain"]: d["pile_set_name"] for _, d in finished if d["rows"]},
+                "sources": [d["provenance"] for _, d in finished]}
+    del dataset, parts  # memory maps of the shards, deleted next
+    shutil.rmtree(tmp / "shards")
+    return _finish(tmp, folder, manifest)
+
+
+def _write_minipile_shard(config: StudyConfig, source, shard: Path, progress: bool) -> None:
+    """One source's rows as a `datasets` folder shard/data, then shard/done.json (rows, train/test counts, the
+    Pile set name, the provenance entry of the manifest's `sources`) written last, by rename, to mark it finished."""
+    import datasets
+    from tqdm import tqdm
+
+    shutil.rmtree(shard, ignore_errors=True)  # what a killed build left of an unfinished shard
+    shard.mkdir(parents=True)
+    budget = source.budget(domain_budget(config))
+    digest, n_bytes, docs = hashlib.sha256(), 0, []
+    with tqdm(total=budget, desc=f"read {source.domain}", unit="B", unit_scale=True, disable=not progress) as bar:
+        for source_id, text in source.iter_documents(budget, 0, config.work_path / "downloads"):
+            data = text.encode("utf-8")
+            digest.update(data)
+            n_bytes += len(data)
+            bar.update(len(data))
+            # split_by='source' is this study's first split: by file, blind to translations of the same text.
+            docs.append((source_id, source.group(source_id), text))
+    unit = (lambda source_id, group: group) if config.split_by == "group" else (lambda source_id, group: source_id)
+    split = assign_splits({source.domain: [unit(i, g) for i, g, _ in docs]}, config.test_fraction, config.split_seed)
+    columns = {k: [] for k in ("id", "text", "domain", "pile_set_name", "source_id", "group", "chunk", "split")}
+    counts = {"train": 0, "test": 0}
+    for source_id, group, text in docs:
+        side = split[(source.domain, unit(source_id, group))]
+        for i, piece in enumerate(chunk_text(text, config.chunk_bytes)):
+            for key, value in zip(columns, (f"{source.domain}/{source_id}#{i}", piece, source.domain,
+                                            source.pile_set_name, source_id, group, i, side)):
+                columns[key].append(value)
+            counts[side] += 1
+    if docs:
+        datasets.Dataset.from_dict(columns).save_to_disk(str(shard / "data"))
+    done = {"domain": source.domain, "rows": len(columns["id"]), "counts": counts,
+            "pile_set_name": source.pile_set_name,
+            "provenance": {"domain": source.domain, "pile analogue": source.pile_set_name, "origin": source.origin,
+                           "package": source.package, "version": source.version(), "license": source.license,
+                           "what it is": source.description, "source documents": len(docs), "bytes": n_bytes,
+                           "sha256": digest.hexdigest(), "max_bytes": source.max_bytes,
+                           "max_bytes_why": source.max_bytes_why}}
+    (shard / "done.json.part").write_text(json.dumps(done, indent=1))
+    (shard / "done.json.part").rename(shard / "done.json")
+
+
+def _finish(tmp: Path, folder: Path, manifest: dict) -> "Corpus":
+    """Write the manifest into the built folder `tmp` and move it to `folder` (atomic: a killed build leaves no half
+    corpus behind)."""
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return load_corpus(folder)
 
 
 # ---------------------------------------------------------------------------------------------- chunking, split
@@ -548,6 +633,9 @@ def _corpus_key(config: StudyConfig) -> str:
               "split_seed": config.split_seed, "version": BUILD_VERSION}
     if config.corpus == "minipile":
         inputs["sources"] = [(s.domain, s.version()) for s in minipile.available_sources()]
+        caps = _binding_caps(config)
+        if caps:  # only where a cap binds: a corpus no cap touches (the default mini-Pile) keeps its key
+            inputs["source caps"] = caps
     else:
         inputs["pile_tasks"] = "lm-eval task names"  # domains renamed by PILE_TASK_OF_SET: older caches are stale
         inputs["reader"] = 2  # 2: a meta stored as a JSON string is parsed, read counts kept: older caches are stale
@@ -632,12 +720,10 @@ def _build(config: StudyConfig, folder: Path, progress: bool) -> Corpus:
     layout = pile_layout(config.corpus) if config.corpus != "minipile" else None
     if layout is not None:
         return _build_from_layout(config, folder, *layout, progress)
-    provenance: list[dict] = []
-    stats: dict = {}
     if config.corpus == "minipile":
-        docs = _minipile_documents(config, config.work_path / "downloads", provenance)
-    else:
-        docs = _pile_documents(config.corpus, domain_budget(config), stats)
+        return _build_minipile(config, folder, progress)
+    stats: dict = {}
+    docs = _pile_documents(config.corpus, domain_budget(config), stats)
     collected = list(tqdm(docs, desc="read corpus", unit="doc", disable=not progress))
     if not collected:
         raise ValueError(f"corpus={config.corpus!r} yielded no documents; "
@@ -659,20 +745,16 @@ def _build(config: StudyConfig, folder: Path, progress: bool) -> Corpus:
             for key, value in zip(columns, (doc_id, piece, domain, pile_names[domain], source_id, group, i, side)):
                 columns[key].append(value)
             digest.update(doc_id.encode() + b"\0" + piece.encode() + b"\0")
+    unnamed = stats.pop(None, 0)
     counts = {}
     for domain, s in zip(columns["domain"], columns["split"]):
         counts.setdefault(domain, {"train": 0, "test": 0})[s] += 1
     manifest = {"corpus": config.corpus, "fingerprint": digest.hexdigest()[:16], "chunk_bytes": config.chunk_bytes,
                 "domain_bytes": domain_budget(config), "test_fraction": config.test_fraction,
                 "split_by": config.split_by, "split_seed": config.split_seed,
-                "documents per domain": counts, "pile_set_name": pile_names, "sources": provenance}
-    if config.corpus != "minipile":  # the mini-Pile samples each source up to its budget: `sources` says how much
-        unnamed = stats.pop(None, 0)
-        manifest.update({"documents read": stats, "records without pile_set_name": unnamed})
+                "documents per domain": counts, "pile_set_name": pile_names, "sources": [],
+                "documents read": stats, "records without pile_set_name": unnamed}
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     datasets.Dataset.from_dict(columns).save_to_disk(str(tmp / "data"))
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)  # atomic: a killed build leaves no half corpus behind
-    return load_corpus(folder)
+    return _finish(tmp, folder, manifest)
