@@ -604,3 +604,71 @@ def test_a_source_cap_bounds_its_domain_below_domain_bytes_and_keys_the_corpus(t
     assert 1000 <= alpha["bytes"] <= 2000 and alpha["max_bytes"] == 2000 and alpha["max_bytes_why"] == "slow: generated"
     beta = [s for s in corpus.manifest["sources"] if s["domain"] == "beta"][0]
     assert beta["bytes"] > 2000 and beta["max_bytes"] is None
+
+
+# ---------------------------------------------------------------------------------------------- overlaps at scale
+def _overlap_corpus(tmp_path, docs_per_domain):
+    from conftest import write_pile_jsonl
+
+    path = write_pile_jsonl(tmp_path / "overlap.jsonl", docs_per_domain=docs_per_domain, seed=3)
+    return build_corpus(StudyConfig.from_params(corpus=str(path), chunk_bytes=200, test_fraction=0.25,
+                                                work_dir=str(tmp_path / "work")), progress=False)
+
+
+def test_the_overlap_measures_keep_their_numbers_as_defined_on_strings(tmp_path):
+    """train_split_overlap and other_source_overlap give the shares their definitions give on sets of n-gram
+    strings (the code before they were made to scale)."""
+    import numpy as np
+
+    from ttt_core.decontaminate import char_ngrams, other_source_overlap, train_split_overlap
+
+    corpus = _overlap_corpus(tmp_path, 10)
+    table = corpus.dataset.to_pandas()
+    docs = corpus.test_documents(3, seed=0)
+    for n in (13, 50):
+        def share(text, reference_rows):
+            grams, ref = char_ngrams(text, n), set().union(*(char_ngrams(t, n) for t in table.text[reference_rows]))
+            return len(grams & ref) / len(grams)
+
+        train = table.index[table.split == "train"]
+        mask = np.arange(len(train)) % 3 != 0
+        assert train_split_overlap(corpus, [d["text"] for d in docs], n) == [share(d["text"], train) for d in docs]
+        assert train_split_overlap(corpus, [d["text"] for d in docs], n, mask) == [
+            share(d["text"], train[mask]) for d in docs]
+        other = [share(d["text"], table.index[(table.source_id != d["source_id"]) | (table.domain != d["domain"])])
+                 for d in docs]
+        assert other_source_overlap(corpus, docs, n) == other
+        assert n == 50 or (0 < max(other) and min(other) < 1)  # 13-grams: the texts share some, not all
+
+
+def test_the_overlap_measures_never_hold_every_train_ngram(tmp_path):
+    """At 10^5 chunks a set of every train n-gram (as strings, or as hashes per source) takes > 10 GB: the
+    measures hold only the asked documents' n-grams. Here: 1.3 MB of text, whose n-grams as a set of strings take
+    ~100 MB; the measures for 3 documents must stay far below."""
+    import tracemalloc
+
+    from ttt_core.decontaminate import other_source_overlap, train_split_overlap
+
+    corpus = _overlap_corpus(tmp_path, 1000)
+    docs = corpus.test_documents(1, seed=0)
+    for measure in (lambda: train_split_overlap(corpus, [d["text"] for d in docs], 50),
+                    lambda: other_source_overlap(corpus, docs, 50)):
+        tracemalloc.start()
+        measure()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 20e6, f"{peak / 1e6:.0f} MB"
+
+
+def test_own_source_rows_are_the_rows_of_the_documents_source(tmp_path):
+    import types
+
+    from ttt_core.study import Study
+
+    corpus = _overlap_corpus(tmp_path, 10)
+    table = corpus.dataset.to_pandas()
+    fake = types.SimpleNamespace(corpus=corpus)  # own_source_rows needs only the study's corpus
+    for doc in corpus.test_documents(2, seed=0):
+        rows = Study.own_source_rows(fake, doc)
+        assert rows == table.index[(table.source_id == doc["source_id"]) & (table.domain == doc["domain"])].tolist()
+        assert doc["row"] in rows and all(type(r) is int for r in rows)

@@ -16,6 +16,7 @@ share of n-grams found in the train split or in its neighbours is what the corpu
 from __future__ import annotations
 
 import re
+from typing import Iterator
 
 import numpy as np
 
@@ -124,34 +125,54 @@ def document_overlap(text: str, reference_texts, n: int) -> float:
     return overlap_share(char_ngrams(text, n), ngram_union(reference_texts, n))
 
 
+def _texts_of(corpus: Corpus, rows) -> Iterator[tuple[str, str, str]]:
+    """(domain, source_id, text) of the corpus rows `rows` in row order, streamed in batches from the memory-mapped
+    table (never every text at once)."""
+    keep = np.zeros(len(corpus), dtype=bool)
+    keep[np.asarray(rows, dtype=np.int64)] = True
+    row = 0
+    for batch in corpus.dataset.select_columns(["domain", "source_id", "text"]).iter(batch_size=1000):
+        for domain, source, text in zip(batch["domain"], batch["source_id"], batch["text"]):
+            if keep[row]:
+                yield domain, source, text
+            row += 1
+
+
 def train_split_overlap(corpus: Corpus, texts, n: int, mask: np.ndarray | None = None) -> list[float]:
-    """Each text's share of n-grams found in the train split (or in the train chunks where `mask` is true)."""
+    """Each text's share of n-grams found in the train split (or in the train chunks where `mask` is true), a list
+    of len(texts) floats in [0, 1].
+
+    Memory: the hashes of the texts' own n-grams and of those found, never the train split's n-grams (10^8 strings
+    at 10^5 chunks); the train chunks are streamed once per call."""
     rows = corpus.rows("train")
     rows = rows if mask is None else rows[mask]
-    key = ("train_union", n, None if mask is None else hash(mask.tobytes()))
-    if key not in corpus.cache:
-        corpus.cache[key] = ngram_union(corpus.texts(rows), n)
-    return [overlap_share(char_ngrams(t, n), corpus.cache[key]) for t in texts]
+    grams = [hashed_ngrams(t, n) for t in texts]
+    wanted = set().union(*grams)
+    found: set[int] = set()
+    for _, _, text in _texts_of(corpus, rows):
+        found |= wanted.intersection(hashed_ngrams(text, n))
+    return [len(g & found) / len(g) if g else 0.0 for g in grams]
 
 
 def other_source_overlap(corpus: Corpus, documents: list[dict], n: int) -> list[float]:
     """Each test document's share of n-grams found in any chunk of another source, train or test: what a split by
-    file lets into the index (the same message or page in another language is another source)."""
+    file lets into the index (the same message or page in another language is another source). A list of
+    len(documents) floats in [0, 1].
+
+    Memory: per source, only the documents' own n-grams it holds (hashes), never every n-gram of the corpus; the
+    corpus is streamed once per call."""
     from collections import Counter
 
-    key = ("source_ngrams", n)
-    if key not in corpus.cache:
-        per_source: dict[tuple[str, str], set[int]] = {}
-        table = corpus.dataset.select_columns(["domain", "source_id", "text"])
-        for batch in table.iter(batch_size=500):
-            for domain, source, text in zip(batch["domain"], batch["source_id"], batch["text"]):
-                per_source.setdefault((domain, source), set()).update(map(hash, char_ngrams(text, n)))
-        counts = Counter(g for grams in per_source.values() for g in grams)  # sources holding each n-gram
-        corpus.cache[key] = (per_source, counts)
-    per_source, counts = corpus.cache[key]
+    grams = [hashed_ngrams(doc["text"], n) for doc in documents]
+    wanted = set().union(*grams)
+    per_source: dict[tuple[str, str], set[int]] = {}
+    for domain, source, text in _texts_of(corpus, range(len(corpus))):
+        held = wanted.intersection(hashed_ngrams(text, n))
+        if held:
+            per_source.setdefault((domain, source), set()).update(held)
+    counts = Counter(g for held in per_source.values() for g in held)  # sources holding each wanted n-gram
     shares = []
-    for doc in documents:
-        grams = set(map(hash, char_ngrams(doc["text"], n)))
+    for doc, doc_grams in zip(documents, grams):
         own = per_source.get((doc["domain"], doc["source_id"]), set())
-        shares.append(sum(counts[g] > (g in own) for g in grams) / len(grams) if grams else 0.0)
+        shares.append(sum(counts[g] > (g in own) for g in doc_grams) / len(doc_grams) if doc_grams else 0.0)
     return shares

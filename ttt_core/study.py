@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import metrics
@@ -66,10 +67,12 @@ class Study:
 
     def own_source_rows(self, document: dict) -> list[int]:
         """Corpus rows of the document's own source file (left out of the leaky index's results)."""
-        sources = self.corpus.cache.setdefault("source_ids", self.corpus.dataset["source_id"])
-        domains = self.corpus.cache.setdefault("domains", self.corpus.dataset["domain"])
-        return [i for i, (s, d) in enumerate(zip(sources, domains))
-                if s == document["source_id"] and d == document["domain"]]
+        cache = self.corpus.cache
+        if "source_rows" not in cache:  # (setdefault read both columns again on every call: 3 s at 10^5 chunks)
+            cache["source_rows"] = (np.asarray(self.corpus.dataset["source_id"]),
+                                    np.asarray(self.corpus.dataset["domain"]))
+        sources, domains = cache["source_rows"]
+        return np.flatnonzero((sources == document["source_id"]) & (domains == document["domain"])).tolist()
 
     def content_identity(self) -> dict:
         """What the configuration names but does not pin, for the run key: what the index holds (with the
