@@ -229,3 +229,25 @@ def test_a_long_train_text_that_holds_a_test_document_is_left_out(kind):
     config = StudyConfig(decontam_threshold=0.1)
     assert decontaminate.train_overlap(corpus, config.decontam_ngram)[0] < 0.02  # the one-sided share misses it
     assert decontaminate.clean_train_mask(config, corpus).tolist() == [False, True, True]
+
+
+def test_the_decontamination_shares_are_computed_once_per_corpus_not_once_per_process(tiny_params, monkeypatch):
+    """Every notebook is its own process: at 10^5 chunks the shares take minutes, so they are kept beside the
+    corpus and read back, equal, by the next process (a fresh Corpus object)."""
+    import numpy as np
+
+    import ttt_core.decontaminate as decontaminate
+    from ttt_core.config import StudyConfig
+    from ttt_core.corpus import build_corpus, corpus_folder, load_corpus
+
+    config = StudyConfig.from_params(**tiny_params)
+    first = decontaminate.clean_train_mask(config, build_corpus(config, progress=False))
+    calls = []
+    real = decontaminate.contamination_shares
+    monkeypatch.setattr(decontaminate, "contamination_shares", lambda *a: calls.append(1) or real(*a))
+    again = load_corpus(corpus_folder(config))
+    assert np.array_equal(decontaminate.clean_train_mask(config, again), first)
+    assert calls == []
+    other_n = StudyConfig.from_params(**{**tiny_params, "decontam_ngram": 13})
+    decontaminate.clean_train_mask(other_n, again)
+    assert calls == [1]  # another n-gram length is another measure

@@ -91,10 +91,27 @@ def contamination_shares(train_texts, test_texts, n: int) -> tuple[np.ndarray, n
 
 
 def _shares(corpus: Corpus, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """`contamination_shares` of the corpus's splits, kept in memory and beside the corpus (a built corpus never
+    changes: its folder is written once): at 10^5 chunks they take minutes, and every notebook is a process."""
+    import os
+    import tempfile
+
     key = ("contamination_shares", n)
     if key not in corpus.cache:
-        corpus.cache[key] = contamination_shares(corpus.texts(corpus.rows("train")),
-                                                 corpus.texts(corpus.rows("test")), n)
+        folder = getattr(corpus, "path", None)  # None: texts without a built corpus (kept in memory only)
+        saved = folder / f"contamination-shares-n{n}.npz" if folder is not None else None
+        if saved is not None and saved.exists():
+            with np.load(saved) as kept:
+                corpus.cache[key] = (kept["own"], kept["covered"])
+        else:
+            own, covered = contamination_shares(corpus.texts(corpus.rows("train")),
+                                                corpus.texts(corpus.rows("test")), n)
+            if saved is not None:
+                handle, tmp = tempfile.mkstemp(dir=folder, suffix=".npz")  # a whole file or none
+                with os.fdopen(handle, "wb") as f:
+                    np.savez(f, own=own, covered=covered)
+                os.replace(tmp, saved)
+            corpus.cache[key] = (own, covered)
     return corpus.cache[key]
 
 
