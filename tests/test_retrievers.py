@@ -170,3 +170,11 @@ def test_minilm_static_distils_from_the_packaged_minilm(tmp_path):
     assert vectors.shape == (3, 256) and vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
     identity = weights_identity("minilm-static", "embedder", tmp_path)
     assert identity["teacher"]["name"] == "minilm" and identity["model2vec"] == "0.10.0"
+
+
+def test_every_index_records_its_indexing_throughput(tiny_params):
+    from ttt_core.study import prepare
+
+    for retriever in ("dense", "bm25"):
+        study = prepare(StudyConfig.from_params(**tiny_params, retriever=retriever), progress=False)
+        assert study.index.meta["chunks_per_second"] > 0, retriever

@@ -280,9 +280,11 @@ def _exact_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progre
     else:
         start = time.perf_counter()
         embeddings = embedder.encode(corpus.texts(train_rows[embedded]), config.embed_max_tokens, progress=progress)
+        seconds = time.perf_counter() - start
         meta = {"embedder": config.embedder, "dim": int(embeddings.shape[1]),
                 "metric": "ip" if embedder.normalize else "l2", "corpus_fingerprint": corpus.fingerprint,
-                "embed_max_tokens": config.embed_max_tokens, "embed_seconds": round(time.perf_counter() - start, 1),
+                "embed_max_tokens": config.embed_max_tokens, "embed_seconds": round(seconds, 1),
+                "chunks_per_second": round(len(embeddings) / max(seconds, 1e-9), 1),  # indexing throughput
                 "index_fraction": fraction, "embedded_documents": int(embedded.sum())}
         index = NeighborIndex.from_embeddings(embeddings, train_rows[embedded], meta)
         index.save(folder, embeddings)
