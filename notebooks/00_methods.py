@@ -24,6 +24,8 @@
 # StudyConfig fields, generated from ttt_core/config.py by `python -m ttt_core sync-parameters` (change them there)
 # What is studied
 model = "smollm2-135m"
+# 'minilm-static' (ttt_core.static) is a model2vec table distilled from MiniLM: no transformer pass, a named
+# deviation (DEVIATIONS: embedder)
 embedder = "minilm"
 corpus = "minipile"
 domains = ()  # the test documents' domains (empty: all); the corpus and index hold every domain
@@ -79,6 +81,12 @@ index_fraction = 1.0  # index a nested random subset of the train split (index-s
 index_type = "flat"
 index_nprobe = 32
 index_ef_search = 128
+# How neighbours are found: one of RETRIEVERS ('dense': the `embedder`'s faiss index, the paper's kind).
+# 'rerank': the union of the top `rerank_candidates` of each first stage in `rerank_from` ('bm25' and/or dense
+# embedder names joined by '+'), re-ranked by exact `embedder` embeddings (ttt_core.retrievers)
+retriever = "dense"
+rerank_from = "bm25+minilm-static"
+rerank_candidates = 100
 eval_context = None
 max_eval_tokens = None
 split_query = False  # leakage control (paper's GPT-2 "split" run): query with the first part, score the rest

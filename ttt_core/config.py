@@ -23,10 +23,14 @@ METHOD_VERSION = 4
 NEIGHBOR_RULES = ("nearest", "random-domain", "random-any")
 OPTIMIZERS = ("adamw", "adafactor")
 INDEX_TYPES = ("flat", "ivf", "hnsw")
+# How neighbours are found (ttt_core.retrievers): a dense embedding index (the paper's), BM25, or BM25 and/or dense
+# first stages re-ranked by exact `embedder` embeddings
+RETRIEVERS = ("dense", "bm25", "rerank")
 # Fields added after METHOD_VERSION 3 whose default is exactly the earlier behaviour: left out of the run key at
 # that default, so that adding an option does not orphan every finished result.
 KEY_NEUTRAL_DEFAULTS = {"test_portion": None, "embedder_tokenizer": None, "optimizer": "adamw", "index_type": "flat", "index_nprobe": 32, "index_ef_search": 128,
-                        "selection": "nearest", "selection_pool": 0, "sift_lambda": 0.01, "reuse_gradients": False}
+                        "selection": "nearest", "selection_pool": 0, "sift_lambda": 0.01, "reuse_gradients": False,
+                        "retriever": "dense"}
 SELECTION_RULES = ("nearest", "sift", "hullft")
 
 # How the first scoring window is prefixed: lm-eval 0.4's rule (BOS, else EOS), or the vocabulary's
@@ -52,7 +56,15 @@ DEVIATIONS = (
               "The only packaged base model is Gemma-3-270M (the scaling chapter). `model='gpt2'` runs the "
               "paper's model where the Hub is reachable."),
     Deviation("embedder", "RoBERTa-large MLM-tuned on the Pile, 1024-d, unnormalised, flat L2",
-              "Not packaged; all-MiniLM-L6-v2 (384-d, normalised, inner product) is the offline default."),
+              "Not packaged; all-MiniLM-L6-v2 (384-d, normalised, inner product) is the offline default. "
+              "'minilm-static' is a model2vec static table distilled here from it (256-d, a mean of token vectors, "
+              "no transformer pass: far cheaper to embed 100,000+ chunks; settings in ttt_core.static)."),
+    Deviation("retriever", "dense (a flat L2 index over RoBERTa-large embeddings of every train document)",
+              "At >= 100,000 chunks a 2-core CPU cannot embed the corpus with a transformer in reasonable time: "
+              "'bm25' (lexical, bm25s) and 'rerank' (the union of the top `rerank_candidates` of each first stage in "
+              "`rerank_from`, re-ranked by exact `embedder` embeddings of the candidates only, as In-Context RALM "
+              "re-ranks BM25) find neighbours without embedding the corpus with the transformer; 'dense' is the "
+              "paper's kind of index."),
     Deviation("corpus", "the Pile train split (210M documents)",
               "Offline mini-Pile built from text that ships inside PyPI/Debian packages."),
     Deviation("chunk_bytes", None,
@@ -112,10 +124,21 @@ DEVIATIONS = (
 )
 
 
+def _is_embedder_name(name: str) -> bool:
+    """A first stage of `rerank_from` that can name a dense embedder: a packaged or tiny one, a folder or a
+    Hub-style id (resolved when the stage is built; `models.check_model_name`)."""
+    import re
+    from pathlib import Path
+
+    return bool(name) and (Path(name).is_dir() or re.match(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$", name) is not None)
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     # What is studied
     model: str = "smollm2-135m"
+    # 'minilm-static' (ttt_core.static) is a model2vec table distilled from MiniLM: no transformer pass, a named
+    # deviation (DEVIATIONS: embedder)
     embedder: str = "minilm"
     corpus: str = "minipile"
     domains: tuple[str, ...] = ()  # the test documents' domains (empty: all); the corpus and index hold every domain
@@ -171,6 +194,12 @@ class StudyConfig:
     index_type: str = "flat"
     index_nprobe: int = 32
     index_ef_search: int = 128
+    # How neighbours are found: one of RETRIEVERS ('dense': the `embedder`'s faiss index, the paper's kind).
+    # 'rerank': the union of the top `rerank_candidates` of each first stage in `rerank_from` ('bm25' and/or dense
+    # embedder names joined by '+'), re-ranked by exact `embedder` embeddings (ttt_core.retrievers)
+    retriever: str = "dense"
+    rerank_from: str = "bm25+minilm-static"
+    rerank_candidates: int = 100
     eval_context: int | None = None
     max_eval_tokens: int | None = None
     split_query: bool = False  # leakage control (paper's GPT-2 "split" run): query with the first part, score the rest
@@ -248,6 +277,21 @@ class StudyConfig:
         need(0 < self.index_fraction <= 1, "index_fraction", "a float in (0, 1] (share of the train split indexed)")
         need(self.index_type in INDEX_TYPES, "index_type",
              f"one of {list(INDEX_TYPES)} ('flat': exact, the paper's; 'ivf' or 'hnsw': approximate)")
+        need(self.retriever in RETRIEVERS, "retriever",
+             f"one of {list(RETRIEVERS)} ('dense': the paper's kind of index; 'bm25'; 'rerank': first stages "
+             f"re-ranked by the embedder)")
+        need(isinstance(self.rerank_from, str) and self.rerank_from and all(
+            s == "bm25" or _is_embedder_name(s) for s in self.rerank_from.split("+")), "rerank_from",
+            "first stages joined by '+', each 'bm25' or a dense embedder name (e.g. 'bm25+minilm-static')")
+        need(isinstance(self.rerank_candidates, int) and self.rerank_candidates >= 1 and (
+            self.retriever != "rerank" or self.rerank_candidates >= max(self.k, self.selection_pool)),
+            "rerank_candidates", f"an integer >= k={self.k} (candidates per first stage for the re-ranker)")
+        need(self.retriever == "dense" or self.selection == "nearest", "selection",
+             "'nearest' with retriever != 'dense' (SIFT and HullFT select among dense index vectors)")
+        need(self.retriever == "dense" or not self.leaky_index, "leaky_index",
+             "False with retriever != 'dense' (the leaky control is a dense index)")
+        need(self.retriever == "dense" or self.index_type == "flat", "index_type",
+             "'flat' with retriever != 'dense' (an approximate index is a dense index's)")
         need(isinstance(self.index_nprobe, int) and self.index_nprobe >= 1, "index_nprobe",
              "a positive integer (IVF cells searched per query)")
         need(isinstance(self.index_ef_search, int) and self.index_ef_search >= 1, "index_ef_search",
@@ -305,6 +349,9 @@ class StudyConfig:
         scale = ("docs_per_domain", "test_portion", "domains") if self.reset_optimizer else ()
         for name in scale + ("bootstrap_samples", "device", "work_dir", "weights_snapshot"):
             d.pop(name)
+        if self.retriever != "rerank":  # the re-ranker's settings change nothing else
+            d.pop("rerank_from")
+            d.pop("rerank_candidates")
         for name, default in KEY_NEUTRAL_DEFAULTS.items():
             if name in d and d[name] == default:
                 d.pop(name)

@@ -98,7 +98,8 @@ class NeighborIndex:
 
 # What built an index's vectors and structure (its meta); timings and measured recall are left out (they vary).
 INDEX_IDENTITY = ("corpus_fingerprint", "embedder", "embedder_tokenizer", "embed_max_tokens", "dim", "metric",
-                  "index_type", "nlist", "nprobe", "M", "efSearch")
+                  "index_type", "nlist", "nprobe", "M", "efSearch",
+                  "retriever", "bm25", "rerank_candidates", "first_stages")  # the last: `retrievers` indexes
 
 
 def indexed_identity(index) -> dict:
@@ -201,11 +202,13 @@ def index_folder(config: StudyConfig, corpus: Corpus) -> Path:
     import hashlib
 
     from .models import PACKAGED, TINY_EMBEDDERS, weights_identity
+    from .static import STATIC_EMBEDDERS
 
     safe = config.embedder.replace("/", "--")
     if config.embedder_tokenizer:  # another tokenizer gives other vectors
         safe += "--tokenizer-" + hashlib.sha256(config.embedder_tokenizer.encode()).hexdigest()[:8]
-    if config.embedder not in PACKAGED and config.embedder not in TINY_EMBEDDERS:
+    # A static table is distilled here, not pinned by a package: named by its files' hashes too.
+    if (config.embedder not in PACKAGED and config.embedder not in TINY_EMBEDDERS) or config.embedder in STATIC_EMBEDDERS:
         identity = json.dumps(weights_identity(config.embedder, "embedder", config.work_path), sort_keys=True)
         safe += "--weights-" + hashlib.sha256(identity.encode()).hexdigest()[:8]
     return corpus.path / "index" / f"{safe}-{embed_tokens(config)}"
@@ -277,9 +280,11 @@ def _exact_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progre
     else:
         start = time.perf_counter()
         embeddings = embedder.encode(corpus.texts(train_rows[embedded]), config.embed_max_tokens, progress=progress)
+        seconds = time.perf_counter() - start
         meta = {"embedder": config.embedder, "dim": int(embeddings.shape[1]),
                 "metric": "ip" if embedder.normalize else "l2", "corpus_fingerprint": corpus.fingerprint,
-                "embed_max_tokens": config.embed_max_tokens, "embed_seconds": round(time.perf_counter() - start, 1),
+                "embed_max_tokens": config.embed_max_tokens, "embed_seconds": round(seconds, 1),
+                "chunks_per_second": round(len(embeddings) / max(seconds, 1e-9), 1),  # indexing throughput
                 "index_fraction": fraction, "embedded_documents": int(embedded.sum())}
         index = NeighborIndex.from_embeddings(embeddings, train_rows[embedded], meta)
         index.save(folder, embeddings)

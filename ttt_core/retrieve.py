@@ -15,24 +15,26 @@ class Neighbor:
     row: int
     doc_id: str
     domain: str
-    distance: float  # squared L2 between embeddings
+    distance: float  # squared L2 between embeddings; minus the BM25 score for retriever='bm25' (retrievers)
     text: str
 
 
-def retrieve(query: str, k: int, embedder: Embedder, index: NeighborIndex, corpus: Corpus,
+def retrieve(query: str, k: int, embedder: Embedder | None, index: NeighborIndex, corpus: Corpus,
              embed_max_tokens: int | None = None, exclude=()) -> list[Neighbor]:
     """The k nearest indexed chunks, nearest first, leaving out the corpus rows in `exclude` (the leaky index
-    holds the test document's own source, which must never be its own neighbour)."""
+    holds the test document's own source, which must never be its own neighbour). `index` is a dense index
+    (queried through `embedder`) or any retriever of `ttt_core.retrievers`."""
     if k < 0:
         raise ValueError(f"invalid k={k!r}: expected an integer >= 0")
     if k == 0:
         return []
+    from .retrievers import search_texts
+
     exclude = {int(r) for r in exclude}
-    vector = embedder.encode([query], embed_max_tokens)
-    # Ties come in corpus-row order (`NeighborIndex.search`), so leaving out a fixed set keeps the first k of this
-    # search the first k of any larger one. An approximate index may find fewer than asked (row -1): never a
+    # Ties come in corpus-row order (`retrievers.search_texts`), so leaving out a fixed set keeps the first k of
+    # this search the first k of any larger one. An approximate index may find fewer than asked (row -1): never a
     # neighbour.
-    distances, rows = index.search(vector, k + len(exclude))
+    distances, rows = search_texts(index, [query], k + len(exclude), embedder, embed_max_tokens)
     kept = [(int(r), float(d)) for r, d in zip(rows[0], distances[0]) if int(r) >= 0 and int(r) not in exclude][:k]
     if len(kept) < k:  # fewer rows would store a run that is not the k it names
         raise ValueError(f"k={k} neighbours asked, but the index (of {len(index)} chunks, {len(exclude)} rows "

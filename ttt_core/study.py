@@ -17,11 +17,12 @@ import pandas as pd
 from . import metrics
 from .config import StudyConfig
 from .corpus import Corpus, build_corpus, pile_layout
-from .index import NeighborIndex, build_index, indexed_identity
+from .index import NeighborIndex, indexed_identity
 from .models import (PACKAGED, Embedder, LanguageModel, check_installed, check_model_name, load_embedder,
                      load_language_model, weights_identity)
 from .results import ResultsStore, cut_row, evaluated_at, long_frame, reusable_stores, same_neighbor_stores
 from .retrieve import indexed_domains, random_neighbors, retrieve, selected_neighbors
+from .retrievers import build_retriever
 from .ttt import make_optimizer, split_query_and_scored, test_time_train
 
 
@@ -29,8 +30,8 @@ from .ttt import make_optimizer, split_query_and_scored, test_time_train
 class Study:
     config: StudyConfig
     corpus: Corpus
-    embedder: Embedder
-    index: NeighborIndex
+    embedder: Embedder | None  # None for retriever='bm25'
+    index: NeighborIndex  # or, with retriever 'bm25'/'rerank', a `retrievers` index (the same rows/meta/len)
     lm: LanguageModel | None = None
     # (config, index, content identity) last computed: a key is asked for often, a local folder is hashed once
     _identity: tuple | None = field(default=None, init=False, repr=False, compare=False)
@@ -152,6 +153,18 @@ def check(config: StudyConfig) -> StudyConfig:
     for name, kind in ((config.model, "lm"), (config.embedder, "embedder")):
         if check_model_name(name, kind) == "packaged":
             check_installed(PACKAGED[name])
+    if config.retriever == "rerank":
+        from .retrievers import first_stage_names
+
+        for name in first_stage_names(config.rerank_from):
+            if name == "bm25":
+                continue
+            try:
+                if check_model_name(name, "embedder") == "packaged":
+                    check_installed(PACKAGED[name])
+            except ValueError as err:
+                raise ValueError(f"invalid rerank_from={config.rerank_from!r}: first stage {name!r} is neither "
+                                 f"'bm25' nor a dense embedder ({err})") from None
     return config
 
 
@@ -160,9 +173,11 @@ def prepare(config: StudyConfig, progress: bool = True) -> Study:
     check(config)
     corpus = build_corpus(config, progress)
     corpus.check_domains(config.domains)  # a name the corpus lacks fails here, before the embedder and the index
-    embedder = load_embedder(config.embedder, config.work_path, config.device, config.seed, config.embedder_tokenizer)
-    index = build_index(config, corpus, embedder, progress)
-    return Study(config, corpus, embedder, index)
+    embedder = None  # BM25 embeds nothing
+    if config.retriever != "bm25":
+        embedder = load_embedder(config.embedder, config.work_path, config.device, config.seed,
+                                 config.embedder_tokenizer)
+    return Study(config, corpus, embedder, build_retriever(config, corpus, embedder, progress))
 
 
 def open_run(study: Study) -> tuple[ResultsStore, list[dict], list[dict]]:

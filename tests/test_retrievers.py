@@ -1,0 +1,180 @@
+"""Retrievers a CPU can afford (issue 22): the static embedder, BM25 and the two-stage re-ranker behind the one
+`retrievers.search_texts` interface, their caches, run keys and bad parameters."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ttt_core.config import StudyConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_installing_the_retrievers_keeps_the_pinned_transformers_and_model2vec_distill_imports():
+    """model2vec's `distill` extra pins transformers<5.4: it is installed without the extra (requirements file,
+    --no-deps), so the study's pin must still be what runs, and distillation must still import."""
+    pinned = re.search(r'"transformers==([^"]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    assert importlib.metadata.version("transformers") == pinned
+    from model2vec.distill import distill_from_model  # noqa: F401
+    import bm25s  # noqa: F401
+
+    listed = (ROOT / "requirements-retrieval.txt").read_text()
+    for dist in ("model2vec", "bm25s", "skeletoken"):
+        assert f"{dist}=={importlib.metadata.version(dist)}" in listed
+
+
+@pytest.fixture(scope="module")
+def tiny_static(tmp_path_factory):
+    """A static table distilled from the tiny random BERT (not the packaged MiniLM)."""
+    from ttt_core.models import tiny_model
+    from ttt_core.static import distill_folder
+
+    folder = tmp_path_factory.mktemp("static") / "tiny-static"
+    model, tok = tiny_model("tiny-bert")
+    distill_folder(model, tok, folder, {"name": "tiny-bert"})
+    return folder
+
+
+def test_static_embedder_keeps_the_embedder_contract_and_refuses_changed_files(tiny_static):
+    from ttt_core.static import load_static
+
+    embedder = load_static(tiny_static, "tiny-static", 256)
+    vectors = embedder.encode(["hello world", "a b c", ""], None)
+    assert vectors.shape == (3, embedder.dim) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors[:2], axis=1), 1, atol=1e-5)
+    # max_tokens cuts the text as the transformer embedders do: the first tokens only
+    assert np.allclose(embedder.encode(["hello world"], 1), embedder.encode(["hello there"], 1))
+    with pytest.raises(ValueError, match="embed_max_tokens"):
+        embedder.max_tokens(0)
+    (tiny_static / "model.safetensors").write_bytes((tiny_static / "model.safetensors").read_bytes() + b"x")
+    with pytest.raises(RuntimeError, match="model.safetensors"):
+        load_static(tiny_static, "tiny-static", 256)
+
+
+def test_bm25_ties_are_broken_by_corpus_row_so_k_is_a_prefix_of_a_larger_k():
+    from ttt_core.retrievers import BM25Index
+
+    texts = ["alpha beta", "gamma delta", "alpha beta", "alpha beta", "zeta eta", "alpha beta"]
+    rows = np.array([50, 40, 30, 20, 10, 5])  # not sorted: ties must come by row, not by position
+    index = BM25Index.build(texts, rows, {})
+    d2, r2 = index.search_texts(["alpha beta"], 2)
+    d5, r5 = index.search_texts(["alpha beta"], 5)
+    assert r5[0][:4].tolist() == [5, 20, 30, 50] and r2[0].tolist() == r5[0][:2].tolist()
+    assert (d5[0][:4] == d5[0][0]).all() and d5[0][0] < 0  # distance = minus the BM25 score
+    assert index.search_texts(["nothing matches"], 3)[1][0].tolist() == [5, 10, 20]
+
+
+def test_bm25_indexes_the_same_rows_as_the_dense_index_and_is_cached(tiny_params):
+    from ttt_core.corpus import build_corpus
+    from ttt_core.index import indexed_mask
+    from ttt_core.retrievers import build_bm25
+
+    config = StudyConfig.from_params(**tiny_params, retriever="bm25", index_fraction=0.5)
+    corpus = build_corpus(config, progress=False)
+    index = build_bm25(config, corpus)
+    assert np.array_equal(index.rows, corpus.rows("train")[indexed_mask(config, corpus)])
+    assert index.meta["chunks_per_second"] > 0
+    again = build_bm25(config, corpus)
+    assert again.meta["index_seconds"] == index.meta["index_seconds"]  # read back, not rebuilt
+
+
+def test_rerank_embeds_each_candidate_once_across_runs_and_larger_k(tiny_params, monkeypatch):
+    from ttt_core.study import prepare
+
+    config = StudyConfig.from_params(**tiny_params, retriever="rerank", rerank_from="bm25+tiny-bert",
+                                     rerank_candidates=5)
+    study = prepare(config, progress=False)
+    doc = study.test_documents()[0]
+    first = study.training_texts(doc)
+    assert study.index.cache.embedded > 0
+    distances = [n.distance for n in first]
+    assert distances == sorted(distances)
+    # a second run (a fresh study: the cache is read from disk) and a larger k embed no chunk again
+    again = prepare(dataclasses.replace(config, k=5), progress=False)
+    calls = []
+    original = again.index.cache.embedder.encode
+    monkeypatch.setattr(again.index.cache.embedder, "encode",
+                        lambda texts, *a, **kw: calls.append(len(texts)) or original(texts, *a, **kw))
+    larger = again.training_texts(doc)
+    assert [n.row for n in larger][:3] == [n.row for n in first]
+    # only the query is embedded (by the dense first stage and by the re-ranker: here the same embedder)
+    assert again.index.cache.embedded == 0 and calls and set(calls) == {1}
+    with pytest.raises(ValueError, match="rerank_candidates"):
+        again.index.search_texts([doc["text"]], 6)
+
+
+def test_run_keys_differ_by_retriever_and_the_dense_default_key_is_unchanged(tiny_params):
+    from ttt_core.study import prepare
+
+    assert StudyConfig().run_key("fp") == "3568b4ce6d78244a"
+    assert StudyConfig(rerank_candidates=7).run_key("fp") == "3568b4ce6d78244a"  # unused by a dense run
+    keys = {r: prepare(StudyConfig.from_params(**tiny_params, retriever=r, rerank_from="bm25+tiny-bert"),
+                       progress=False).run_key for r in ("dense", "bm25", "rerank")}
+    assert len(set(keys.values())) == 3
+    other = prepare(StudyConfig.from_params(**tiny_params, retriever="rerank", rerank_from="bm25"), progress=False)
+    assert other.run_key != keys["rerank"]
+
+
+@pytest.mark.parametrize("params, name", [
+    ({"retriever": "bm52"}, "retriever"),
+    ({"retriever": "rerank", "rerank_from": ""}, "rerank_from"),
+    ({"retriever": "rerank", "rerank_from": "bm25+"}, "rerank_from"),
+    ({"retriever": "rerank", "rerank_candidates": 2, "k": 3}, "rerank_candidates"),
+    ({"retriever": "bm25", "selection": "sift"}, "selection"),
+    ({"retriever": "bm25", "leaky_index": True}, "leaky_index"),
+])
+def test_bad_retriever_parameters_are_refused_by_name(params, name):
+    with pytest.raises(ValueError, match=rf"invalid {name}="):
+        StudyConfig(**params).validate()
+
+
+def test_an_unknown_first_stage_is_refused_before_any_work(tiny_params):
+    from ttt_core.study import check
+
+    with pytest.raises(ValueError, match=r"invalid rerank_from=.*'no-such-embedder'"):
+        check(StudyConfig.from_params(**tiny_params, retriever="rerank", rerank_from="bm25+no-such-embedder"))
+
+
+def test_random_controls_and_the_k_supply_check_work_for_bm25(tiny_params):
+    from ttt_core.study import check_neighbor_supply, prepare
+
+    study = prepare(StudyConfig.from_params(**tiny_params, retriever="bm25", neighbors="random-any"), progress=False)
+    docs = study.test_documents()
+    picked = study.training_texts(docs[0])
+    assert len(picked) == 3 and set(n.row for n in picked) <= set(study.index.rows.tolist())
+    with pytest.raises(ValueError, match="k=1000"):
+        check_neighbor_supply(dataclasses.replace(study, config=dataclasses.replace(study.config, k=1000)), docs)
+
+
+def test_retrieval_agreement_counts_recall_and_same_domain_share():
+    from ttt_core.retrievers import retrieval_agreement
+
+    found = np.array([[1, 2], [3, -1]])
+    exact = np.array([[2, 9], [3, 4]])
+    out = retrieval_agreement(found, exact, ["a", "b"], {1: "a", 2: "b", 3: "b", 4: "b", 9: "a"})
+    assert out["recall@k"] == 0.5 and out["same_domain"] == pytest.approx(2 / 3)
+    assert out["exact_same_domain"] == 0.75
+
+
+@pytest.mark.smoke
+def test_minilm_static_distils_from_the_packaged_minilm(tmp_path):
+    from ttt_core.models import load_embedder, weights_identity
+
+    embedder = load_embedder("minilm-static", tmp_path)
+    vectors = embedder.encode(["The cat sat on the mat.", "A feline rested on a rug.", "def f(x): return x"])
+    assert vectors.shape == (3, 256) and vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+    identity = weights_identity("minilm-static", "embedder", tmp_path)
+    assert identity["teacher"]["name"] == "minilm" and identity["model2vec"] == "0.10.0"
+
+
+def test_every_index_records_its_indexing_throughput(tiny_params):
+    from ttt_core.study import prepare
+
+    for retriever in ("dense", "bm25"):
+        study = prepare(StudyConfig.from_params(**tiny_params, retriever=retriever), progress=False)
+        assert study.index.meta["chunks_per_second"] > 0, retriever

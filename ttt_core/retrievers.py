@@ -1,0 +1,288 @@
+"""The retrievers a run can use (`StudyConfig.retriever`), behind one interface: every retriever object has
+`search_texts(texts, k) -> (distances [n, k], corpus rows [n, k])`, nearest first, ties by corpus row (so the
+first k of a larger k are these k), and `rows` (the indexed corpus rows), `__len__` and `meta`.
+
+- 'dense' (the paper's): `DenseRetriever`, an embedder and its faiss index (`index.build_index`); distances
+  are squared L2 between embeddings.
+- 'bm25': `BM25Index`, Okapi BM25 (bm25s, Lucene variant) over the same indexed rows as the dense index; the
+  query is the document's text. Distance = minus the BM25 score (smaller is nearer, as for the dense index).
+- 'rerank': `RerankIndex`, two stages as In-Context RALM (Ram et al. 2023): the union of the top
+  `rerank_candidates` of each first stage in `rerank_from`, re-ranked by exact `embedder` embeddings computed
+  for the candidates only and cached on disk per (embedder weights, corpus, row). Distances are squared L2.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .shards import distance_row_order
+
+# Tokenisation of BM25, for documents and queries alike: lower-cased runs of 2+ word characters (any script; the
+# regex is scikit-learn's and bm25s's default), no stop words and no stemmer (the corpus mixes languages and code).
+BM25_SETTINGS = {"token_pattern": r"(?u)\b\w\w+\b", "lower": True, "stopwords": None, "stemmer": None,
+                 "method": "lucene", "k1": 1.5, "b": 0.75, "query_terms": "distinct"}
+
+
+def bm25_tokens(text: str) -> list[str]:
+    """The BM25 terms of a text (`BM25_SETTINGS`)."""
+    return re.findall(BM25_SETTINGS["token_pattern"], text.lower())
+
+
+def _ordered(distances: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first k places of [queries, n] candidates in (distance, corpus row) order (`shards.distance_row_order`)."""
+    order = distance_row_order(distances, rows, k)
+    return np.take_along_axis(distances, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+
+@dataclass
+class DenseRetriever:
+    """An embedder and its faiss index (`index.NeighborIndex` or a sharded index) as a retriever."""
+    index: object
+    embedder: object
+    max_tokens: int | None = None
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.index.rows
+
+    @property
+    def meta(self) -> dict:
+        return self.index.meta
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def search_texts(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(squared L2 distances, corpus rows) [len(texts), min(k, len)], tie-stable (`NeighborIndex.search`)."""
+        return self.index.search(self.embedder.encode(list(texts), self.max_tokens), k)
+
+
+class BM25Index:
+    """BM25 over the corpus rows `rows`, built once and cached in `folder` (bm25s's files, `rows.npy`,
+    `meta.json`). Scores every indexed row per query, so ties are broken by corpus row at any k."""
+
+    def __init__(self, retriever, rows: np.ndarray, meta: dict):
+        self.retriever, self.rows, self.meta = retriever, np.asarray(rows, dtype=np.int64), meta
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @classmethod
+    def build(cls, texts: list[str], rows: np.ndarray, meta: dict) -> "BM25Index":
+        import bm25s
+
+        start = time.perf_counter()
+        retriever = bm25s.BM25(k1=BM25_SETTINGS["k1"], b=BM25_SETTINGS["b"], method=BM25_SETTINGS["method"])
+        # An empty chunk still takes its place (bm25s's empty token), so positions stay aligned with `rows`.
+        retriever.index([bm25_tokens(t) for t in texts], show_progress=False)
+        seconds = time.perf_counter() - start
+        return cls(retriever, rows, dict(meta, retriever="bm25", bm25=BM25_SETTINGS, size=len(rows),
+                                         index_seconds=round(seconds, 2),
+                                         chunks_per_second=round(len(rows) / max(seconds, 1e-9), 1)))
+
+    def scores(self, text: str) -> np.ndarray:
+        """BM25 score of every indexed row for the query `text` (float32 [len]); its distinct terms count once."""
+        vocab = self.retriever.vocab_dict
+        ids = sorted({vocab[t] for t in bm25_tokens(text) if t in vocab})
+        if not ids:
+            return np.zeros(len(self.rows), dtype=np.float32)
+        return np.asarray(self.retriever.get_scores(ids), dtype=np.float32)[:len(self.rows)]
+
+    def search_texts(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(minus BM25 scores, corpus rows) [len(texts), min(k, len)], highest score first, ties by corpus row."""
+        k = min(k, len(self))
+        distances = np.stack([-self.scores(t) for t in texts]) if len(texts) else np.zeros((0, len(self)))
+        rows = np.broadcast_to(self.rows, distances.shape)
+        return _ordered(distances, rows, k)
+
+    def save(self, folder: Path) -> None:
+        import shutil
+
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.retriever.save(str(tmp))
+        np.save(tmp / "rows.npy", self.rows)
+        (tmp / "meta.json").write_text(json.dumps(self.meta, indent=1))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+
+    @classmethod
+    def load(cls, folder: Path) -> "BM25Index":
+        import bm25s
+
+        return cls(bm25s.BM25.load(str(folder)), np.load(folder / "rows.npy"),
+                   json.loads((folder / "meta.json").read_text()))
+
+
+def rows_key(rows: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype="<i8").tobytes()).hexdigest()[:16]
+
+
+def build_bm25(config, corpus, progress: bool = True) -> BM25Index:
+    """The BM25 index of the run's indexed rows (`index.indexed_mask`: the nested `index_fraction` subset less
+    decontaminated chunks), cached under the corpus per (corpus fingerprint, rows, BM25_SETTINGS)."""
+    from .index import indexed_mask
+
+    train_rows = corpus.rows("train")
+    if len(train_rows) == 0:
+        raise ValueError(f"corpus={config.corpus!r} has no train documents to index")
+    rows = train_rows[indexed_mask(config, corpus)]
+    settings = hashlib.sha256(json.dumps(BM25_SETTINGS, sort_keys=True).encode()).hexdigest()[:8]
+    folder = corpus.path / "index" / f"bm25-{settings}-{rows_key(rows)}"
+    if (folder / "meta.json").exists():
+        index = BM25Index.load(folder)
+        if index.meta.get("corpus_fingerprint") == corpus.fingerprint and np.array_equal(index.rows, rows):
+            return index
+    index = BM25Index.build(corpus.texts(rows), rows, {"corpus_fingerprint": corpus.fingerprint,
+                                                      "index_fraction": config.index_fraction})
+    index.save(folder)
+    return index
+
+
+class EmbeddingCache:
+    """Embeddings of corpus rows by one embedder, kept on disk in `folder` (rows.npy, vectors.npy) and filled
+    on demand: a row is embedded once, whichever run or k asks for it. `embedded` counts rows embedded here."""
+
+    def __init__(self, folder: Path, embedder, max_tokens: int, corpus):
+        self.folder, self.embedder, self.max_tokens, self.corpus = Path(folder), embedder, max_tokens, corpus
+        self.embedded = 0
+        if (self.folder / "rows.npy").exists():
+            rows, vectors = np.load(self.folder / "rows.npy"), np.load(self.folder / "vectors.npy")
+        else:
+            rows, vectors = np.zeros(0, dtype=np.int64), np.zeros((0, embedder.dim), dtype=np.float32)
+        self.position = {int(r): i for i, r in enumerate(rows)}
+        self.vectors = vectors
+
+    def get(self, rows: np.ndarray) -> np.ndarray:
+        """float32 [len(rows), dim] of the corpus rows, embedding (and saving) only those not cached yet."""
+        missing = sorted({int(r) for r in rows} - set(self.position))
+        if missing:
+            new = self.embedder.encode(self.corpus.texts(np.asarray(missing)), self.max_tokens)
+            start = len(self.vectors)
+            self.vectors = np.concatenate([self.vectors, new.astype(np.float32)])
+            self.position.update({r: start + i for i, r in enumerate(missing)})
+            self.embedded += len(missing)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            order = sorted(self.position, key=self.position.get)
+            for name, array in (("rows", np.asarray(order, dtype=np.int64)), ("vectors", self.vectors)):
+                np.save(self.folder / f"{name}.tmp.npy", array)
+                (self.folder / f"{name}.tmp.npy").replace(self.folder / f"{name}.npy")
+        return self.vectors[[self.position[int(r)] for r in rows]]
+
+
+@dataclass
+class RerankIndex:
+    """First stages (retrievers), each giving its top `candidates` rows; their union re-ranked by exact squared
+    L2 between the `embedder`'s embeddings of query and candidates (`cache`)."""
+    stages: dict  # name -> retriever (search_texts)
+    candidates: int
+    embedder: object
+    max_tokens: int
+    cache: EmbeddingCache
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def rows(self) -> np.ndarray:
+        return next(iter(self.stages.values())).rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def search_texts(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(squared L2 distances, corpus rows) [len(texts), k] over the union of the first stages' candidates.
+        Raises ValueError when k exceeds `rerank_candidates` (the union could be smaller than k)."""
+        if k > self.candidates:
+            raise ValueError(f"k={k} neighbours asked of the re-ranker, but rerank_candidates={self.candidates}: "
+                             f"use rerank_candidates >= k")
+        found = [stage.search_texts(texts, self.candidates)[1] for stage in self.stages.values()]
+        queries = self.embedder.encode(list(texts), self.max_tokens)
+        out_d, out_r = [], []
+        for i, query in enumerate(queries):
+            union = np.array(sorted({int(r) for f in found for r in f[i] if r >= 0}), dtype=np.int64)
+            vectors = self.cache.get(union)
+            distances = ((vectors - query) ** 2).sum(1).astype(np.float32)
+            d, r = _ordered(distances[None], union[None], min(k, len(union)))
+            out_d.append(d[0])
+            out_r.append(r[0])
+        width = min(k, len(self))
+        pad = lambda a, fill: np.concatenate([a, np.full(width - len(a), fill, dtype=a.dtype)])  # noqa: E731
+        return (np.stack([pad(d, np.inf) for d in out_d]) if out_d else np.zeros((0, width), np.float32),
+                np.stack([pad(r, -1) for r in out_r]) if out_r else np.zeros((0, width), np.int64))
+
+
+def search_texts(index, texts: list[str], k: int, embedder=None, max_tokens: int | None = None):
+    """THE retrieval call: (distances [len(texts), min(k, len)], corpus rows), nearest first, ties by corpus row.
+    A retriever of this module searches itself; a dense faiss index (`index.NeighborIndex`, a sharded one) is
+    searched through `embedder` (`DenseRetriever`)."""
+    if hasattr(index, "search_texts"):
+        return index.search_texts(texts, k)
+    return DenseRetriever(index, embedder, max_tokens).search_texts(texts, k)
+
+
+def first_stage_names(rerank_from: str) -> list[str]:
+    return [s for s in rerank_from.split("+")]
+
+
+def build_retriever(config, corpus, embedder, progress: bool = True):
+    """The retriever of `config.retriever` over the run's indexed rows, built where missing: 'dense' the faiss
+    index of `embedder` (`index.build_index`), 'bm25' `build_bm25` (no corpus embedding), 'rerank' its first
+    stages and an `EmbeddingCache` of `embedder`. The dense one is the `NeighborIndex` itself (`search_texts`
+    queries it through the embedder), so every dense use (SIFT, distance profiles, Ray) works as before."""
+    import dataclasses
+
+    from .index import build_index
+    from .models import load_embedder, weights_identity
+
+    if config.retriever == "dense":
+        return build_index(config, corpus, embedder, progress)
+    if config.retriever == "bm25":
+        return build_bm25(config, corpus, progress)
+    stages = {}
+    for name in first_stage_names(config.rerank_from):
+        if name == "bm25":
+            stages[name] = build_bm25(config, corpus, progress)
+            continue
+        stage_config = dataclasses.replace(config, retriever="dense", embedder=name, embed_max_tokens=None,
+                                           embedder_tokenizer=None)
+        stage_embedder = embedder if name == config.embedder else load_embedder(
+            name, config.work_path, config.device, config.seed)
+        stages[name] = DenseRetriever(build_index(stage_config, corpus, stage_embedder, progress), stage_embedder,
+                                      None)
+    max_tokens = embedder.max_tokens(config.embed_max_tokens)
+    identity = json.dumps({"embedder": weights_identity(config.embedder, "embedder", config.work_path),
+                           "tokenizer": config.embedder_tokenizer, "max_tokens": max_tokens,
+                           "corpus": corpus.fingerprint}, sort_keys=True)
+    folder = corpus.path / "index" / f"rerank-vectors-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+    meta = {"retriever": "rerank", "corpus_fingerprint": corpus.fingerprint, "embedder": config.embedder,
+            "embed_max_tokens": max_tokens, "rerank_candidates": config.rerank_candidates,
+            "first_stages": {name: stage_identity(stage) for name, stage in stages.items()}}
+    return RerankIndex(stages, config.rerank_candidates, embedder, max_tokens,
+                       EmbeddingCache(folder, embedder, max_tokens, corpus), meta)
+
+
+def stage_identity(retriever) -> dict:
+    """What a retriever holds and how it ranks, for run keys (`index.indexed_identity` of its rows and meta)."""
+    from .index import indexed_identity
+
+    return indexed_identity(getattr(retriever, "index", retriever))
+
+
+def retrieval_agreement(found_rows: np.ndarray, exact_rows: np.ndarray, query_domains, row_domains: dict) -> dict:
+    """How a retriever's neighbours compare with exact ones, for the chapter: `recall@k` (mean share of each
+    query's exact top-k that `found_rows` holds; arrays [queries, k] of corpus rows, -1 never counts, as
+    `index.recall_at_k`) and `same_domain` (share of found neighbours from the query's own domain;
+    `row_domains` maps corpus row -> domain), with `exact_same_domain` for the exact neighbours."""
+    from .index import recall_at_k
+
+    def share(rows):
+        hits = [row_domains[int(r)] == d for q, d in zip(rows, query_domains) for r in q if r >= 0]
+        return float(np.mean(hits)) if hits else float("nan")
+
+    return {"recall@k": recall_at_k(np.asarray(found_rows), np.asarray(exact_rows)), "k": int(np.shape(exact_rows)[1]),
+            "same_domain": share(found_rows), "exact_same_domain": share(exact_rows), "queries": len(exact_rows)}
