@@ -86,8 +86,8 @@ def test_bm25_indexes_the_same_rows_as_the_dense_index_and_is_cached(tiny_params
 def test_rerank_embeds_each_candidate_once_across_runs_and_larger_k(tiny_params, monkeypatch):
     from ttt_core.study import prepare
 
-    config = StudyConfig.from_params(**tiny_params, retriever="rerank", rerank_from="bm25+tiny-bert",
-                                     rerank_candidates=5)
+    # BM25 alone as first stage: no dense index of the re-ranker's embedder exists to take vectors from
+    config = StudyConfig.from_params(**tiny_params, retriever="rerank", rerank_from="bm25", rerank_candidates=5)
     study = prepare(config, progress=False)
     doc = study.test_documents()[0]
     first = study.training_texts(doc)
@@ -102,7 +102,7 @@ def test_rerank_embeds_each_candidate_once_across_runs_and_larger_k(tiny_params,
                         lambda texts, *a, **kw: calls.append(len(texts)) or original(texts, *a, **kw))
     larger = again.training_texts(doc)
     assert [n.row for n in larger][:3] == [n.row for n in first]
-    # only the query is embedded (by the dense first stage and by the re-ranker: here the same embedder)
+    # only the query is embedded
     assert again.index.cache.embedded == 0 and calls and set(calls) == {1}
     with pytest.raises(ValueError, match="rerank_candidates"):
         again.index.search_texts([doc["text"]], 6)
@@ -178,3 +178,18 @@ def test_every_index_records_its_indexing_throughput(tiny_params):
     for retriever in ("dense", "bm25"):
         study = prepare(StudyConfig.from_params(**tiny_params, retriever=retriever), progress=False)
         assert study.index.meta["chunks_per_second"] > 0, retriever
+
+
+def test_rerank_reuses_the_vectors_of_a_dense_index_of_its_own_embedder(tiny_params):
+    """A chapter builds the exact index of the re-ranker's embedder on a subset, then re-ranks over the same
+    subset: the candidates' vectors are already on disk, so re-ranking embeds none of them again."""
+    from ttt_core.study import prepare
+
+    dense = prepare(StudyConfig.from_params(**tiny_params, index_fraction=0.5), progress=False)
+    rerank = prepare(StudyConfig.from_params(**tiny_params, index_fraction=0.5, retriever="rerank",
+                                             rerank_from="bm25", rerank_candidates=1000), progress=False)
+    doc = rerank.test_documents()[0]
+    neighbours = rerank.training_texts(doc)
+    assert rerank.index.cache.embedded == 0
+    # every indexed chunk is a candidate here, so re-ranking gives the exact order
+    assert [n.row for n in neighbours] == [n.row for n in dense.training_texts(doc)]

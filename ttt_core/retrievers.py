@@ -159,6 +159,15 @@ class EmbeddingCache:
         self.position = {int(r): i for i, r in enumerate(rows)}
         self.vectors = vectors
 
+    def adopt(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        """Take (in memory) the vectors of rows not cached yet, embedded by the same embedder elsewhere (a dense
+        index's embeddings.npy): they are saved with the next rows this cache embeds."""
+        new = [i for i, r in enumerate(rows) if int(r) not in self.position]
+        if new:
+            start = len(self.vectors)
+            self.vectors = np.concatenate([self.vectors, np.asarray(vectors[new], dtype=np.float32)])
+            self.position.update({int(rows[i]): start + j for j, i in enumerate(new)})
+
     def get(self, rows: np.ndarray) -> np.ndarray:
         """float32 [len(rows), dim] of the corpus rows, embedding (and saving) only those not cached yet."""
         missing = sorted({int(r) for r in rows} - set(self.position))
@@ -236,7 +245,7 @@ def build_retriever(config, corpus, embedder, progress: bool = True):
     queries it through the embedder), so every dense use (SIFT, distance profiles, Ray) works as before."""
     import dataclasses
 
-    from .index import build_index
+    from .index import build_index, index_folder
     from .models import load_embedder, weights_identity
 
     if config.retriever == "dense":
@@ -262,8 +271,15 @@ def build_retriever(config, corpus, embedder, progress: bool = True):
     meta = {"retriever": "rerank", "corpus_fingerprint": corpus.fingerprint, "embedder": config.embedder,
             "embed_max_tokens": max_tokens, "rerank_candidates": config.rerank_candidates,
             "first_stages": {name: stage_identity(stage) for name, stage in stages.items()}}
-    return RerankIndex(stages, config.rerank_candidates, embedder, max_tokens,
-                       EmbeddingCache(folder, embedder, max_tokens, corpus), meta)
+    cache = EmbeddingCache(folder, embedder, max_tokens, corpus)
+    # The exact indexes of the same embedder (whole train split or nested subsets: index_folder's siblings, same
+    # tokenizer and tokens) already hold vectors of many candidates: a chapter that builds both embeds them once.
+    dense = index_folder(dataclasses.replace(config, retriever="dense", embed_max_tokens=max_tokens), corpus)
+    for saved in sorted(dense.parent.glob(f"{dense.name}*")):
+        if (saved / "embeddings.npy").exists() and (saved / "rows.npy").exists() and saved.name in (
+                dense.name, *[p.name for p in dense.parent.glob(f"{dense.name}-fraction*")]):
+            cache.adopt(np.load(saved / "rows.npy"), np.load(saved / "embeddings.npy", mmap_mode="r"))
+    return RerankIndex(stages, config.rerank_candidates, embedder, max_tokens, cache, meta)
 
 
 def stage_identity(retriever) -> dict:
