@@ -97,14 +97,21 @@ bootstrap_samples = 1000
 device = "auto"
 work_dir = "artifacts"
 # End of the StudyConfig fields; this notebook's own parameters follow
-fractions = "0.01,0.05,0.1,0.25,0.5,1.0"  # nested subsets of the train split
+fractions = "0.01,0.03,0.1,0.3,1.0"  # nested subsets of the train split: distance curves and TTT-NN at each
 r_max = 50  # neighbours per query for the distance curves
-max_queries = 200  # held-out test documents used as queries
-gain_fractions = "0.05,0.25,1.0"  # index sizes at which TTT-NN is run (expensive)
-gain_k = 5
+max_queries = 200  # held-out test chunks used as queries (distance curves, retriever agreement)
+gain_k = 5  # neighbours trained on at every index size and by every retriever
 gain_docs_per_domain = 1
-compare_embedder = "mpnet"  # the stronger embedder ("" skips the quality axis)
-compare_fraction = 0.25  # both embedders index this nested subset (mpnet embeds ~1 chunk/s on 2 CPU cores)
+# The retrievers are compared on one nested subset: the largest one that exact MiniLM embeds within the budget.
+compare_fraction = 0.03
+# Compared with the run's own retriever, on the same documents: an embedder name (its exact dense index), 'bm25',
+# or 'rerank' (the run's `rerank_from` candidates re-ranked by `reference_embedder`); e.g. add 'mpnet'
+compare_retrievers = "minilm,bm25,rerank"
+reference_embedder = "minilm"  # the exact dense index the others' neighbours are measured against
+agreement_k = 10  # recall@k of the reference's exact neighbours
+latency_queries = 3  # held-out queries timed per retriever on the full index (re-ranking embeds their candidates)
+base_model = "gemma3-270m"  # a pretrained base model for the nearest-vs-random control on the full index ("" skips)
+base_k = 5
 params_file = ""  # the parameter file this run was given (shown in "Reproduce this page")
 
 # %% tags=["hide-input", "remove-output"]
@@ -113,7 +120,7 @@ from ttt_core.params import notebook_config
 
 config = notebook_config(globals(), "04_index_size")
 
-import dataclasses
+import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -121,19 +128,30 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from ttt_core.index import build_index, exact_duplicates, indexed_mask, load_embeddings, nested_subset
+from ttt_core.index import exact_duplicates, indexed_mask, load_embeddings, nested_subset
+from ttt_core.metrics import document_changes, documents_at, mean_change
 from ttt_core.plots import use_report_style
 from ttt_core.report import NOT_RESOLVED, glue_finding, glue_text, interval_text, reproduce, show_finding
-from ttt_core.study import compare, prepare, run_ttt, ttt_change
+from ttt_core.results import long_frame
+from ttt_core.retrieve import retrieval_agreement
+from ttt_core.study import compare, prepare, run_ttt, ttt_change, vary
 
 use_report_style()
+sizes = [float(f) for f in fractions.split(",")]
+if sizes != sorted(set(sizes)) or not 0 < sizes[0] or sizes[-1] != 1.0:
+    raise ValueError(f"invalid fractions={fractions!r}: expected increasing shares in (0, 1] ending at 1.0")
+if compare_fraction not in sizes:
+    raise ValueError(f"invalid compare_fraction={compare_fraction!r}: expected one of fractions ({fractions})")
+if config.retriever != "dense":
+    raise ValueError(f"invalid retriever={config.retriever!r} for this chapter: its distance curves live in the "
+                     "run's embedding space, so the run's own retriever must be 'dense'")
 study = prepare(config)
 # The decontaminated index and its vectors (the full train split's embeddings, less the left-out chunks).
 full, embeddings = study.index, load_embeddings(config, study.corpus)[indexed_mask(config, study.corpus)]
-sizes = [float(f) for f in fractions.split(",")]
 # The same number of held-out queries from every domain (as many as exist, up to max_queries in all).
 queries_docs = study.corpus.test_documents(max(1, max_queries // len(study.corpus.domains)), config.seed)
-queries = study.embedder.encode([d["text"] for d in queries_docs], config.embed_max_tokens, progress=True)
+query_texts = [d["text"] for d in queries_docs]
+queries = study.embedder.encode(query_texts, config.embed_max_tokens, progress=True)
 query_domains = np.array([d["domain"] for d in queries_docs])
 row_domains = np.array(study.corpus.dataset.select_columns(["domain"]).select(full.rows.tolist())["domain"])
 
@@ -150,7 +168,7 @@ for fraction in sizes:
     index, r_here = full.subset(keep, embeddings), reachable_r(keep)
     for r, d in enumerate(index.distance_profile(queries, r_here), start=1):
         curves.append({"fraction": fraction, "r": r, "distance": d, "queries": "held-out, in-domain"})
-    duplicates.append({"fraction": fraction, "indexed documents": len(index), "r up to": r_here,
+    duplicates.append({"fraction": fraction, "indexed chunks": len(index), "r up to": r_here,
                        "exact duplicates (d < 1e-4)": exact_duplicates(index, queries),
                        "mean distance to 1st neighbour": index.distance_profile(queries, 1)[0]})
     out_of_domain = []
@@ -161,141 +179,234 @@ for fraction in sizes:
     for r, d in enumerate(np.sum(out_of_domain, axis=0) / len(queries), start=1):
         curves.append({"fraction": fraction, "r": r, "distance": d, "queries": "out-of-domain (domain left out)"})
 curves = pd.DataFrame(curves)
+indexed_chunks = {row["fraction"]: row["indexed chunks"] for row in duplicates}
 
 
-def ttt_gain(sub_study) -> tuple[dict, list[dict]]:
-    """TTT-NN at gain_k over one index, paired with k=0 on the same documents, and the per-document rows."""
-    rows = run_ttt(sub_study)
-    change = ttt_change(sub_study, rows)
+def arm(**changes):
+    """A run of this chapter (gain_k neighbours, gain_docs_per_domain documents) with `changes`: its study and
+    rows. Runs that the other chapters hold (the full index, its random control) are cut from their rows."""
+    sub = vary(study, k=gain_k, docs_per_domain=gain_docs_per_domain, **changes)
+    return sub, run_ttt(sub)
+
+
+def gain_row(sub, rows) -> dict:
+    change = ttt_change(sub, rows)
     return {"bpb k=0": change.pile_before, f"bpb k={gain_k}": change.pile_after, "Pile-weighted gain %": -change.pile,
             "mean change %": change.percent, "low %": change.percent_low, "high %": change.percent_high,
-            "change": change}, rows
+            "change": change}
 
 
-# TTT-NN with gain_k neighbours from each index size (the full-size run reuses the TTT-NN chapter's rows).
-gains, gain_rows, run_keys = [], {}, {}
-for fraction in [float(f) for f in gain_fractions.split(",")]:
-    sub = dataclasses.replace(config, k=gain_k, docs_per_domain=gain_docs_per_domain, index_fraction=fraction)
-    sub_study = dataclasses.replace(study, config=sub, index=build_index(sub, study.corpus, study.embedder))
-    gain, gain_rows[fraction] = ttt_gain(sub_study)
-    gains.append({"embedder": config.embedder, "fraction": fraction, **gain})
-    run_keys[f"{fraction:.0%} index"] = sub_study.run_key
+def advantage(nearest_rows, random_rows) -> pd.Series:
+    """Each document's relative change of bits per byte, nearest neighbours against random chunks of its own
+    domain at the same step budget (negative: retrieval helps beyond the domain)."""
+    return document_changes(documents_at(long_frame(random_rows), gain_k), documents_at(long_frame(nearest_rows), gain_k))
+
+
+# TTT-NN at every index size, and random chunks of the same domain at the smallest and the largest.
+gains, size_rows, run_keys = [], {}, {}
+for fraction in sizes:
+    sub, size_rows[fraction] = arm(index_fraction=fraction)
+    gains.append({"model": config.model, "fraction": fraction, "indexed chunks": len(sub.index),
+                  **gain_row(sub, size_rows[fraction])})
+    run_keys[f"{fraction:.0%} index"] = sub.run_key
 gains = pd.DataFrame(gains)
-small, large = gains["fraction"].min(), gains["fraction"].max()
-size_effect = compare(study, gain_rows[small], gain_k, gain_rows[large], gain_k)
+small, large = sizes[0], sizes[-1]
+size_effect = compare(study, size_rows[small], gain_k, size_rows[large], gain_k)
+controls, random_rows, random_changes = {}, {}, {}
+for fraction in (small, large):
+    sub, random_rows[fraction] = arm(index_fraction=fraction, neighbors="random-domain")
+    random_changes[fraction] = ttt_change(sub, random_rows[fraction])
+    run_keys[f"{fraction:.0%} index, random same-domain chunks"] = sub.run_key
+    controls[fraction] = compare(study, random_rows[fraction], gain_k, size_rows[fraction], gain_k)
+groups = documents_at(long_frame(size_rows[small]), gain_k)["group"]
+growth = mean_change(advantage(size_rows[large], random_rows[large]) - advantage(size_rows[small], random_rows[small]),
+                     groups, config.bootstrap_samples, config.seed)
+shares = {f: (gains.set_index("fraction").loc[f, "change"].percent, controls[f].percent) for f in (small, large)}
 
-# Index quality: both embedders index the same nested subset and retrieve for the same documents.
-quality, neighbour_lists, quality_rows = [], {}, {}
-for name in [config.embedder, compare_embedder] if compare_embedder else []:
-    sub = dataclasses.replace(config, embedder=name, k=gain_k, docs_per_domain=gain_docs_per_domain,
-                              index_fraction=compare_fraction)
-    sub_study = prepare(sub)  # embeds only the subset for an embedder without a full index
-    gain, quality_rows[name] = ttt_gain(sub_study)
-    neighbour_lists[name] = {r["doc_id"]: set(r["neighbors"]) for r in quality_rows[name]}
-    meta = sub_study.index.meta
-    quality.append({"embedder": name, "dimensions": meta["dim"], "indexed documents": len(sub_study.index),
-                    "embedding seconds per document": meta["embed_seconds"] / meta["embedded_documents"], **gain})
-    run_keys[f"{name} embedder, {compare_fraction:.0%} index"] = sub_study.run_key
-if quality:
-    quality = pd.DataFrame(quality).set_index("embedder")
-    weak, strong = neighbour_lists.values()
-    overlap = np.mean([len(weak[d] & strong[d]) / gain_k for d in weak])
-    embedder_effect = compare(study, quality_rows[config.embedder], gain_k, quality_rows[compare_embedder], gain_k)
+# Retrievers on one subset and the same documents: the run's own, and each of compare_retrievers.
+def retriever_changes(spec: str) -> dict:
+    if spec in ("bm25", "rerank"):
+        return {"retriever": spec, "embedder": reference_embedder if spec == "rerank" else config.embedder}
+    return {"retriever": "dense", "embedder": spec}
+
+
+reference, reference_rows = arm(index_fraction=compare_fraction, **retriever_changes(reference_embedder))
+_, exact = reference.index.search_texts(query_texts, agreement_k)
+retrievers, retriever_rows = [], {}
+for spec in dict.fromkeys([config.embedder, *[s for s in compare_retrievers.split(",") if s]]):
+    sub, retriever_rows[spec] = arm(index_fraction=compare_fraction, **retriever_changes(spec))
+    run_keys[f"{spec} retriever, {compare_fraction:.0%} index"] = sub.run_key
+    start = time.perf_counter()
+    _, found = sub.index.search_texts(query_texts, agreement_k)
+    seconds = time.perf_counter() - start
+    agreement = retrieval_agreement(found, exact, query_domains, sub.corpus)
+    meta = sub.index.meta
+    retrievers.append({"retriever": spec, "indexed chunks": len(sub.index),
+                       f"recall@{agreement_k} of exact {reference_embedder}": agreement["recall"],
+                       "same-domain share": agreement["same_domain"],
+                       "indexing chunks per second": meta.get("chunks_per_second", float("nan")),
+                       "query seconds (warm cache)": seconds / len(query_texts),
+                       **gain_row(sub, retriever_rows[spec]),
+                       f"vs exact {reference_embedder}": compare(study, reference_rows, gain_k,
+                                                                 retriever_rows[spec], gain_k)})
+retrievers = pd.DataFrame(retrievers).set_index("retriever")
+embedder_effect = compare(study, retriever_rows[config.embedder], gain_k, reference_rows, gain_k)
+
+# The full index: what each retriever costs to build, hold and query (a cold cache for re-ranking).
+costs = []
+for spec in dict.fromkeys([config.embedder, *[s for s in compare_retrievers.split(",") if s and s != reference_embedder]]):
+    sub = vary(study, index_fraction=1.0, **retriever_changes(spec))
+    timed = query_texts[:latency_queries]
+    start = time.perf_counter()
+    sub.index.search_texts(timed, gain_k)
+    meta = sub.index.meta
+    costs.append({"retriever": spec, "indexed chunks": len(sub.index),
+                  "build seconds": meta.get("build_seconds", float("nan")),
+                  "memory MB": meta.get("memory_bytes", float("nan")) / 1e6,
+                  "query seconds": (time.perf_counter() - start) / max(1, len(timed))})
+costs = pd.DataFrame(costs).set_index("retriever")
+
+# A pretrained base model: nearest against random same-domain chunks on the full index.
+base = {}
+if base_model:
+    for rule in ("nearest", "random-domain"):
+        sub = vary(study, model=base_model, k=base_k, docs_per_domain=gain_docs_per_domain, neighbors=rule)
+        base[rule] = run_ttt(sub)
+        run_keys[f"{base_model}, {rule}, full index"] = sub.run_key
+        sub.lm = None  # one model in memory at a time
+    base_control = compare(study, base["random-domain"], base_k, base["nearest"], base_k)
+    base_gain = ttt_change(study, base["nearest"], base_k)
 
 glue_finding("index_size", size_effect, note=f"{large:.0%} against {small:.0%} of the index, k = {gain_k}")
-if len(quality):
-    glue_finding("index_quality", embedder_effect,
-                 note=f"{compare_embedder} against {config.embedder} neighbours from the same "
-                      f"{compare_fraction:.0%} of the index, k = {gain_k}")
-else:
-    glue_text("index_quality", "not run (compare_embedder is empty)")
-    glue_text("index_quality_verdict", NOT_RESOLVED)
+glue_finding("index_quality", embedder_effect,
+             note=f"exact {reference_embedder} against {config.embedder} neighbours from the same "
+                  f"{compare_fraction:.0%} of the index, k = {gain_k}")
+glue_finding("retrieval_growth", growth, paper_claim=False,
+             note=f"nearest-against-random advantage at {large:.0%} minus at {small:.0%} of the index")
 
 # %% tags=["remove-cell"]
 first, last = duplicates[0], duplicates[-1]
-text = (f"Training on neighbours from the {large:.0%} index instead of the {small:.0%} index changes bits per byte "
-        f"after TTT-NN by **{size_effect.describe()}**. With k = {gain_k}, TTT-NN changes bits per byte by "
-        + "; ".join(f"{interval_text(c)} with the {f:.0%} index" for f, c in zip(gains["fraction"], gains["change"]))
-        + " (mean per-document change). "
-        f"Growing the index from {first['fraction']:.0%} to {last['fraction']:.0%} of the train split "
-        f"({first['indexed documents']} to {last['indexed documents']} documents) brings the nearest neighbour of "
-        f"a held-out query from a mean squared distance of {first['mean distance to 1st neighbour']:.3f} to "
-        f"{last['mean distance to 1st neighbour']:.3f}; {last['exact duplicates (d < 1e-4)']} of {len(queries)} "
-        f"queries have an exact duplicate in the full index.")
-if len(quality):
-    text += (f" Over the same {compare_fraction:.0%} subset, {compare_embedder} neighbours instead of "
-             f"{config.embedder} neighbours change bits per byte after TTT-NN by **{embedder_effect.describe()}**; "
-             f"the two embedders share {overlap:.0%} of their neighbours.")
-show_finding(text)
+paragraphs = [
+    (f"Training on neighbours from the whole index ({indexed_chunks[large]:,} chunks) instead of "
+     f"{small:.0%} of it ({indexed_chunks[small]:,}) changes bits per byte after TTT-NN by "
+     f"**{size_effect.describe()}**. With k = {gain_k}, TTT-NN changes bits per byte by "
+     + "; ".join(f"{interval_text(c)} with {n:,} chunks" for n, c in zip(gains["indexed chunks"], gains["change"]))
+     + " (mean per-document change)."),
+    (f"**Does retrieval's share of the gain grow with the index?** Nearest neighbours against random chunks of the "
+     f"same domain, on the same documents: {controls[small].describe()} with {indexed_chunks[small]:,} chunks, "
+     f"{controls[large].describe()} with {indexed_chunks[large]:,}. The difference between the two (large minus "
+     f"small; negative: retrieval adds more with the larger index) is **{growth.describe()}**. "
+     + " ".join(f"With {indexed_chunks[f]:,} chunks the nearest neighbours change bits per byte by {n:+.1f} % and "
+                f"beat random same-domain chunks by {-c:+.1f} points" for f, (n, c) in shares.items()) + "."),
+    (f"Growing the index from {first['indexed chunks']:,} to {last['indexed chunks']:,} chunks brings the nearest "
+     f"neighbour of a held-out query from a mean squared distance of {first['mean distance to 1st neighbour']:.3f} "
+     f"to {last['mean distance to 1st neighbour']:.3f} ({config.embedder} space); "
+     f"{last['exact duplicates (d < 1e-4)']} of {len(queries)} queries have an exact duplicate in the full index."),
+    (f"**Retrievers on the same {retrievers.iloc[0]['indexed chunks']:,} chunks** ({compare_fraction:.0%} of the "
+     f"index, where exact {reference_embedder} is affordable): "
+     + "; ".join(f"{name} finds {r[f'recall@{agreement_k} of exact {reference_embedder}']:.2f} of exact "
+                 f"{reference_embedder}'s {agreement_k} nearest, {r['same-domain share']:.0%} from the query's "
+                 f"domain" for name, r in retrievers.iterrows())
+     + f". Exact {reference_embedder} neighbours instead of {config.embedder} neighbours change bits per byte after "
+       f"TTT-NN by **{embedder_effect.describe()}**."),
+]
+if base:
+    paragraphs.append(
+        f"**A pretrained base model** ({base_model}, k = {base_k}, full index): TTT-NN changes bits per byte by "
+        f"{interval_text(base_gain)}; nearest against random same-domain chunks: {base_control.describe()}.")
+show_finding(*paragraphs)
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(10, 4.5))
-ax.errorbar(gains["fraction"], gains["mean change %"], marker="o", capsize=4, color="black",
-            yerr=[gains["mean change %"] - gains["low %"], gains["high %"] - gains["mean change %"]])
+ax.errorbar(gains["indexed chunks"], gains["mean change %"], marker="o", capsize=4, color="black",
+            yerr=[gains["mean change %"] - gains["low %"], gains["high %"] - gains["mean change %"]],
+            label="nearest neighbours")
+for fraction, change in random_changes.items():
+    ax.errorbar([indexed_chunks[fraction]], [change.percent], marker="s", capsize=4, color="tab:orange",
+                yerr=[[change.percent - change.percent_low], [change.percent_high - change.percent]],
+                label="random same-domain chunks" if fraction == small else None)
 for _, g in gains.iterrows():
-    ax.annotate(f"{g['mean change %']:+.1f} %", (g["fraction"], g["mean change %"]), xytext=(8, 0),
+    ax.annotate(f"{g['mean change %']:+.1f} %", (g["indexed chunks"], g["mean change %"]), xytext=(8, 0),
                 textcoords="offset points", va="center")
 ax.axhline(0, color="grey", lw=0.8, ls="--")
 ax.set_xscale("log")
-ax.set_xticks(gains["fraction"], [f"{f:.0%}" for f in gains["fraction"]])
-ax.minorticks_off()
-ax.set_xlabel("share of the decontaminated train split indexed (log scale)")
+ax.set_xlabel("chunks in the index (log scale; nested subsets of the decontaminated train split)")
 ax.set_ylabel(f"bits per byte, change at k={gain_k} (%)")
-ax.set_title(f"TTT-NN gain against index size\nmean per-document change with 95 % interval "
-             f"({gains['change'].iloc[0].n_documents} documents)")
+ax.set_title(f"TTT-NN gain against index size ({config.model}, {config.embedder} retrieval)\n"
+             f"mean per-document change with 95 % interval ({gains['change'].iloc[0].n_documents} documents)")
+ax.legend()
 fig.tight_layout()
 
 # %% [markdown]
 # ## How this was run
-# The paper claims that "sufficient index quality and size are necessary". We index nested random subsets
-# of the train split (each a faiss index built by `ttt_core` from the cached embeddings) and measure, for a
-# fixed set of held-out queries: the mean distance to the r-th neighbour, the number of exact duplicates,
-# the same distances for out-of-domain queries (a domain left out of the index), and the TTT-NN gain at a
-# fixed k (`gain_k`) on `gain_docs_per_domain` test documents per domain. A second axis of quality: the same
-# subset of the train split indexed by the weaker and the stronger packaged embedder (MiniLM, 22M parameters,
-# 384-d; mpnet, 110M parameters, 768-d).
+# The paper claims that "sufficient index quality and size are necessary". We index nested random subsets of the
+# train split of the large mini-Pile (each a faiss index built by `ttt_core` from the cached embeddings, from 1 %
+# to all of it: two orders of magnitude) and measure, for a fixed set of held-out queries, the mean distance to
+# the r-th neighbour, the number of exact duplicates and the same distances for out-of-domain queries (a domain
+# left out of the index); and the TTT-NN gain at a fixed k (`gain_k`) on `gain_docs_per_domain` test documents
+# per domain, with random chunks of the same domain as a control at the smallest and the largest size. A second
+# axis, quality: on one subset small enough for exact MiniLM, every retriever (exact dense indexes, BM25, and
+# candidates re-ranked by MiniLM) retrieves for the same documents.
 
 # %% [markdown]
 # ## TTT-NN gain against index size
-# The figure's numbers, and the paired comparison of the largest against the smallest index: each document's
-# bits per byte after TTT-NN with the larger index against its bits per byte after TTT-NN with the smaller one
-# (negative: the larger index helps more).
+# The figure's numbers, the paired comparison of the largest against the smallest index (each document's bits per
+# byte after TTT-NN with the larger index against its bits per byte with the smaller one; negative: the larger
+# index helps more) and the controls.
 
 # %% tags=["hide-input"]
 display(gains.drop(columns="change").round(4))
-display(pd.DataFrame([size_effect.as_row()], index=[f"{large:.0%} vs {small:.0%} index, k={gain_k}"]).round(4).T)
+display(pd.DataFrame({f"{large:.0%} vs {small:.0%} index, k={gain_k}": size_effect.as_row(),
+                      **{f"nearest vs random same-domain, {f:.0%} index": c.as_row() for f, c in controls.items()},
+                      "advantage at the largest minus at the smallest": growth.as_row()}).round(4))
 
 # %% [markdown]
 # ## Distance to the r-th neighbour against index size
-# Squared L2 distance between normalised embeddings (0 = same text, 2 = orthogonal); lower means closer
-# neighbours. Out-of-domain: each query's own domain is removed from the index, as the paper's LAMBADA
-# contrast (queries unlike anything indexed).
+# Squared L2 distance between normalised embeddings of the run's embedder (0 = same text, 2 = orthogonal); lower
+# means closer neighbours. Out-of-domain: each query's own domain is removed from the index, as the paper's
+# LAMBADA contrast (queries unlike anything indexed).
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
+curves["chunks"] = curves["fraction"].map(indexed_chunks)
 for ax, (name, group) in zip(axes, curves.groupby("queries")):
-    sns.lineplot(data=group, x="r", y="distance", hue="fraction", palette="viridis", ax=ax)
+    sns.lineplot(data=group, x="r", y="distance", hue="chunks", palette="viridis", hue_norm=plt.matplotlib.colors.LogNorm(), ax=ax)
     ax.set_title(f"queries: {name}")
     ax.set_xlabel("neighbour rank r")
     ax.set_ylabel("mean squared L2 distance to r-th neighbour")
-    ax.legend(title="share of the index")
+    ax.legend(title="chunks indexed")
 fig.tight_layout()
 display(pd.DataFrame(duplicates).set_index("fraction").round(4))
 
 # %% [markdown]
-# ## Index quality: a weaker and a stronger embedder over the same subset
-# Both embedders index the same nested subset of the train split (`compare_fraction`) and retrieve for the
-# same test documents; TTT-NN then trains on each one's neighbours. Their distances live in different
-# embedding spaces and are not comparable, so the comparison is the TTT-NN gain, the overlap of the two
-# neighbour lists and the cost of embedding.
+# ## Retrievers at equal size
+# Every retriever indexes the same nested subset (`compare_fraction`) and retrieves for the same held-out queries
+# (recall of the exact reference's neighbours, the share from the query's own domain) and for the same test
+# documents (the TTT-NN change, and each paired against the exact reference: negative means it beats the
+# reference). Their distances live in different spaces and are not compared.
 
 # %% tags=["hide-input"]
-if len(quality):
-    display(quality.drop(columns="change").round(4))
-    display(pd.DataFrame([embedder_effect.as_row()],
-                         index=[f"{compare_embedder} vs {config.embedder} neighbours, k={gain_k}"]).round(4).T)
-    print(f"share of the {gain_k} neighbours both embedders retrieve: {overlap:.0%} "
-          f"(mean over {len(weak)} test documents; index = {compare_fraction:.0%} of the train split)")
+display(retrievers.drop(columns=["change", f"vs exact {reference_embedder}"]).round(4))
+display(pd.DataFrame({name: c.as_row() for name, c in retrievers[f"vs exact {reference_embedder}"].items()}).round(4))
+
+# %% [markdown]
+# ## What each retriever costs on the full index
+# Build time (embedding or tokenising every chunk, and the index itself), memory of what is searched, and the
+# seconds per query (`latency_queries` held-out queries, one at a time; re-ranking embeds each query's candidates
+# with the reference embedder, as a first query would).
+
+# %% tags=["hide-input"]
+display(costs.round(3))
+
+# %% [markdown]
+# ## A pretrained base model
+# An instruction-tuned model gains from almost any raw text, which blurs what retrieval adds; the nearest-vs-random
+# control on the full index is repeated on the packaged pretrained base model.
+
+# %% tags=["hide-input"]
+if base:
+    display(pd.DataFrame({f"{base_model}: TTT-NN, k={base_k}": base_gain.as_row(),
+                          f"{base_model}: nearest vs random same-domain": base_control.as_row()}).round(4))
 
 # %% [markdown]
 # ## The paper

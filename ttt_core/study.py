@@ -180,6 +180,32 @@ def prepare(config: StudyConfig, progress: bool = True) -> Study:
     return Study(config, corpus, embedder, build_retriever(config, corpus, embedder, progress))
 
 
+def vary(study: Study, **changes) -> Study:
+    """The same study under changed parameters (another index size, retriever, embedder or model): the corpus
+    object is reused, so its cached measures (decontamination) are computed once; the embedder and the language
+    model are reused while their settings stay; the index is built (or loaded from its cache) for the new
+    settings. ValueError when a change would need another corpus (a chapter compares runs on one corpus)."""
+    import dataclasses
+
+    from .corpus import corpus_folder
+
+    config = check(StudyConfig.from_params(**{**study.config.as_dict(), **changes}))
+    if corpus_folder(config) != study.corpus.path:
+        changed = sorted(name for name in changes if name in CORPUS_PARAMETERS)
+        raise ValueError(f"vary() keeps the study's corpus, but {changed or list(changes)} change it: use "
+                         f"prepare() for another corpus")
+    same = lambda *names: all(getattr(config, n) == getattr(study.config, n) for n in names)  # noqa: E731
+    embedder = study.embedder if same("embedder", "embedder_tokenizer", "device", "seed", "work_dir") else \
+        load_embedder(config.embedder, config.work_path, config.device, config.seed, config.embedder_tokenizer)
+    index = build_index(config, study.corpus, embedder, progress=False)
+    lm = study.lm if same("model", "device", "seed", "score_prefix", "work_dir") else None
+    return dataclasses.replace(study, config=config, embedder=embedder, index=index, lm=lm)
+
+
+# The parameters that name the corpus (a change builds another one).
+CORPUS_PARAMETERS = ("corpus", "domain_bytes", "chunk_bytes", "test_fraction", "split_by", "split_seed", "work_dir")
+
+
 def open_run(study: Study) -> tuple[ResultsStore, list[dict], list[dict]]:
     """The run's results store, with the rows other runs already hold for it (cut from a run with more
     neighbours), its documents, and those still pending."""
