@@ -26,7 +26,7 @@
 model = "smollm2-135m"
 # 'minilm-static' (ttt_core.static) is a model2vec table distilled from MiniLM: no transformer pass, a named
 # deviation (DEVIATIONS: embedder)
-embedder = "minilm"
+embedder = "minilm-static"
 corpus = "minipile"
 domains = ()  # the test documents' domains (empty: all); the corpus and index hold every domain
 docs_per_domain = 1  # test documents per domain (the book's: params/study.yml)
@@ -134,6 +134,27 @@ display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}
 # %% tags=["hide-input"]
 with pd.option_context("display.max_colwidth", None):
     display(pd.DataFrame(config.deviations()).set_index("parameter"))
+
+# %% [markdown]
+# ## The retriever and index the chapters use, and why
+# Every chapter retrieves from the whole large mini-Pile (121,645 train chunks before decontamination) with
+# `minilm-static`, a static embedder distilled from the packaged MiniLM (`embedder` above), in an exact flat
+# index: the paper's kind of retriever (a dense embedding index), at 38 times the size of the mini-Pile the book
+# used before. Exact MiniLM embeds about 9 chunks per second on this 2-core CPU, so within the time budget it indexes
+# about 3 % of this corpus; the static embedder indexes all of it in about two minutes. The
+# {doc}`index-size chapter <04_index_size>` measures the choice, on the same test documents:
+#
+# - the default (static, whole index) against exact MiniLM over the 3 % it can afford:
+#   {glue:text}`04_index_size.ipynb::default_choice:s`
+#   ({glue:text}`04_index_size.ipynb::default_choice_verdict:s`);
+# - exact MiniLM against static neighbours over the same 3 %:
+#   {glue:text}`04_index_size.ipynb::index_quality:s`;
+# - the whole index against 1 % of it, both static: {glue:text}`04_index_size.ipynb::index_size:s`.
+#
+# Re-ranking BM25 and static candidates with MiniLM (`retriever='rerank'`) recovers most of exact MiniLM's
+# neighbours (the chapter's retriever table) but embeds about 200 candidates per query with MiniLM, some 20 s per
+# test document here, for every chapter and control; it stays a named option (`retriever`, in the deviations
+# table), as BM25 and exact MiniLM (`embedder='minilm'`) do.
 
 # %% [markdown]
 # ## How the aggregates are formed

@@ -26,7 +26,7 @@
 model = "smollm2-135m"
 # 'minilm-static' (ttt_core.static) is a model2vec table distilled from MiniLM: no transformer pass, a named
 # deviation (DEVIATIONS: embedder)
-embedder = "minilm"
+embedder = "minilm-static"
 corpus = "minipile"
 domains = ()  # the test documents' domains (empty: all); the corpus and index hold every domain
 docs_per_domain = 1  # test documents per domain (the book's: params/study.yml)
@@ -118,6 +118,7 @@ from ttt_core.index import index_folder, indexed_mask
 from ttt_core.plots import plot_domain_sizes, use_report_style
 from ttt_core.report import reproduce, show_finding
 from ttt_core.retrieve import retrieve
+from ttt_core.corpus import build_record
 from ttt_core.study import prepare
 
 use_report_style()
@@ -207,6 +208,28 @@ if not sources.empty:
                 .set_index("domain"))
 
 # %% [markdown]
+# ## How much text, and what building it cost
+# Per domain: the text read (every source whole, or up to its own cap, with the reason), its source documents and
+# its chunks in each split. The build's time and peak memory are those of the run that built the corpus (a corpus
+# read from its cache shows the first run's).
+
+# %% tags=["hide-input"]
+if not sources.empty:
+    size = sources.set_index("domain")[["source documents", "bytes"]].assign(MB=lambda t: t["bytes"] / 1e6)
+    for column in ("max_bytes", "max_bytes_why"):
+        if column in sources:
+            size[column] = sources.set_index("domain")[column]
+    size = size.join(pd.DataFrame(study.corpus.manifest["documents per domain"]).T.add_suffix(" chunks"))
+    display(size.drop(columns="bytes").round(2))
+built = build_record(study.corpus)
+display(pd.DataFrame({"value": {
+    "chunks": len(study.corpus), "train chunks": len(study.corpus.rows("train")),
+    "test chunks": len(study.corpus.rows("test")),
+    "MB of text read": round(sources["bytes"].sum() / 1e6, 1) if not sources.empty else "not recorded",
+    "corpus build (s)": built.get("seconds", "not recorded"),
+    "corpus build peak memory (MB)": built.get("peak_rss_mb", "not recorded")}}))
+
+# %% [markdown]
 # ## Sources behind the test split
 # A chunk is a document of the study, but chunks of one source (a file, a page in one language) are not
 # independent evidence. Test documents are sampled from distinct sources first, and every interval resamples
@@ -227,6 +250,8 @@ display(pd.DataFrame({
               "faiss metric": study.index.metric + " (exact, flat)", "embedder": config.embedder,
               "embedder tokens per document": study.index.meta["embed_max_tokens"],
               "embedding time (s)": study.index.meta["embed_seconds"],
+              "indexing throughput (chunks/s)": study.index.meta.get("chunks_per_second", "not recorded"),
+              "index build peak memory (MB)": study.index.meta.get("peak_rss_mb", "not recorded"),
               "faiss index on disk (MB)": round(on_disk["index.faiss"] / 1e6, 2),
               "index folder on disk (MB)": round(sum(on_disk.values()) / 1e6, 2)}}))
 

@@ -26,7 +26,7 @@
 model = "smollm2-135m"
 # 'minilm-static' (ttt_core.static) is a model2vec table distilled from MiniLM: no transformer pass, a named
 # deviation (DEVIATIONS: embedder)
-embedder = "minilm"
+embedder = "minilm-static"
 corpus = "minipile"
 domains = ()  # the test documents' domains (empty: all); the corpus and index hold every domain
 docs_per_domain = 1  # test documents per domain (the book's: params/study.yml)

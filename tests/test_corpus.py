@@ -251,11 +251,11 @@ def test_the_minipile_keeps_its_budget_and_cache_name_at_the_default():
     from ttt_core.corpus import _corpus_key, domain_budget
 
     default = StudyConfig()
-    assert default.domain_bytes is None and domain_budget(default) == 250_000
+    assert default.domain_bytes is None and domain_budget(default) == 40_000_000
     assert domain_budget(StudyConfig(corpus="my.jsonl")) is None  # a user's corpus: read whole
     assert domain_budget(StudyConfig(corpus="my.jsonl", domain_bytes=10)) == 10
-    # the same cache (and so the same corpus) as an explicit 250,000, and as before `domains` left the key
-    assert _corpus_key(default) == _corpus_key(StudyConfig(domain_bytes=250_000))
+    # the same cache (and so the same corpus) as an explicit 40,000,000, and as before `domains` left the key
+    assert _corpus_key(default) == _corpus_key(StudyConfig(domain_bytes=40_000_000))
     assert _corpus_key(default) == _corpus_key(StudyConfig(domains=("code_python",)))
 
 

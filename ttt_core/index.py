@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import StudyConfig
-from .corpus import Corpus
+from .corpus import Corpus, peak_rss_mb
 from .models import Embedder
 from .shards import tie_stable_search
 
@@ -285,7 +285,8 @@ def _exact_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progre
                 "metric": "ip" if embedder.normalize else "l2", "corpus_fingerprint": corpus.fingerprint,
                 "embed_max_tokens": config.embed_max_tokens, "embed_seconds": round(seconds, 1),
                 "chunks_per_second": round(len(embeddings) / max(seconds, 1e-9), 1),  # indexing throughput
-                "index_fraction": fraction, "embedded_documents": int(embedded.sum())}
+                "index_fraction": fraction, "embedded_documents": int(embedded.sum()),
+                "peak_rss_mb": peak_rss_mb()}  # of the building process: an upper bound of the build's
         index = NeighborIndex.from_embeddings(embeddings, train_rows[embedded], meta)
         index.save(folder, embeddings)
     within = keep[embedded]  # the decontamination mask over the embedded rows

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .corpus import peak_rss_mb
 from .shards import distance_row_order
 
 # Tokenisation of BM25, for documents and queries alike: lower-cased runs of 2+ word characters (any script; the
@@ -83,7 +84,7 @@ class BM25Index:
         retriever.index([bm25_tokens(t) for t in texts], show_progress=False)
         seconds = time.perf_counter() - start
         return cls(retriever, rows, dict(meta, retriever="bm25", bm25=BM25_SETTINGS, size=len(rows),
-                                         index_seconds=round(seconds, 2),
+                                         index_seconds=round(seconds, 2), peak_rss_mb=peak_rss_mb(),
                                          chunks_per_second=round(len(rows) / max(seconds, 1e-9), 1)))
 
     def scores(self, text: str) -> np.ndarray:
@@ -302,3 +303,16 @@ def retrieval_agreement(found_rows: np.ndarray, exact_rows: np.ndarray, query_do
 
     return {"recall@k": recall_at_k(np.asarray(found_rows), np.asarray(exact_rows)), "k": int(np.shape(exact_rows)[1]),
             "same_domain": share(found_rows), "exact_same_domain": share(exact_rows), "queries": len(exact_rows)}
+
+
+def memory_bytes(index) -> int:
+    """Bytes of what a retriever searches in memory: a dense index's vectors (faiss holds n x d float32), BM25's
+    sparse score matrix (bm25s's CSC arrays), a re-ranker's first stages and its cached vectors."""
+    if isinstance(index, RerankIndex):
+        return sum(memory_bytes(stage) for stage in index.stages.values()) + int(index.cache.vectors.nbytes)
+    if isinstance(index, BM25Index):
+        return int(sum(np.asarray(a).nbytes for a in index.retriever.scores.values() if hasattr(a, "nbytes")))
+    inner = getattr(index, "index", index)  # DenseRetriever -> NeighborIndex -> faiss
+    inner = getattr(inner, "index", inner)
+    return int(inner.ntotal) * int(inner.d) * 4
+

@@ -173,11 +173,20 @@ def prepare(config: StudyConfig, progress: bool = True) -> Study:
     check(config)
     corpus = build_corpus(config, progress)
     corpus.check_domains(config.domains)  # a name the corpus lacks fails here, before the embedder and the index
-    embedder = None  # BM25 embeds nothing
-    if config.retriever != "bm25":
-        embedder = load_embedder(config.embedder, config.work_path, config.device, config.seed,
-                                 config.embedder_tokenizer)
+    embedder = run_embedder(config)
     return Study(config, corpus, embedder, build_retriever(config, corpus, embedder, progress))
+
+
+def run_embedder(config: StudyConfig, loaded: tuple[StudyConfig, Embedder] | None = None) -> Embedder | None:
+    """The embedder a run queries with (None for BM25, which embeds nothing); `loaded` (a config and its
+    embedder) is reused when it names the same embedder on the same device."""
+    if config.retriever == "bm25":
+        return None
+    names = ("embedder", "embedder_tokenizer", "device", "seed", "work_dir")
+    if loaded is not None and loaded[1] is not None and all(
+            getattr(config, n) == getattr(loaded[0], n) for n in names):
+        return loaded[1]
+    return load_embedder(config.embedder, config.work_path, config.device, config.seed, config.embedder_tokenizer)
 
 
 def vary(study: Study, **changes) -> Study:
@@ -194,11 +203,11 @@ def vary(study: Study, **changes) -> Study:
         changed = sorted(name for name in changes if name in CORPUS_PARAMETERS)
         raise ValueError(f"vary() keeps the study's corpus, but {changed or list(changes)} change it: use "
                          f"prepare() for another corpus")
-    same = lambda *names: all(getattr(config, n) == getattr(study.config, n) for n in names)  # noqa: E731
-    embedder = study.embedder if same("embedder", "embedder_tokenizer", "device", "seed", "work_dir") else \
-        load_embedder(config.embedder, config.work_path, config.device, config.seed, config.embedder_tokenizer)
-    index = build_index(config, study.corpus, embedder, progress=False)
-    lm = study.lm if same("model", "device", "seed", "score_prefix", "work_dir") else None
+    embedder = run_embedder(config, (study.config, study.embedder))
+    index = build_retriever(config, study.corpus, embedder, progress=False)
+    same_lm = all(getattr(config, n) == getattr(study.config, n) for n in ("model", "device", "seed", "score_prefix",
+                                                                          "work_dir"))
+    lm = study.lm if same_lm else None
     return dataclasses.replace(study, config=config, embedder=embedder, index=index, lm=lm)
 
 
