@@ -39,7 +39,8 @@ book: run
 	$(BIN)/jupyter-book build book/ -W --keep-going
 
 # The Ray tests (tests/scale) run in a second pass with the `scale` extra on the path, installed apart in
-# .scale-site: installed into .venv it would add distributions to the mini-Pile's package_docs domain.
+# .scale-site, so that the study's own environment stays what `setup` installs (an optional extra is not a
+# dependency; the mini-Pile's package_docs domain reads a pinned list of distributions either way).
 test: setup $(SCALE_SITE)/.installed
 	$(BIN)/python -m pytest -q tests
 	PYTHONPATH=$(SCALE_SITE) $(BIN)/python -m pytest -q tests/scale
@@ -50,9 +51,9 @@ $(SCALE_SITE)/.installed: requirements-scale.txt | setup
 	touch $@
 
 # The performance study (benchmarks/results.md, the book's appendix): hours on a 2-core CPU; sections can be
-# picked with BENCH_ARGS="--only flops speedups". sentence-transformers (the embedding comparison) is not installed
-# here: any new distribution changes the mini-Pile's package_docs domain, hence the corpus and every result; install
-# it into a folder of its own and pass BENCH_ARGS="--only embed --sentence-transformers DIR".
+# picked with BENCH_ARGS="--only flops speedups". sentence-transformers (the embedding comparison) is not a
+# dependency of the study: install it into a folder of its own and pass
+# BENCH_ARGS="--only embed --sentence-transformers DIR".
 benchmarks: prepare
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 

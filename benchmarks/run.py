@@ -366,9 +366,8 @@ def section_embed(args) -> dict:
     encoders = {"sorted": lambda: embedder.encode(texts, config.embed_max_tokens),
                 "input-order": lambda: encode_in_input_order(embedder, texts, config.embed_max_tokens)}
     if args.sentence_transformers:
-        # Not a dependency of the study: installed into its environment, it would add a package description to
-        # the package_docs domain (another corpus). A folder from `pip install --no-deps --target DIR
-        # sentence-transformers` is put on the path only now, after the corpus is prepared.
+        # Not a dependency of the study, so not in its environment: a folder from `pip install --no-deps --target
+        # DIR sentence-transformers` is put on the path only now.
         sys.path.append(str(args.sentence_transformers))
     result = {"embedder": config.embedder, "chunks": len(texts), "rounds": args.embed_rounds}
     try:  # the library a reader would otherwise use, where available (it sorts by length too)

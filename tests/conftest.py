@@ -67,5 +67,5 @@ def write_pile_layout(root: Path, shards: int = 3, docs_per_task: int = 5, seed:
 
 
 # The Ray tests need the optional `scale` extra; `make test` runs them in a second pass with Ray on the path
-# (installed apart: a new distribution in this environment would change the mini-Pile's package_docs domain).
+# (installed apart, in .scale-site: an optional extra, not part of the study's environment).
 collect_ignore_glob = [] if __import__("importlib").util.find_spec("ray") else ["scale/*"]
