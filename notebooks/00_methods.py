@@ -151,10 +151,10 @@ with pd.option_context("display.max_colwidth", None):
 #   {glue:text}`04_index_size.ipynb::index_quality:s`;
 # - the whole index against 1 % of it, both static: {glue:text}`04_index_size.ipynb::index_size:s`.
 #
-# Re-ranking BM25 and static candidates with MiniLM (`retriever='rerank'`) recovers most of exact MiniLM's
-# neighbours (the chapter's retriever table) but embeds about 200 candidates per query with MiniLM, some 20 s per
-# test document here, for every chapter and control; it stays a named option (`retriever`, in the deviations
-# table), as BM25 and exact MiniLM (`embedder='minilm'`) do.
+# Recall of exact MiniLM's ten nearest over those 3 %, per retriever (`rerank`: BM25 and static candidates
+# re-ranked by MiniLM): {glue:text}`04_index_size.ipynb::retriever_recall:s`. Re-ranking embeds up to 200
+# candidates per query with MiniLM, some 20 s per test document here, for every chapter and control; it stays a
+# named option (`retriever`, in the deviations table), as BM25 and exact MiniLM (`embedder='minilm'`) do.
 
 # %% [markdown]
 # ## How the aggregates are formed

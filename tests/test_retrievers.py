@@ -193,3 +193,54 @@ def test_rerank_reuses_the_vectors_of_a_dense_index_of_its_own_embedder(tiny_par
     assert rerank.index.cache.embedded == 0
     # every indexed chunk is a candidate here, so re-ranking gives the exact order
     assert [n.row for n in neighbours] == [n.row for n in dense.training_texts(doc)]
+
+
+def test_a_rerank_vector_cache_cut_mid_save_never_serves_another_rows_vectors(tmp_path):
+    """The cache is one file written whole: a kill while saving leaves the previous file, never rows that point
+    past (or at the wrong) vectors."""
+    from ttt_core.retrievers import EmbeddingCache
+
+    class Corpus:
+        def texts(self, rows):
+            return [f"text {int(r)}" for r in rows]
+
+    class Embedder:
+        dim = 2
+
+        def encode(self, texts, max_tokens=None):
+            return np.array([[float(t.split()[1]), 0.0] for t in texts], dtype=np.float32)
+
+    cache = EmbeddingCache(tmp_path / "c", Embedder(), 8, Corpus())
+    cache.get(np.array([3, 4]))
+    saved = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert len(saved) == 1, saved  # one file: rows and vectors cannot be saved apart
+    again = EmbeddingCache(tmp_path / "c", Embedder(), 8, Corpus())
+    again.adopt(np.array([7, 8]), np.array([[7.0, 0], [8.0, 0]], dtype=np.float32))
+    assert again.get(np.array([3, 4, 7]))[:, 0].tolist() == [3.0, 4.0, 7.0]
+
+
+def test_a_rerank_run_key_names_its_dense_first_stages_weights(tiny_params, monkeypatch):
+    """Another table under the first stage's name (a static embedder distilled again) is another run."""
+    import ttt_core.models as models
+    from ttt_core.study import prepare
+
+    config = StudyConfig.from_params(**tiny_params, retriever="rerank", rerank_from="bm25+tiny-bert-large")
+    key = prepare(config, progress=False).run_key
+    real = models.weights_identity
+    monkeypatch.setattr(models, "weights_identity", lambda name, kind, work: (
+        {"sha256": "another"} if name == "tiny-bert-large" else real(name, kind, work)))
+    assert prepare(config, progress=False).run_key != key
+
+
+def test_a_bm25_run_key_does_not_depend_on_an_embedder_it_never_loads(tiny_params, monkeypatch):
+    import ttt_core.models as models
+    import ttt_core.study as study_module
+    from ttt_core.study import prepare
+
+    config = StudyConfig.from_params(**tiny_params, retriever="bm25")
+    key = prepare(config, progress=False).run_key
+    real = models.weights_identity
+    fake = lambda name, kind, work: {"sha256": "another"} if kind == "embedder" else real(name, kind, work)  # noqa: E731
+    monkeypatch.setattr(models, "weights_identity", fake)
+    monkeypatch.setattr(study_module, "weights_identity", fake)
+    assert prepare(config, progress=False).run_key == key

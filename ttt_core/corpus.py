@@ -395,7 +395,10 @@ def _build_minipile(config: StudyConfig, folder: Path, progress: bool) -> "Corpu
                 "pile_set_name": {d["domain"]: d["pile_set_name"] for _, d in finished if d["rows"]},
                 "sources": [d["provenance"] for _, d in finished]}
     del dataset, parts  # memory maps of the shards, deleted next
-    shutil.rmtree(tmp / "shards")
+    # Renamed first: a kill while deleting must not leave a shard marked done beside half its data.
+    shutil.rmtree(tmp / "shards.deleting", ignore_errors=True)  # left by a kill during an earlier deletion
+    (tmp / "shards").rename(tmp / "shards.deleting")
+    shutil.rmtree(tmp / "shards.deleting")
     return _finish(tmp, folder, manifest)
 
 

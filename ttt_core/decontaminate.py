@@ -24,6 +24,9 @@ from .config import StudyConfig
 from .corpus import Corpus
 
 _SPACE = re.compile(r"\s+")
+# Bump when `hashed_ngrams` or `contamination_shares` changes what they measure: the shares kept beside a corpus
+# are read back only under the version that computed them.
+SHARES_VERSION = 1
 
 
 def char_ngrams(text: str, n: int) -> set[str]:
@@ -99,7 +102,8 @@ def _shares(corpus: Corpus, n: int) -> tuple[np.ndarray, np.ndarray]:
     key = ("contamination_shares", n)
     if key not in corpus.cache:
         folder = getattr(corpus, "path", None)  # None: texts without a built corpus (kept in memory only)
-        saved = folder / f"contamination-shares-n{n}.npz" if folder is not None else None
+        # Named by the measure's version too: the corpus folder never changes, but this code may.
+        saved = folder / f"contamination-shares-v{SHARES_VERSION}-n{n}.npz" if folder is not None else None
         if saved is not None and saved.exists():
             with np.load(saved) as kept:
                 corpus.cache[key] = (kept["own"], kept["covered"])
@@ -110,6 +114,7 @@ def _shares(corpus: Corpus, n: int) -> tuple[np.ndarray, np.ndarray]:
                 handle, tmp = tempfile.mkstemp(dir=folder, suffix=".npz")  # a whole file or none
                 with os.fdopen(handle, "wb") as f:
                     np.savez(f, own=own, covered=covered)
+                os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from other users of a shared artifacts folder
                 os.replace(tmp, saved)
             corpus.cache[key] = (own, covered)
     return corpus.cache[key]

@@ -147,14 +147,18 @@ def build_bm25(config, corpus, progress: bool = True) -> BM25Index:
 
 
 class EmbeddingCache:
-    """Embeddings of corpus rows by one embedder, kept on disk in `folder` (rows.npy, vectors.npy) and filled
-    on demand: a row is embedded once, whichever run or k asks for it. `embedded` counts rows embedded here."""
+    """Embeddings of corpus rows by one embedder, kept on disk in `folder` (one file, `cache.npz`: the rows and
+    their vectors, replaced whole, so a kill while saving leaves the previous file) and filled on demand: a row is
+    embedded once, whichever run or k asks for it. `embedded` counts rows embedded here."""
+
+    FILE = "cache.npz"
 
     def __init__(self, folder: Path, embedder, max_tokens: int, corpus):
         self.folder, self.embedder, self.max_tokens, self.corpus = Path(folder), embedder, max_tokens, corpus
         self.embedded = 0
-        if (self.folder / "rows.npy").exists():
-            rows, vectors = np.load(self.folder / "rows.npy"), np.load(self.folder / "vectors.npy")
+        if (self.folder / self.FILE).exists():
+            with np.load(self.folder / self.FILE) as kept:
+                rows, vectors = kept["rows"], kept["vectors"]
         else:
             rows, vectors = np.zeros(0, dtype=np.int64), np.zeros((0, embedder.dim), dtype=np.float32)
         self.position = {int(r): i for i, r in enumerate(rows)}
@@ -171,6 +175,9 @@ class EmbeddingCache:
 
     def get(self, rows: np.ndarray) -> np.ndarray:
         """float32 [len(rows), dim] of the corpus rows, embedding (and saving) only those not cached yet."""
+        import os
+        import tempfile
+
         missing = sorted({int(r) for r in rows} - set(self.position))
         if missing:
             new = self.embedder.encode(self.corpus.texts(np.asarray(missing)), self.max_tokens)
@@ -179,10 +186,11 @@ class EmbeddingCache:
             self.position.update({r: start + i for i, r in enumerate(missing)})
             self.embedded += len(missing)
             self.folder.mkdir(parents=True, exist_ok=True)
-            order = sorted(self.position, key=self.position.get)
-            for name, array in (("rows", np.asarray(order, dtype=np.int64)), ("vectors", self.vectors)):
-                np.save(self.folder / f"{name}.tmp.npy", array)
-                (self.folder / f"{name}.tmp.npy").replace(self.folder / f"{name}.npy")
+            order = np.asarray(sorted(self.position, key=self.position.get), dtype=np.int64)
+            handle, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npz")
+            with os.fdopen(handle, "wb") as f:
+                np.savez(f, rows=order, vectors=self.vectors)
+            os.replace(tmp, self.folder / self.FILE)
         return self.vectors[[self.position[int(r)] for r in rows]]
 
 
@@ -260,7 +268,8 @@ def build_retriever(config, corpus, embedder, progress: bool = True):
             continue
         stage_config = dataclasses.replace(config, retriever="dense", embedder=name, embed_max_tokens=None,
                                            embedder_tokenizer=None)
-        stage_embedder = embedder if name == config.embedder else load_embedder(
+        same = name == config.embedder and not config.embedder_tokenizer  # the stage embeds with its own tokenizer
+        stage_embedder = embedder if same else load_embedder(
             name, config.work_path, config.device, config.seed)
         stages[name] = DenseRetriever(build_index(stage_config, corpus, stage_embedder, progress), stage_embedder,
                                       None)
@@ -271,13 +280,15 @@ def build_retriever(config, corpus, embedder, progress: bool = True):
     folder = corpus.path / "index" / f"rerank-vectors-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
     meta = {"retriever": "rerank", "corpus_fingerprint": corpus.fingerprint, "embedder": config.embedder,
             "embed_max_tokens": max_tokens, "rerank_candidates": config.rerank_candidates,
-            "first_stages": {name: stage_identity(stage) for name, stage in stages.items()}}
+            # a dense stage by its weights too: a table distilled again under the same name is another stage
+            "first_stages": {name: dict(stage_identity(stage), **({} if name == "bm25" else {
+                "weights": weights_identity(name, "embedder", config.work_path)})) for name, stage in stages.items()}}
     cache = EmbeddingCache(folder, embedder, max_tokens, corpus)
     # The exact indexes of the same embedder (whole train split or nested subsets: index_folder's siblings, same
     # tokenizer and tokens) already hold vectors of many candidates: a chapter that builds both embeds them once.
     dense = index_folder(dataclasses.replace(config, retriever="dense", embed_max_tokens=max_tokens), corpus)
     for saved in sorted(dense.parent.glob(f"{dense.name}*")):
-        if (saved / "embeddings.npy").exists() and (saved / "rows.npy").exists() and saved.name in (
+        if (saved / "meta.json").exists() and (saved / "embeddings.npy").exists() and saved.name in (
                 dense.name, *[p.name for p in dense.parent.glob(f"{dense.name}-fraction*")]):
             cache.adopt(np.load(saved / "rows.npy"), np.load(saved / "embeddings.npy", mmap_mode="r"))
     return RerankIndex(stages, config.rerank_candidates, embedder, max_tokens, cache, meta)
@@ -307,9 +318,10 @@ def retrieval_agreement(found_rows: np.ndarray, exact_rows: np.ndarray, query_do
 
 def memory_bytes(index) -> int:
     """Bytes of what a retriever searches in memory: a dense index's vectors (faiss holds n x d float32), BM25's
-    sparse score matrix (bm25s's CSC arrays), a re-ranker's first stages and its cached vectors."""
+    sparse score matrix (bm25s's CSC arrays), a re-ranker's first stages (the candidates' vectors are its cache's,
+    on disk, however many earlier runs filled it)."""
     if isinstance(index, RerankIndex):
-        return sum(memory_bytes(stage) for stage in index.stages.values()) + int(index.cache.vectors.nbytes)
+        return sum(memory_bytes(stage) for stage in index.stages.values())
     if isinstance(index, BM25Index):
         return int(sum(np.asarray(a).nbytes for a in index.retriever.scores.values() if hasattr(a, "nbytes")))
     inner = getattr(index, "index", index)  # DenseRetriever -> NeighborIndex -> faiss

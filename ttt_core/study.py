@@ -84,8 +84,10 @@ class Study:
         if self.index is None:
             raise ValueError("a run key needs the study's index (prepare() builds it): it names what was indexed")
         if self._identity is None or self._identity[0] != config or self._identity[1] is not self.index:
-            embedder = weights_identity(config.embedder, "embedder", config.work_path)
-            if config.embedder_tokenizer:
+            # BM25 never loads the embedder: its name and weights are not inputs of a BM25 row
+            embedder = None if config.retriever == "bm25" else weights_identity(config.embedder, "embedder",
+                                                                               config.work_path)
+            if config.embedder_tokenizer and embedder is not None:
                 embedder["tokenizer"] = weights_identity(config.embedder_tokenizer, "tokenizer", config.work_path)
             indexed = json.dumps({"index": indexed_identity(self.index), "embedder": embedder}, sort_keys=True)
             self._identity = (config, self.index, {
