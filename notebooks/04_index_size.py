@@ -134,6 +134,7 @@ from IPython.display import Markdown, display
 from ttt_core.decontaminate import clean_train_mask
 from ttt_core.index import exact_duplicates, indexed_mask, load_embeddings, nested_subset
 from ttt_core.metrics import document_changes, documents_at, mean_change, signed
+from ttt_core.models import check_model_name
 from ttt_core.plots import use_report_style
 from ttt_core.report import NOT_RESOLVED, glue_finding, glue_text, interval_text, reproduce, show_finding
 from ttt_core.results import long_frame
@@ -141,11 +142,32 @@ from ttt_core.retrievers import EmbeddingCache, memory_bytes, retrieval_agreemen
 from ttt_core.study import compare, prepare, run_ttt, ttt_change, vary
 
 use_report_style()
-sizes = [float(f) for f in fractions.split(",")]
-if sizes != sorted(set(sizes)) or not 0 < sizes[0] or sizes[-1] != 1.0:
-    raise ValueError(f"invalid fractions={fractions!r}: expected increasing shares in (0, 1] ending at 1.0")
+# This chapter's own parameters are checked before any work, as StudyConfig's are.
+sizes = [float(f) for f in str(fractions).split(",")]  # papermill and YAML give a single 1.0 as a float
+if len(sizes) < 2 or sizes != sorted(set(sizes)) or not 0 < sizes[0] or sizes[-1] != 1.0:
+    raise ValueError(f"invalid fractions={fractions!r}: expected two or more increasing shares in (0, 1], the "
+                     f"last 1.0 (the whole index), e.g. '0.01,0.1,1.0'")
 if compare_fraction not in sizes:
     raise ValueError(f"invalid compare_fraction={compare_fraction!r}: expected one of fractions ({fractions})")
+specs = [s for s in str(compare_retrievers).split(",") if s]
+for name, values in (("compare_retrievers", specs), ("reference_embedder", [reference_embedder])):
+    for spec in values:
+        if spec not in ("bm25", "rerank"):
+            try:
+                check_model_name(spec, "embedder")
+            except ValueError as err:
+                raise ValueError(f"invalid {name}={locals()[name]!r}: {spec!r} is neither 'bm25', 'rerank' nor an "
+                                 f"embedder ({err})") from None
+if "rerank" in specs and max(agreement_k, gain_k) > config.rerank_candidates:
+    raise ValueError(f"invalid agreement_k={agreement_k} or gain_k={gain_k}: the re-ranker returns at most "
+                     f"rerank_candidates={config.rerank_candidates} neighbours")
+
+
+def share(fraction: float) -> str:
+    """A share of the index as a label: '3%', or '0.25%' below one per cent (never '0%')."""
+    return f"{fraction:.0%}" if fraction >= 0.01 else f"{fraction:.2%}"
+
+
 if config.retriever != "dense":
     raise ValueError(f"invalid retriever={config.retriever!r} for this chapter: its distance curves live in the "
                      "run's embedding space, so the run's own retriever must be 'dense'")
@@ -161,9 +183,13 @@ corpus_domains = np.asarray(study.corpus.dataset["domain"])  # the domain of eve
 row_domains = corpus_domains[full.rows]
 
 
-def reachable_r(keep: np.ndarray) -> int:
+def reachable_r(keep: np.ndarray, fraction: float) -> int:
     """Neighbours per query that an index subset can return, also with any query's domain left out."""
-    return max(1, min([r_max] + [int((keep & (row_domains != d)).sum()) for d in np.unique(query_domains)]))
+    outside = [int((keep & (row_domains != d)).sum()) for d in np.unique(query_domains)]
+    if min(outside) < 1:
+        raise ValueError(f"invalid fractions={fractions!r}: {share(fraction)} of the index holds {int(keep.sum())} "
+                         f"chunks, none outside some query's domain; use larger shares")
+    return min([r_max] + outside)
 
 
 # Distance to the r-th neighbour for in-domain and out-of-domain queries, per index size.
@@ -173,7 +199,7 @@ for fraction in sizes:
     # The rows of the index that TTT-NN runs with at this size (`indexed_mask`: the nested share of the train
     # split, less decontamination), as a mask over the full index's rows.
     keep = nested_subset(len(clean), fraction, config.seed)[clean]
-    index, r_here = full.subset(keep, embeddings), reachable_r(keep)
+    index, r_here = full.subset(keep, embeddings), reachable_r(keep, fraction)
     for r, d in enumerate(index.distance_profile(queries, r_here), start=1):
         curves.append({"fraction": fraction, "r": r, "distance": d, "queries": "held-out, in-domain"})
     duplicates.append({"fraction": fraction, "indexed chunks": len(index), "r up to": r_here,
@@ -216,7 +242,7 @@ for fraction in sizes:
     sub, size_rows[fraction] = arm(index_fraction=fraction)
     gains.append({"model": config.model, "fraction": fraction, "indexed chunks": len(sub.index),
                   **gain_row(sub, size_rows[fraction])})
-    run_keys[f"{fraction:.0%} index"] = sub.run_key
+    run_keys[f"{share(fraction)} index"] = sub.run_key
 gains = pd.DataFrame(gains)
 small, large = sizes[0], sizes[-1]
 size_effect = compare(study, size_rows[small], gain_k, size_rows[large], gain_k)
@@ -224,7 +250,7 @@ controls, random_rows, random_changes = {}, {}, {}
 for fraction in (small, large):
     sub, random_rows[fraction] = arm(index_fraction=fraction, neighbors="random-domain")
     random_changes[fraction] = ttt_change(sub, random_rows[fraction])
-    run_keys[f"{fraction:.0%} index, random same-domain chunks"] = sub.run_key
+    run_keys[f"{share(fraction)} index, random same-domain chunks"] = sub.run_key
     controls[fraction] = compare(study, random_rows[fraction], gain_k, size_rows[fraction], gain_k)
 groups = documents_at(long_frame(size_rows[small]), gain_k)["group"]
 growth = mean_change(advantage(size_rows[large], random_rows[large]) - advantage(size_rows[small], random_rows[small]),
@@ -253,9 +279,9 @@ def build_seconds(index) -> float:
 reference, reference_rows = arm(index_fraction=compare_fraction, **retriever_changes(reference_embedder))
 exact = neighbours_of(reference, query_texts, agreement_k)
 retrievers, retriever_rows = [], {}
-for spec in dict.fromkeys([config.embedder, *[s for s in compare_retrievers.split(",") if s]]):
+for spec in dict.fromkeys([config.embedder, *specs]):
     sub, retriever_rows[spec] = arm(index_fraction=compare_fraction, **retriever_changes(spec))
-    run_keys[f"{spec} retriever, {compare_fraction:.0%} index"] = sub.run_key
+    run_keys[f"{spec} retriever, {share(compare_fraction)} index"] = sub.run_key
     start = time.perf_counter()
     found = neighbours_of(sub, query_texts, agreement_k)
     seconds = time.perf_counter() - start
@@ -278,7 +304,7 @@ default_choice = compare(study, reference_rows, gain_k, size_rows[large], gain_k
 
 # The full index: what each retriever costs to build, hold and query (a cold cache for re-ranking).
 costs = []
-for spec in dict.fromkeys([config.embedder, *[s for s in compare_retrievers.split(",") if s and s != reference_embedder]]):
+for spec in dict.fromkeys([config.embedder, *[s for s in specs if s != reference_embedder]]):
     sub = vary(study, index_fraction=1.0, **retriever_changes(spec))
     if hasattr(sub.index, "cache"):  # re-ranking: a first query's cost, with a cache of its own that starts empty
         cold = EmbeddingCache(Path(tempfile.mkdtemp()), sub.index.cache.embedder, sub.index.max_tokens, sub.corpus)
@@ -302,16 +328,16 @@ if base_model:
     base_control = compare(study, base["random-domain"], base_k, base["nearest"], base_k)
     base_gain = ttt_change(study, base["nearest"], base_k)
 
-glue_finding("index_size", size_effect, note=f"{large:.0%} against {small:.0%} of the index, k = {gain_k}")
+glue_finding("index_size", size_effect, note=f"{share(large)} against {share(small)} of the index, k = {gain_k}")
 glue_finding("index_quality", embedder_effect,
              note=f"exact {reference_embedder} against {config.embedder} neighbours from the same "
-                  f"{compare_fraction:.0%} of the index, k = {gain_k}")
+                  f"{share(compare_fraction)} of the index, k = {gain_k}")
 glue_finding("default_choice", default_choice, paper_claim=False,
              note=f"{config.embedder} over the whole index ({indexed_chunks[large]:,} chunks) against exact "
-                  f"{reference_embedder} over {compare_fraction:.0%} of it ({indexed_chunks[compare_fraction]:,}), "
+                  f"{reference_embedder} over {share(compare_fraction)} of it ({indexed_chunks[compare_fraction]:,}), "
                   f"k = {gain_k}")
 # Retrieval's advantage is a difference of relative changes: its change with the index is in points.
-growth_text = (f"Per document, retrieval's advantage with the whole index minus its advantage with {small:.0%} of it "
+growth_text = (f"Per document, retrieval's advantage with the whole index minus its advantage with {share(small)} of it "
                f"(negative: retrieval adds more with the larger index) is **{signed(growth.percent)} points** "
                f"({growth.interval_text()}; {growth.n_differ} of {growth.n_documents} documents differ, from "
                f"{growth.n_sources_differ} sources; {growth.verdict_text()}).")
@@ -321,7 +347,7 @@ glue_text("retrieval_growth", growth_text)
 first, last = duplicates[0], duplicates[-1]
 paragraphs = [
     (f"Training on neighbours from the whole index ({indexed_chunks[large]:,} chunks) instead of "
-     f"{small:.0%} of it ({indexed_chunks[small]:,}) changes bits per byte after TTT-NN by "
+     f"{share(small)} of it ({indexed_chunks[small]:,}) changes bits per byte after TTT-NN by "
      f"**{size_effect.describe()}**. With k = {gain_k}, TTT-NN changes bits per byte by "
      + "; ".join(f"{interval_text(c)} with {n:,} chunks" for n, c in zip(gains["indexed chunks"], gains["change"]))
      + " (mean per-document change)."),
@@ -334,14 +360,14 @@ paragraphs = [
      f"neighbour of a held-out query from a mean squared distance of {first['mean distance to 1st neighbour']:.3f} "
      f"to {last['mean distance to 1st neighbour']:.3f} ({config.embedder} space); "
      f"{last['exact duplicates (d < 1e-4)']} of {len(queries)} queries have an exact duplicate in the full index."),
-    (f"**Retrievers on the same {retrievers.iloc[0]['indexed chunks']:,} chunks** ({compare_fraction:.0%} of the "
+    (f"**Retrievers on the same {retrievers.iloc[0]['indexed chunks']:,} chunks** ({share(compare_fraction)} of the "
      f"index, where exact {reference_embedder} is affordable): "
      + "; ".join(f"{name} finds {r[f'recall@{agreement_k} of exact {reference_embedder}']:.2f} of exact "
                  f"{reference_embedder}'s {agreement_k} nearest, {r['same-domain share']:.0%} from the query's "
                  f"domain" for name, r in retrievers.iterrows())
      + f". Exact {reference_embedder} neighbours instead of {config.embedder} neighbours change bits per byte after "
        f"TTT-NN by **{embedder_effect.describe()}**. The run's retriever over the whole index instead of exact "
-       f"{reference_embedder} over the {compare_fraction:.0%} it can afford: **{default_choice.describe()}**."),
+       f"{reference_embedder} over the {share(compare_fraction)} it can afford: **{default_choice.describe()}**."),
 ]
 if base:
     paragraphs.append(
@@ -389,8 +415,8 @@ fig.tight_layout()
 
 # %% tags=["hide-input"]
 display(gains.drop(columns="change").round(4))
-display(pd.DataFrame({f"{large:.0%} vs {small:.0%} index, k={gain_k}": size_effect.as_row(),
-                      **{f"nearest vs random same-domain, {f:.0%} index": c.as_row() for f, c in controls.items()},
+display(pd.DataFrame({f"{share(large)} vs {share(small)} index, k={gain_k}": size_effect.as_row(),
+                      **{f"nearest vs random same-domain, {share(f)} index": c.as_row() for f, c in controls.items()},
                       "advantage at the largest minus at the smallest": growth.as_row()}).round(4))
 
 # %% [markdown]

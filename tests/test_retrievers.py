@@ -66,7 +66,7 @@ def test_bm25_ties_are_broken_by_corpus_row_so_k_is_a_prefix_of_a_larger_k():
     d5, r5 = index.search_texts(["alpha beta"], 5)
     assert r5[0][:4].tolist() == [5, 20, 30, 50] and r2[0].tolist() == r5[0][:2].tolist()
     assert (d5[0][:4] == d5[0][0]).all() and d5[0][0] < 0  # distance = minus the BM25 score
-    assert index.search_texts(["nothing matches"], 3)[1][0].tolist() == [5, 10, 20]
+    assert index.search_texts(["nothing matches"], 3)[1][0].tolist() == [-1, -1, -1]  # no shared term: no match
 
 
 def test_bm25_indexes_the_same_rows_as_the_dense_index_and_is_cached(tiny_params):
@@ -244,3 +244,41 @@ def test_a_bm25_run_key_does_not_depend_on_an_embedder_it_never_loads(tiny_param
     monkeypatch.setattr(models, "weights_identity", fake)
     monkeypatch.setattr(study_module, "weights_identity", fake)
     assert prepare(config, progress=False).run_key == key
+
+
+def test_bm25_never_returns_a_chunk_that_shares_no_term_with_the_query():
+    """A zero score is no match: such chunks would come in corpus-row order, the first rows of one domain."""
+    from ttt_core.retrievers import BM25Index
+
+    texts = ["alpha beta gamma", "beta delta", "epsilon zeta", "这是一个测试文本", "测试文本没有空格"]
+    index = BM25Index.build(texts, np.arange(len(texts)), {})
+    _, rows = index.search_texts(["🙂🙂 !!!"], 3)
+    assert (rows == -1).all()
+    _, rows = index.search_texts(["beta"], 3)
+    assert rows[0].tolist() == [1, 0, -1]
+    # an unspaced script is matched by its character bigrams (as Lucene's CJK analyzer), not as one long token
+    _, rows = index.search_texts(["一个测试"], 2)
+    assert set(rows[0].tolist()) == {3, 4}
+
+
+def test_a_bm25_run_that_finds_fewer_than_k_chunks_says_why(tiny_params):
+    from ttt_core.retrieve import retrieve
+    from ttt_core.study import prepare
+
+    study = prepare(StudyConfig.from_params(**tiny_params, retriever="bm25"), progress=False)
+    with pytest.raises(ValueError, match="share a term with the query"):
+        retrieve("🙂 🙂", 2, None, study.index, study.corpus)
+
+
+def test_duplicate_first_stages_are_refused():
+    with pytest.raises(ValueError, match="rerank_from"):
+        StudyConfig(retriever="rerank", rerank_from="bm25+bm25").validate()
+
+
+def test_a_bm25_run_key_and_checks_ignore_the_embedder_settings_it_never_uses(tiny_params):
+    from ttt_core.study import prepare
+
+    keys = {prepare(StudyConfig.from_params(**{**tiny_params, "retriever": "bm25", **changes}), progress=False).run_key
+            for changes in ({}, {"embedder": "tiny-bert-large"}, {"embed_max_tokens": 5},
+                            {"embedder": "no-such-embedder"})}
+    assert len(keys) == 1

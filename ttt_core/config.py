@@ -288,8 +288,9 @@ class StudyConfig:
              f"one of {list(RETRIEVERS)} ('dense': the paper's kind of index; 'bm25'; 'rerank': first stages "
              f"re-ranked by the embedder)")
         need(isinstance(self.rerank_from, str) and self.rerank_from and all(
-            s == "bm25" or _is_embedder_name(s) for s in self.rerank_from.split("+")), "rerank_from",
-            "first stages joined by '+', each 'bm25' or a dense embedder name (e.g. 'bm25+minilm-static')")
+            s == "bm25" or _is_embedder_name(s) for s in self.rerank_from.split("+"))
+            and len(set(self.rerank_from.split("+"))) == len(self.rerank_from.split("+")), "rerank_from",
+            "distinct first stages joined by '+', each 'bm25' or a dense embedder name (e.g. 'bm25+minilm-static')")
         need(isinstance(self.rerank_candidates, int) and self.rerank_candidates >= 1 and (
             self.retriever != "rerank" or self.rerank_candidates >= max(self.k, self.selection_pool)),
             "rerank_candidates", f"an integer >= k={self.k} (candidates per first stage for the re-ranker)")
@@ -359,6 +360,9 @@ class StudyConfig:
         if self.retriever != "rerank":  # the re-ranker's settings change nothing else
             d.pop("rerank_from")
             d.pop("rerank_candidates")
+        if self.retriever == "bm25":  # BM25 embeds nothing: the embedder's settings are not inputs of its rows
+            for name in ("embedder", "embed_max_tokens", "embedder_tokenizer"):
+                d.pop(name)
         for name, default in KEY_NEUTRAL_DEFAULTS.items():
             if name in d and d[name] == default:
                 d.pop(name)

@@ -46,6 +46,9 @@ def retrieve(query: str, k: int, embedder: Embedder | None, index: NeighborIndex
 def remedy(index: NeighborIndex, wanted: int) -> str:
     """What to change when a search found fewer than `wanted`: an approximate index that holds enough chunks
     missed some (probe more), an exact one holds too few."""
+    if getattr(index, "meta", {}).get("retriever") == "bm25":
+        return ("BM25 returns only chunks that share a term with the query (a text of emoji or punctuation shares "
+                "none); use a smaller k, a dense retriever or retriever='rerank' with a dense first stage")
     kind = getattr(index, "index_type", None) or getattr(index, "meta", {}).get("index_type", "flat")
     if kind != "flat" and len(index) >= wanted:
         return (f"the approximate index (index_type={kind!r}) holds enough chunks but its search missed some; raise "

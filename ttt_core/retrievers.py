@@ -25,14 +25,23 @@ from .corpus import peak_rss_mb
 from .shards import distance_row_order
 
 # Tokenisation of BM25, for documents and queries alike: lower-cased runs of 2+ word characters (any script; the
-# regex is scikit-learn's and bm25s's default), no stop words and no stemmer (the corpus mixes languages and code).
+# regex is scikit-learn's and bm25s's default), no stop words and no stemmer (the corpus mixes languages and code);
+# a run of an unspaced script (Han, kana, Hangul, Thai) is cut into overlapping character bigrams, as Lucene's
+# CJKAnalyzer does: whole, a Chinese sentence is one term that no other text shares.
 BM25_SETTINGS = {"token_pattern": r"(?u)\b\w\w+\b", "lower": True, "stopwords": None, "stemmer": None,
-                 "method": "lucene", "k1": 1.5, "b": 0.75, "query_terms": "distinct"}
+                 "method": "lucene", "k1": 1.5, "b": 0.75, "query_terms": "distinct", "unspaced": "bigrams"}
+_UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
 
 
 def bm25_tokens(text: str) -> list[str]:
     """The BM25 terms of a text (`BM25_SETTINGS`)."""
-    return re.findall(BM25_SETTINGS["token_pattern"], text.lower())
+    terms = []
+    for term in re.findall(BM25_SETTINGS["token_pattern"], text.lower()):
+        pieces = _UNSPACED.split(term)
+        runs = _UNSPACED.findall(term)
+        terms += [p for p in pieces if len(p) >= 2]
+        terms += [run[i:i + 2] for run in runs for i in range(max(1, len(run) - 1))]
+    return terms
 
 
 def _ordered(distances: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,11 +105,15 @@ class BM25Index:
         return np.asarray(self.retriever.get_scores(ids), dtype=np.float32)[:len(self.rows)]
 
     def search_texts(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(minus BM25 scores, corpus rows) [len(texts), min(k, len)], highest score first, ties by corpus row."""
+        """(minus BM25 scores, corpus rows) [len(texts), min(k, len)], highest score first, ties by corpus row. A
+        chunk that shares no term with the query (score 0) is no match: row -1, distance inf, as a place an
+        approximate index could not fill (taken in row order, they would be the first rows of one domain)."""
         k = min(k, len(self))
         distances = np.stack([-self.scores(t) for t in texts]) if len(texts) else np.zeros((0, len(self)))
         rows = np.broadcast_to(self.rows, distances.shape)
-        return _ordered(distances, rows, k)
+        distances, rows = _ordered(distances, rows, k)
+        unmatched = distances >= 0
+        return np.where(unmatched, np.inf, distances), np.where(unmatched, -1, rows)
 
     def save(self, folder: Path) -> None:
         import shutil

@@ -152,7 +152,8 @@ def check(config: StudyConfig) -> StudyConfig:
             if not ok:
                 raise ValueError(f"invalid {name}={getattr(config, name)!r} for a corpus in the Pile layout "
                                  f"({config.corpus}): expected {valid}")
-    for name, kind in ((config.model, "lm"), (config.embedder, "embedder")):
+    # BM25 never loads the embedder: a name it does not use is not checked
+    for name, kind in ((config.model, "lm"), *(() if config.retriever == "bm25" else ((config.embedder, "embedder"),))):
         if check_model_name(name, kind) == "packaged":
             check_installed(PACKAGED[name])
     if config.retriever == "rerank":
