@@ -300,9 +300,8 @@ def build_retriever(config, corpus, embedder, progress: bool = True):
     # The exact indexes of the same embedder (whole train split or nested subsets: index_folder's siblings, same
     # tokenizer and tokens) already hold vectors of many candidates: a chapter that builds both embeds them once.
     dense = index_folder(dataclasses.replace(config, retriever="dense", embed_max_tokens=max_tokens), corpus)
-    for saved in sorted(dense.parent.glob(f"{dense.name}*")):
-        if (saved / "meta.json").exists() and (saved / "embeddings.npy").exists() and saved.name in (
-                dense.name, *[p.name for p in dense.parent.glob(f"{dense.name}-fraction*")]):
+    for saved in [dense, *sorted(p for p in dense.parent.glob(f"{dense.name}-fraction*") if p.suffix != ".tmp")]:
+        if (saved / "meta.json").exists() and (saved / "embeddings.npy").exists():  # finished builds only
             cache.adopt(np.load(saved / "rows.npy"), np.load(saved / "embeddings.npy", mmap_mode="r"))
     return RerankIndex(stages, config.rerank_candidates, embedder, max_tokens, cache, meta)
 
