@@ -672,3 +672,25 @@ def test_own_source_rows_are_the_rows_of_the_documents_source(tmp_path):
         rows = Study.own_source_rows(fake, doc)
         assert rows == table.index[(table.source_id == doc["source_id"]) & (table.domain == doc["domain"])].tolist()
         assert doc["row"] in rows and all(type(r) is int for r in rows)
+
+
+def test_atomic_writes_leave_the_old_artifact_or_the_new_one_never_half(tmp_path):
+    from ttt_core.files import atomic_file, atomic_folder
+
+    target = tmp_path / "shares.npz"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_file(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["shares.npz"]
+    with atomic_file(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and oct(target.stat().st_mode & 0o777) == "0o644"
+    folder = tmp_path / "index"
+    with pytest.raises(RuntimeError), atomic_folder(folder) as tmp:
+        (tmp / "meta.json").write_text("{}")
+        raise RuntimeError("killed")
+    assert not folder.exists()
+    with atomic_folder(folder) as tmp:
+        (tmp / "meta.json").write_text("{}")
+    assert (folder / "meta.json").exists() and not (tmp_path / "index.tmp").exists()

@@ -40,6 +40,20 @@ def tiny_static(tmp_path_factory):
     return folder
 
 
+def test_a_distilled_record_is_the_same_wherever_the_teacher_lies(tiny_static, tmp_path):
+    """model2vec writes the teacher's path into config.json; two checkouts must still give one record (run key)."""
+    import json
+
+    from ttt_core.models import tiny_model
+    from ttt_core.static import RECORD, distill_folder
+
+    model, tok = tiny_model("tiny-bert")
+    tok.name_or_path = model.name_or_path = str(tmp_path / "elsewhere" / "teacher")
+    distill_folder(model, tok, tmp_path / "tiny-static", {"name": "tiny-bert"})
+    assert json.loads((tmp_path / "tiny-static" / "config.json").read_text())["tokenizer_name"] == "tiny-bert"
+    assert (tmp_path / "tiny-static" / RECORD).read_text() == (tiny_static / RECORD).read_text()
+
+
 def test_static_embedder_keeps_the_embedder_contract_and_refuses_changed_files(tiny_static):
     from ttt_core.static import load_static
 

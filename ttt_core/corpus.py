@@ -286,46 +286,47 @@ def _build_from_layout(config: StudyConfig, folder: Path, shards: list[Path], te
     """The corpus of an official Pile layout, streamed to an Arrow file on disk (never held in memory whole)."""
     import datasets
 
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    strings = ("id", "text", "domain", "pile_set_name", "source_id", "group", "split", "shard")
-    features = datasets.Features({**{k: datasets.Value("string") for k in strings}, "chunk": datasets.Value("int64")})
-    if not progress:
-        datasets.disable_progress_bars()
-    try:
-        dataset = datasets.Dataset.from_generator(
-            _layout_rows, features=features, cache_dir=str(tmp / "cache"),
-            # tuples, not lists: datasets would take a list argument for data shards to split among workers
-            gen_kwargs={"shards": tuple(str(p) for p in shards), "test_file": str(test_file),
-                        "chunk_bytes": config.chunk_bytes, "domain_bytes": domain_budget(config),
-                        "stats_path": str(tmp / "stats.json")})
-    except datasets.exceptions.DatasetGenerationError as error:
-        cause = error.__cause__
-        if isinstance(cause, ValueError):  # a damaged input file: its file:line error, not datasets' wrapper
-            raise cause from cause.__cause__
-        raise
-    if len(dataset) == 0:
-        raise ValueError(f"corpus={config.corpus!r} yielded no documents")
-    read = json.loads((tmp / "stats.json").read_text())
-    digest, counts, shard_rows, row = hashlib.sha256(), {}, {}, 0
-    for batch in dataset.select_columns(["id", "text", "domain", "split", "shard"]).iter(batch_size=1000):
-        for doc_id, text, domain, side, shard in zip(*(batch[c] for c in ("id", "text", "domain", "split", "shard"))):
-            digest.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
-            counts.setdefault(domain, {"train": 0, "test": 0})[side] += 1
-            if shard:  # train rows come shard after shard: each shard is one range of rows
-                shard_rows.setdefault(shard, [row, row])[1] = row + 1
-            row += 1
-    manifest = {"corpus": config.corpus, "layout": "pile (train shards, test file)", "fingerprint":
-                digest.hexdigest()[:16], "rows": row, "chunk_bytes": config.chunk_bytes,
-                "domain_bytes": domain_budget(config), "train_shards": [p.name for p in shards],
-                "shard_rows": shard_rows, "test_file": test_file.name,
-                "documents per domain": counts, "pile_set_name": {d: d for d in counts}, "sources": [],
-                "documents read": _merged(read["stats"]), "records without pile_set_name": read["unnamed"]}
-    dataset.save_to_disk(str(tmp / "data"))
-    shutil.rmtree(tmp / "cache", ignore_errors=True)
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)  # atomic: a killed build leaves no half corpus behind
+    from .files import atomic_folder
+
+    with atomic_folder(folder) as tmp:  # a killed build leaves no half corpus behind
+        strings = ("id", "text", "domain", "pile_set_name", "source_id", "group", "split", "shard")
+        features = datasets.Features({**{k: datasets.Value("string") for k in strings},
+                                      "chunk": datasets.Value("int64")})
+        if not progress:
+            datasets.disable_progress_bars()
+        try:
+            dataset = datasets.Dataset.from_generator(
+                _layout_rows, features=features, cache_dir=str(tmp / "cache"),
+                # tuples, not lists: datasets would take a list argument for data shards to split among workers
+                gen_kwargs={"shards": tuple(str(p) for p in shards), "test_file": str(test_file),
+                            "chunk_bytes": config.chunk_bytes, "domain_bytes": domain_budget(config),
+                            "stats_path": str(tmp / "stats.json")})
+        except datasets.exceptions.DatasetGenerationError as error:
+            cause = error.__cause__
+            if isinstance(cause, ValueError):  # a damaged input file: its file:line error, not datasets' wrapper
+                raise cause from cause.__cause__
+            raise
+        if len(dataset) == 0:
+            raise ValueError(f"corpus={config.corpus!r} yielded no documents")
+        read = json.loads((tmp / "stats.json").read_text())
+        digest, counts, shard_rows, row = hashlib.sha256(), {}, {}, 0
+        for batch in dataset.select_columns(["id", "text", "domain", "split", "shard"]).iter(batch_size=1000):
+            columns = (batch[c] for c in ("id", "text", "domain", "split", "shard"))
+            for doc_id, text, domain, side, shard in zip(*columns):
+                digest.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
+                counts.setdefault(domain, {"train": 0, "test": 0})[side] += 1
+                if shard:  # train rows come shard after shard: each shard is one range of rows
+                    shard_rows.setdefault(shard, [row, row])[1] = row + 1
+                row += 1
+        manifest = {"corpus": config.corpus, "layout": "pile (train shards, test file)", "fingerprint":
+                    digest.hexdigest()[:16], "rows": row, "chunk_bytes": config.chunk_bytes,
+                    "domain_bytes": domain_budget(config), "train_shards": [p.name for p in shards],
+                    "shard_rows": shard_rows, "test_file": test_file.name,
+                    "documents per domain": counts, "pile_set_name": {d: d for d in counts}, "sources": [],
+                    "documents read": _merged(read["stats"]), "records without pile_set_name": read["unnamed"]}
+        dataset.save_to_disk(str(tmp / "data"))
+        shutil.rmtree(tmp / "cache", ignore_errors=True)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return load_corpus(folder)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from .config import StudyConfig
 from .corpus import Corpus
+from .files import atomic_file
 
 _SPACE = re.compile(r"\s+")
 # Bump when `hashed_ngrams` or `contamination_shares` changes what they measure: the shares kept beside a corpus
@@ -96,9 +97,6 @@ def contamination_shares(train_texts, test_texts, n: int) -> tuple[np.ndarray, n
 def _shares(corpus: Corpus, n: int) -> tuple[np.ndarray, np.ndarray]:
     """`contamination_shares` of the corpus's splits, kept in memory and beside the corpus (a built corpus never
     changes: its folder is written once): at 10^5 chunks they take minutes, and every notebook is a process."""
-    import os
-    import tempfile
-
     key = ("contamination_shares", n)
     if key not in corpus.cache:
         folder = getattr(corpus, "path", None)  # None: texts without a built corpus (kept in memory only)
@@ -111,11 +109,8 @@ def _shares(corpus: Corpus, n: int) -> tuple[np.ndarray, np.ndarray]:
             own, covered = contamination_shares(corpus.texts(corpus.rows("train")),
                                                 corpus.texts(corpus.rows("test")), n)
             if saved is not None:
-                handle, tmp = tempfile.mkstemp(dir=folder, suffix=".npz")  # a whole file or none
-                with os.fdopen(handle, "wb") as f:
+                with atomic_file(saved) as tmp, open(tmp, "wb") as f:
                     np.savez(f, own=own, covered=covered)
-                os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from other users of a shared artifacts folder
-                os.replace(tmp, saved)
             corpus.cache[key] = (own, covered)
     return corpus.cache[key]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,16 +60,14 @@ class NeighborIndex:
     def save(self, folder: Path, embeddings: np.ndarray | None = None) -> None:
         import faiss
 
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        faiss.write_index(self.index, str(tmp / "index.faiss"))
-        np.save(tmp / "rows.npy", self.rows)
-        if embeddings is not None:  # kept so that ablations can build sub-indexes without re-embedding
-            np.save(tmp / "embeddings.npy", embeddings)
-        (tmp / "meta.json").write_text(json.dumps(self.meta, indent=1))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        from .files import atomic_folder
+
+        with atomic_folder(folder) as tmp:
+            faiss.write_index(self.index, str(tmp / "index.faiss"))
+            np.save(tmp / "rows.npy", self.rows)
+            if embeddings is not None:  # kept so that ablations can build sub-indexes without re-embedding
+                np.save(tmp / "embeddings.npy", embeddings)
+            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=1))
 
     @classmethod
     def load(cls, folder: Path, embedder: str | None = None, corpus_fingerprint: str | None = None,

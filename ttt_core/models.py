@@ -212,7 +212,6 @@ def cached_sha256(path: Path, cache_file: Path) -> str:
     """sha256 of a file, kept in the JSON `cache_file` under (absolute path, size, mtime, inode), so that a 6 GB
     weights file is hashed once, not on every run; a file changed since (or written just before it was hashed)
     is hashed again."""
-    import os
     import time
 
     path = Path(path).resolve()
@@ -228,15 +227,11 @@ def cached_sha256(path: Path, cache_file: Path) -> str:
     hashed_at = time.time_ns()
     digest = sha256_file(path)
     cache[str(path)] = {"stamp": stamp, "sha256": digest, "hashed_at_ns": hashed_at}
-    Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
-    # A temporary file of its own for every writer, processes and threads alike (a Ray driver keys a run in two
-    # threads at once), replaced atomically: the last writer wins and no writer loses its file.
-    import tempfile
+    # A file of its own for every writer (a Ray driver keys a run in two threads at once).
+    from .files import atomic_file
 
-    fd, tmp = tempfile.mkstemp(dir=Path(cache_file).parent, prefix=f"{Path(cache_file).name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(cache, indent=1, sort_keys=True))
-    os.replace(tmp, cache_file)
+    with atomic_file(cache_file) as tmp:
+        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
     return digest
 
 
@@ -429,14 +424,13 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     # The weights are already dequantized; without this save_pretrained refuses a "gguf-quantized" model.
     model.hf_quantizer = None
     model.config.__dict__.pop("quantization_config", None)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "converted.json").write_text(json.dumps({"gguf": gguf.name, "gguf_sha256": sha256_file(gguf),
-                                                    "weights_sha256": sha256_file(tmp / "model.safetensors")}))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    from .files import atomic_folder
+
+    with atomic_folder(target) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "converted.json").write_text(json.dumps({"gguf": gguf.name, "gguf_sha256": sha256_file(gguf),
+                                                        "weights_sha256": sha256_file(tmp / "model.safetensors")}))
 
 
 def _load_converted(folder: Path, gguf_sha256: str):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .corpus import peak_rss_mb
+from .files import atomic_file, atomic_folder
 from .shards import distance_row_order
 
 # Tokenisation of BM25, for documents and queries alike: lower-cased runs of 2+ word characters (any script; the
@@ -116,15 +117,10 @@ class BM25Index:
         return np.where(unmatched, np.inf, distances), np.where(unmatched, -1, rows)
 
     def save(self, folder: Path) -> None:
-        import shutil
-
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.retriever.save(str(tmp))
-        np.save(tmp / "rows.npy", self.rows)
-        (tmp / "meta.json").write_text(json.dumps(self.meta, indent=1))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        with atomic_folder(folder) as tmp:
+            self.retriever.save(str(tmp))
+            np.save(tmp / "rows.npy", self.rows)
+            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=1))
 
     @classmethod
     def load(cls, folder: Path) -> "BM25Index":
@@ -188,9 +184,6 @@ class EmbeddingCache:
 
     def get(self, rows: np.ndarray) -> np.ndarray:
         """float32 [len(rows), dim] of the corpus rows, embedding (and saving) only those not cached yet."""
-        import os
-        import tempfile
-
         missing = sorted({int(r) for r in rows} - set(self.position))
         if missing:
             new = self.embedder.encode(self.corpus.texts(np.asarray(missing)), self.max_tokens)
@@ -198,12 +191,9 @@ class EmbeddingCache:
             self.vectors = np.concatenate([self.vectors, new.astype(np.float32)])
             self.position.update({r: start + i for i, r in enumerate(missing)})
             self.embedded += len(missing)
-            self.folder.mkdir(parents=True, exist_ok=True)
             order = np.asarray(sorted(self.position, key=self.position.get), dtype=np.int64)
-            handle, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npz")
-            with os.fdopen(handle, "wb") as f:
+            with atomic_file(self.folder / self.FILE) as tmp, open(tmp, "wb") as f:
                 np.savez(f, rows=order, vectors=self.vectors)
-            os.replace(tmp, self.folder / self.FILE)
         return self.vectors[[self.position[int(r)] for r in rows]]
 
 

@@ -9,7 +9,6 @@ not other vectors under the same name.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,10 @@ STATIC_EMBEDDERS = {"minilm-static": "minilm"}
 DISTILL_SETTINGS = {"pca_dims": 256, "sif_coefficient": 1e-4, "token_remove_pattern": r"\[unused\d+\]",
                     "quantize_to": "float16", "pooling": "mean", "vocabulary": None}
 RECORD = "distilled.json"
+# Version of the folder's layout. 2: config.json names the teacher and the model card is left out, since model2vec
+# writes the teacher's absolute path into both (the same weights had a different record, so different run keys,
+# in every checkout).
+FORMAT = 2
 
 
 def _model2vec_version() -> str:
@@ -36,17 +39,19 @@ def distill_folder(model, tokenizer, folder: Path, teacher: dict) -> dict:
 
     settings = {k: v for k, v in DISTILL_SETTINGS.items() if k != "vocabulary"}
     static = distill_from_model(model, tokenizer, device="cpu", vocabulary=None, **settings)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    static.save_pretrained(tmp)
+    from .files import atomic_folder
     from .models import sha256_file
 
-    record = {"teacher": teacher, "model2vec": _model2vec_version(), "settings": DISTILL_SETTINGS,
-              "dim": int(static.dim),
-              "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}}
-    (tmp / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with atomic_folder(folder) as tmp:
+        static.save_pretrained(tmp)
+        config = json.loads((tmp / "config.json").read_text())
+        config["tokenizer_name"] = teacher["name"]  # model2vec writes the teacher's absolute path here
+        (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
+        (tmp / "README.md").unlink(missing_ok=True)  # the model card: that path again, and no bearing on vectors
+        record = {"format": FORMAT, "teacher": teacher, "model2vec": _model2vec_version(),
+                  "settings": DISTILL_SETTINGS, "dim": int(static.dim),
+                  "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}}
+        (tmp / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True))
     return record
 
 
@@ -73,7 +78,7 @@ def assemble_static(name: str, cache: Path) -> Path:
     from .models import assemble_packaged
 
     folder = Path(cache) / name
-    if not (folder / RECORD).exists():
+    if not (folder / RECORD).exists() or json.loads((folder / RECORD).read_text()).get("format") != FORMAT:
         teacher_folder, teacher = assemble_packaged(STATIC_EMBEDDERS[name], Path(cache))
         model = AutoModel.from_pretrained(teacher_folder).float().eval()
         distill_folder(model, AutoTokenizer.from_pretrained(teacher_folder), folder,
