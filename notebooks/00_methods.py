@@ -152,7 +152,9 @@ with pd.option_context("display.max_colwidth", None):
 # - the whole index against 1 % of it, both static: {glue:text}`04_index_size.ipynb::index_size:s`.
 #
 # Recall of exact MiniLM's ten nearest over those 3 %, per retriever (`rerank`: BM25 and static candidates
-# re-ranked by MiniLM): {glue:text}`04_index_size.ipynb::retriever_recall:s`. Re-ranking embeds up to 200
+# re-ranked by MiniLM): {glue:text}`04_index_size.ipynb::retriever_recall:s`; over the whole index, with exact
+# MiniLM computed on a GPU (`benchmarks/full_recall.py`; the chapter shows every size): {glue:text}`04_index_size.ipynb::full_recall:s`.
+# Re-ranking embeds up to 200
 # candidates per query with MiniLM, some 20 s per test document here, for every chapter and control; it stays a
 # named option (`retriever`, in the deviations table), as BM25 and exact MiniLM (`embedder='minilm'`) do.
 
