@@ -168,6 +168,10 @@ def test_a_study_on_the_pile_layout_searches_its_shards_exactly_and_trains(tmp_p
                   work_dir=str(tmp_path / "work"), domains=("github", "pile-cc", "arxiv"))
     with pytest.raises(ValueError, match="invalid decontam_threshold=0.1 for a corpus in the Pile layout"):
         prepare(StudyConfig.from_params(**{**params, "decontam_threshold": 0.1}), progress=False)
+    for retriever in ("bm25", "rerank"):  # one in-memory index of every chunk: refused before any work
+        with pytest.raises(ValueError, match=f"invalid retriever='{retriever}' for a corpus in the Pile layout.*"
+                                             "expected 'dense'"):
+            prepare(StudyConfig.from_params(**{**params, "retriever": retriever}), progress=False)
     study = prepare(StudyConfig.from_params(**params), progress=False)
     assert isinstance(study.index, ShardedIndex) and study.index.shards == ["00", "01", "02"]
     train = study.corpus.rows("train")

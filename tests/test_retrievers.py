@@ -296,3 +296,25 @@ def test_a_bm25_run_key_and_checks_ignore_the_embedder_settings_it_never_uses(ti
             for changes in ({}, {"embedder": "tiny-bert-large"}, {"embed_max_tokens": 5},
                             {"embedder": "no-such-embedder"})}
     assert len(keys) == 1
+
+
+def test_a_text_embedded_as_the_zero_vector_gets_no_neighbour_not_the_first_rows():
+    """A static table embeds a text with no token of its vocabulary as zeros: every chunk ties, and rows would
+    come in corpus order (the first domain's). It gets none, as BM25 gives a query that shares no term."""
+    from ttt_core.index import NeighborIndex
+    from ttt_core.retrieve import remedy
+    from ttt_core.retrievers import DenseRetriever
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(6, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = NeighborIndex.from_embeddings(vectors, np.arange(10, 16), {"metric": "l2", "embedder": "minilm-static"})
+
+    class Fixed:  # the embedder contract: texts -> float32 [n, dim]
+        def encode(self, texts, max_tokens=None):
+            return np.stack([np.zeros(4, np.float32) if t == "🙂" else vectors[2] for t in texts])
+
+    distances, rows = DenseRetriever(index, Fixed()).search_texts(["🙂", "words"], 3)
+    assert rows[0].tolist() == [-1, -1, -1] and np.isinf(distances[0]).all()
+    assert rows[1][0] == 12 and distances[1][0] < 1e-6
+    assert "static embedder (minilm-static)" in remedy(index, 3)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from .corpus import Corpus
 from .index import NeighborIndex
 from .models import Embedder
+from .static import STATIC_EMBEDDERS
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ def remedy(index: NeighborIndex, wanted: int) -> str:
     if getattr(index, "meta", {}).get("retriever") == "bm25":
         return ("BM25 returns only chunks that share a term with the query (a text of emoji or punctuation shares "
                 "none); use a smaller k, a dense retriever or retriever='rerank' with a dense first stage")
+    if getattr(index, "meta", {}).get("embedder") in STATIC_EMBEDDERS:
+        return (f"a static embedder ({index.meta['embedder']}) gives a text with no token of its vocabulary (emoji "
+                f"only, say) no vector and so no neighbour; use a transformer embedder ('minilm'), or else a "
+                f"smaller k or a larger corpus")
     kind = getattr(index, "index_type", None) or getattr(index, "meta", {}).get("index_type", "flat")
     if kind != "flat" and len(index) >= wanted:
         return (f"the approximate index (index_type={kind!r}) holds enough chunks but its search missed some; raise "

@@ -70,8 +70,17 @@ class DenseRetriever:
         return len(self.index)
 
     def search_texts(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(squared L2 distances, corpus rows) [len(texts), min(k, len)], tie-stable (`NeighborIndex.search`)."""
-        return self.index.search(self.embedder.encode(list(texts), self.max_tokens), k)
+        """(squared L2 distances, corpus rows) [len(texts), min(k, len)], tie-stable (`NeighborIndex.search`).
+        A text embedded as the zero vector (a static table's text with no token of its vocabulary, an emoji
+        say) has no direction: every chunk would tie and come in corpus-row order, so it gets no neighbour
+        (row -1, distance inf), as BM25 gives a query that shares no term."""
+        vectors = self.embedder.encode(list(texts), self.max_tokens)
+        distances, rows = self.index.search(vectors, k)
+        empty = ~np.asarray(vectors).any(axis=1)
+        if empty.any():
+            distances, rows = distances.copy(), rows.copy()
+            distances[empty], rows[empty] = np.inf, -1
+        return distances, rows
 
 
 class BM25Index:

@@ -148,7 +148,10 @@ def check(config: StudyConfig) -> StudyConfig:
         for name, ok, valid in (("decontam_threshold", config.decontam_threshold is None, "None (the paper's)"),
                                 ("index_fraction", config.index_fraction == 1.0, "1.0"),
                                 ("leaky_index", not config.leaky_index, "False"),
-                                ("selection", config.selection == "nearest", "'nearest'")):
+                                ("selection", config.selection == "nearest", "'nearest'"),
+                                # BM25 and re-ranking hold one index of every chunk in memory; a Pile layout is
+                                # searched shard by shard, dense only.
+                                ("retriever", config.retriever == "dense", "'dense'")):
             if not ok:
                 raise ValueError(f"invalid {name}={getattr(config, name)!r} for a corpus in the Pile layout "
                                  f"({config.corpus}): expected {valid}")
