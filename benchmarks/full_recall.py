@@ -16,8 +16,9 @@ candidates, and MiniLM's weights stored as float16 and xz-compressed (the fp32 f
 call carries, 64 MiB). The device embeds in float32 with those weights through `models.Embedder.encode` (the study's own
 pooling: masked mean over the first 256 tokens, normalised), so its vectors differ from the CPU's fp32 ones by the
 weights' rounding: `prepare` embeds a seeded sample on the CPU with the original weights and `report` states the
-difference and how many queries' top-k it could reorder. The result lands in benchmarks/full_recall.json with
-the corpus fingerprint, the static embedder's record and the device; the index-size chapter shows it.
+difference (and, with `--cpu-index`, how many of a CPU MiniLM index's exact neighbours the GPU's search finds).
+The result lands in benchmarks/full_recall.json with the corpus fingerprint, the static embedder's record, the
+settings the rows depend on and the device; the index-size chapter shows it where they match its run.
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ INPUTS = ROOT / ".gpu"  # what the device call carries (git-ignored)
 REFERENCE = ROOT / ".gpu-reference.npz"  # the CPU's fp32 vectors of the sample (git-ignored, stays here)
 RESULT = HERE / "full_recall.json"
 PARAMS = ROOT / "params" / "study.yml"
+# The study's settings the measured rows depend on (the corpus itself is named by its fingerprint).
+SETTINGS = ("seed", "decontam_threshold", "decontam_ngram", "embed_max_tokens", "rerank_from", "rerank_candidates")
 SEP = "\x00"  # between texts in the xz file (no chunk holds a NUL: corpus texts are decoded UTF-8 prose/code)
 
 
@@ -64,8 +67,11 @@ def prepare(args) -> None:
     params = yaml.safe_load(PARAMS.read_text())
     config = StudyConfig.from_params(**study_parameters(params))
     fractions = [float(f) for f in str(params["fractions"]).split(",")]
+    candidates = args.candidates or config.rerank_candidates
     study = prepare_study(config)
     corpus, full = study.corpus, study.index
+    # The index-size chapter's queries: max_queries // domains per domain (04's parameter, default 200).
+    chapter_per_domain = max(1, int(params.get("max_queries", 200)) // len(corpus.domains))
     docs = corpus.test_documents(args.queries_per_domain, config.seed)
     queries = [d["text"] for d in docs]
     INPUTS.mkdir(exist_ok=True)
@@ -79,7 +85,7 @@ def prepare(args) -> None:
     # The reference sample: index positions and queries embedded here with the original fp32 weights (below).
     rng = np.random.default_rng(config.seed)
     arrays["sample_positions"] = np.sort(rng.choice(len(full.rows), args.check_rows, replace=False))
-    arrays["sample_queries"] = np.arange(min(args.check_queries, len(queries)))
+    arrays["sample_queries"] = np.sort(rng.choice(len(queries), min(args.check_queries, len(queries)), replace=False))
     timings = {}
     for fraction in fractions:
         tag = f"{fraction:g}"
@@ -88,7 +94,7 @@ def prepare(args) -> None:
         arrays[f"rows_{tag}"] = np.asarray(dense.index.rows, dtype=np.int64)
         for name, sub in (("static", dense), ("bm25", bm25)):
             start = time.perf_counter()
-            _, found = search_texts(sub.index, queries, args.candidates, sub.embedder, sub.config.embed_max_tokens)
+            _, found = search_texts(sub.index, queries, candidates, sub.embedder, sub.config.embed_max_tokens)
             timings[f"{name} {tag}"] = (time.perf_counter() - start) / len(queries)
             arrays[f"{name}_{tag}"] = found.astype(np.int64)
         print(f"{tag}: {len(dense.index):,} chunks", flush=True)
@@ -115,15 +121,16 @@ def prepare(args) -> None:
     np.savez_compressed(REFERENCE, rows=minilm.encode([texts[i] for i in arrays["sample_positions"]], None),
                         queries=minilm.encode([queries[i] for i in arrays["sample_queries"]], None))
     manifest = {"corpus_fingerprint": corpus.fingerprint, "indexed": len(full.rows), "queries": len(queries),
-                "queries_per_domain": args.queries_per_domain, "candidates": args.candidates,
-                "first_stages": ["minilm-static", "bm25"], "config_key_parts": {
-                    "embedder": config.embedder, "embed_max_tokens": config.embed_max_tokens, "seed": config.seed,
-                    "fractions": fractions},
+                "queries_per_domain": args.queries_per_domain, "chapter_queries_per_domain": chapter_per_domain,
+                "candidates": candidates, "first_stages": ["minilm-static", "bm25"], "fractions": fractions,
+                "settings": {name: getattr(config, name) for name in SETTINGS},
+                "work_path": str(config.work_path),
                 "static_embedder": static_identity(config.embedder, config.work_path),
                 "minilm": {"packaged sha256": record["sha256"], "carried as": "float16 safetensors",
                            "carried sha256": carried_sha256},
-                "query seconds (CPU, per query)": timings,
-                "files": {p.name: _sha256(p) for p in sorted(INPUTS.glob("*")) if p.is_file()}}
+                f"seconds per query at k = {candidates} (CPU)": timings,
+                "files": {str(p.relative_to(INPUTS)): _sha256(p) for p in sorted(INPUTS.rglob("*")) if p.is_file()},
+                "reference sha256": _sha256(REFERENCE)}
     (INPUTS / "manifest.json").write_text(json.dumps(manifest, indent=1))
     size = sum(p.stat().st_size for p in INPUTS.rglob("*") if p.is_file())
     print(f"wrote {INPUTS} ({size / 2**20:.1f} MiB) and the CPU reference {REFERENCE}")
@@ -142,7 +149,7 @@ def device(args) -> None:
     import shutil
     import tempfile
 
-    model_dir = Path(tempfile.mkdtemp()) / "minilm"
+    model_dir = Path(tempfile.mkdtemp()) / "minilm"  # removed at the end
     shutil.copytree(INPUTS / "minilm", model_dir, ignore=shutil.ignore_patterns("*.xz"))
     (model_dir / "model.safetensors").write_bytes(lzma.decompress((INPUTS / "minilm" / "model.safetensors.xz")
                                                                   .read_bytes()))
@@ -201,7 +208,8 @@ def device(args) -> None:
         "transformers": __import__("transformers").__version__, "chunks": len(texts), "queries": len(queries),
         "load seconds": loaded - start, "embed seconds": embedded - loaded,
         "chunks per second": len(texts) / (embedded - loaded), "search seconds": done - embedded,
-        "batch_size": args.batch_size}, indent=1))
+        "batch_size": args.batch_size, "limit": args.limit}, indent=1))
+    shutil.rmtree(model_dir.parent, ignore_errors=True)
     print(json.dumps(json.loads((Path(args.out) / "device.json").read_text())))
 
 
@@ -212,6 +220,8 @@ def report(args) -> None:
     inputs = np.load(INPUTS / "inputs.npz")
     got = np.load(Path(args.device_out) / "device.npz")
     info = json.loads((Path(args.device_out) / "device.json").read_text())
+    if _sha256(REFERENCE) != manifest["reference sha256"]:
+        raise SystemExit(f"{REFERENCE} is not the one prepared with {INPUTS}: run prepare again")
     reference = np.load(REFERENCE)
     k = args.k
     row_domains = dict(zip(inputs["index_rows"].tolist(), inputs["row_domains"].tolist()))
@@ -221,7 +231,7 @@ def report(args) -> None:
     sample_queries = got["query_vectors"][inputs["sample_queries"]]
     drift_queries = np.abs(sample_queries - reference["queries"]).max()
     cosine = float(np.min((got["sample_vectors"] * reference["rows"]).sum(1)))
-    chapter = _chapter_queries(query_domains, args.chapter_queries_per_domain)
+    chapter = _chapter_queries(query_domains, manifest["chapter_queries_per_domain"])
     cpu_check = _cpu_exact_check(args.cpu_index, manifest, inputs, got, chapter, k) if args.cpu_index else None
     rows = []
     for fraction in inputs["fractions"]:
@@ -241,14 +251,22 @@ def report(args) -> None:
               "command": "benchmarks/full_recall.py prepare / device / report", "k": k,
               "corpus_fingerprint": manifest["corpus_fingerprint"], "queries": manifest["queries"],
               "queries_per_domain": manifest["queries_per_domain"], "candidates": manifest["candidates"],
+              "chapter_queries_per_domain": manifest["chapter_queries_per_domain"], "settings": manifest["settings"],
               "static_embedder": manifest["static_embedder"], "minilm": manifest["minilm"], "device": info,
               "weights check": {"max |v_gpu - v_cpu| (index rows)": float(drift_rows),
                                 "max |q_gpu - q_cpu| (queries)": float(drift_queries),
                                 "min cosine (index rows)": cosine, "against the CPU's exact index": cpu_check,
                                 "sample rows": int(len(inputs["sample_positions"])),
                                 "sample queries": int(len(inputs["sample_queries"]))},
-              "query seconds (CPU)": manifest["query seconds (CPU, per query)"], "rows": rows}
-    RESULT.write_text(json.dumps(result, indent=1) + "\n")
+              "seconds per query (CPU)": next(v for n, v in manifest.items() if n.startswith("seconds per query")),
+              "rows": rows}
+    # A dry run (`device --limit`) embedded only some rows: its numbers must never replace the measured ones.
+    target = RESULT if not info.get("limit") else Path(args.device_out) / "full_recall.dry-run.json"
+    from ttt_core.files import atomic_file
+
+    with atomic_file(target) as tmp:
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {target}")
     for r in rows:
         print(f"{r['fraction']:>5g} {r['indexed chunks']:>8,} {r['retriever']:<32} recall@{k} "
               f"{r[f'recall@{k} of exact minilm']:.3f} same-domain {r['same-domain share']:.2f} (exact "
@@ -266,18 +284,17 @@ def _cpu_exact_check(folder: str, manifest: dict, inputs, got, chapter: np.ndarr
 
     folder = Path(folder)
     meta = json.loads((folder / "meta.json").read_text())
-    if meta.get("corpus_fingerprint") != manifest["corpus_fingerprint"]:
-        raise SystemExit(f"{folder} indexes another corpus")
+    if meta.get("corpus_fingerprint") != manifest["corpus_fingerprint"] or meta.get("embedder") != "minilm":
+        raise SystemExit(f"{folder} is not a MiniLM index of this corpus")
+    tag = f"{float(meta.get('index_fraction', 1.0)):g}"
+    if f"rows_{tag}" not in inputs:
+        raise SystemExit(f"{folder} indexes {tag} of the train split, a size not measured here")
     rows, vectors = np.load(folder / "rows.npy"), np.load(folder / "embeddings.npy")
     # The folder embeds its share of the train split; the index searched is that share less decontamination.
-    tag = next((f"{f:g}" for f in inputs["fractions"] if len(np.intersect1d(inputs[f"rows_{f:g}"], rows)) ==
-                len(inputs[f"rows_{f:g}"]) > 0.5 * len(rows)), None)
-    if tag is None:
-        raise SystemExit(f"{folder} holds the rows of no index size measured here")
     keep = np.isin(rows, inputs[f"rows_{tag}"])
     rows, vectors = rows[keep], vectors[keep]
     queries = lzma.decompress((INPUTS / "queries.xz").read_bytes()).decode().split(SEP)
-    cpu_queries = load_embedder("minilm", ROOT / "artifacts", "cpu").encode([queries[i] for i in chapter], None)
+    cpu_queries = load_embedder("minilm", manifest["work_path"], "cpu").encode([queries[i] for i in chapter], None)
     d = (cpu_queries ** 2).sum(1)[:, None] + (vectors ** 2).sum(1)[None] - 2 * cpu_queries @ vectors.T
     cpu = _ordered(d.astype(np.float32), np.broadcast_to(rows, d.shape), k)[1]
     gpu = _ordered(got[f"exact_d_{tag}"][chapter], got[f"exact_rows_{tag}"][chapter], k)[1]
@@ -300,7 +317,8 @@ def main(argv=None) -> None:
     sub = parser.add_subparsers(dest="step", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("--queries-per-domain", type=int, default=100)
-    p.add_argument("--candidates", type=int, default=100, help="each first stage's top candidates (rerank_candidates)")
+    p.add_argument("--candidates", type=int, default=None, help="each first stage's top candidates (default: the "
+                   "study's rerank_candidates)")
     p.add_argument("--check-rows", type=int, default=200, help="index rows embedded on the CPU as the reference")
     p.add_argument("--check-queries", type=int, default=50)
     d = sub.add_parser("device")
@@ -312,7 +330,6 @@ def main(argv=None) -> None:
     r = sub.add_parser("report")
     r.add_argument("device_out")
     r.add_argument("--k", type=int, default=10)
-    r.add_argument("--chapter-queries-per-domain", type=int, default=15)
     r.add_argument("--cpu-index", default=None, help="a dense MiniLM index folder with embeddings.npy (the "
                    "chapter's, at compare_fraction) to check the GPU's exact neighbours against the CPU's")
     args = parser.parse_args(argv)

@@ -153,10 +153,9 @@ with pd.option_context("display.max_colwidth", None):
 #
 # Recall of exact MiniLM's ten nearest over those 3 %, per retriever (`rerank`: BM25 and static candidates
 # re-ranked by MiniLM): {glue:text}`04_index_size.ipynb::retriever_recall:s`; over the whole index, with exact
-# MiniLM computed on a GPU (`benchmarks/full_recall.py`; the chapter shows every size): {glue:text}`04_index_size.ipynb::full_recall:s`.
-# Re-ranking embeds up to 200
-# candidates per query with MiniLM, some 20 s per test document here, for every chapter and control; it stays a
-# named option (`retriever`, in the deviations table), as BM25 and exact MiniLM (`embedder='minilm'`) do.
+# MiniLM computed on a GPU (`benchmarks/full_recall.py`; the chapter shows every size):
+# {glue:text}`04_index_size.ipynb::full_recall:s`. Re-ranking embeds up to 200 candidates per query with
+# MiniLM, some 20 s per test document here, for every chapter and control; it stays a named option (`retriever`, in the deviations table), as BM25 and exact MiniLM (`embedder='minilm'`) do.
 
 # %% [markdown]
 # ## How the aggregates are formed

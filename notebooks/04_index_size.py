@@ -462,24 +462,28 @@ display(pd.DataFrame({name: c.as_row() for name, c in retrievers[f"vs exact {ref
 # %% tags=["hide-input"]
 gpu_recall = Path(ttt_core.__file__).resolve().parents[1] / "benchmarks" / "full_recall.json"
 measured = json.loads(gpu_recall.read_text()) if gpu_recall.exists() else None
+# Shown only where it measured this run's index and queries: the same corpus, static embedder and settings.
 same_inputs = measured is not None and measured["corpus_fingerprint"] == study.corpus.fingerprint and \
-    measured["static_embedder"] == weights_identity(config.embedder, "embedder", config.work_path)
+    measured["static_embedder"] == weights_identity(config.embedder, "embedder", config.work_path) and \
+    "settings" in measured and measured["settings"] == {name: getattr(config, name) for name in measured["settings"]}
 if same_inputs:
-    check = measured["weights check"]
+    check, at = measured["weights check"], f"recall@{measured['k']}"
+    recall = f"{at} of exact minilm"
     cpu = check["against the CPU's exact index"]
     glue_text("full_recall", "; ".join(
-        f"{r['retriever']} {r['recall@10 of exact minilm']:.2f}" for r in measured["rows"] if r["fraction"] == 1.0))
+        f"{r['retriever']} {r[recall]:.2f}" for r in measured["rows"] if r["fraction"] == 1.0))
     display(Markdown(
         f"Measured on {measured['device']['gpu']} ({measured['device']['chunks per second']:,.0f} chunks/s), "
         f"{measured['queries']:,} held-out queries ({measured['queries_per_domain']} per domain), first stages' "
         f"{measured['candidates']} candidates each; float16-carried weights: largest change of a vector "
-        f"{check['max |v_gpu - v_cpu| (index rows)']:.1e}, least cosine to the CPU's {check['min cosine (index rows)']:.6f}"
-        + (f"; recall@10 of the CPU's exact neighbours at {share(cpu['index size'])} ({cpu['queries']} queries): "
-           f"{cpu['recall@10']:.3f}." if cpu else ".")))
+        f"{check['max |v_gpu - v_cpu| (index rows)']:.1e}, least cosine to the CPU's "
+        f"{check['min cosine (index rows)']:.6f}"
+        + (f"; {at} of the CPU's exact neighbours at {share(cpu['index size'])} ({cpu['queries']} queries): "
+           f"{cpu[at]:.3f}." if cpu else ".")))
     display(pd.DataFrame(measured["rows"]).set_index(["fraction", "indexed chunks", "retriever"]).round(3))
 else:
-    glue_text("full_recall", "not measured on this corpus and static embedder")
-    why = "missing" if measured is None else "from another corpus or static embedder"
+    glue_text("full_recall", "not measured on this corpus, static embedder and settings")
+    why = "missing" if measured is None else "from another corpus, static embedder or settings"
     display(Markdown(f"Not shown: {gpu_recall.name} is {why}; run `benchmarks/full_recall.py` on a GPU to measure it."))
 
 # %% [markdown]

@@ -694,7 +694,8 @@ def test_atomic_writes_leave_the_old_artifact_or_the_new_one_never_half(tmp_path
     with pytest.raises(RuntimeError), atomic_folder(folder) as tmp:
         (tmp / "meta.json").write_text("{}")
         raise RuntimeError("killed")
-    assert not folder.exists()
-    with atomic_folder(folder) as tmp:
+    assert not folder.exists() and not list(tmp_path.glob("index.*.tmp"))
+    with atomic_folder(folder) as tmp, atomic_folder(folder) as other:  # two writers: neither loses its folder
         (tmp / "meta.json").write_text("{}")
-    assert (folder / "meta.json").exists() and not (tmp_path / "index.tmp").exists()
+        (other / "meta.json").write_text('{"second": 1}')
+    assert (folder / "meta.json").read_text() in ("{}", '{"second": 1}') and not list(tmp_path.glob("index.*.tmp"))

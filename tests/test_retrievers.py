@@ -318,3 +318,8 @@ def test_a_text_embedded_as_the_zero_vector_gets_no_neighbour_not_the_first_rows
     assert rows[0].tolist() == [-1, -1, -1] and np.isinf(distances[0]).all()
     assert rows[1][0] == 12 and distances[1][0] < 1e-6
     assert "static embedder (minilm-static)" in remedy(index, 3)
+    assert "smaller k" in remedy(index, 7)  # too few chunks: that, not the query, is the cause
+    from ttt_core.retrieve import selected_neighbors
+
+    with pytest.raises(ValueError, match="found only 0.*static embedder"):  # SIFT's pool: no tied first rows
+        selected_neighbors("🙂", 1, "sift", 4, Fixed(), index, corpus=None)

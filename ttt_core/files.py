@@ -29,12 +29,22 @@ def atomic_file(path: Path | str) -> Iterator[Path]:
 
 @contextmanager
 def atomic_folder(folder: Path | str) -> Iterator[Path]:
-    """Yields an empty `<folder>.tmp` to fill; on success it replaces `folder` (an old one is removed first, the
-    rename itself is atomic), on an error it stays for inspection and the next write clears it."""
+    """Yields a fresh empty folder beside `folder` (`<name>.<random>.tmp`, one per writer, so two processes
+    building the same artifact never delete each other's work) to fill; on success it replaces `folder` (an old
+    one is removed first, then the atomic rename: a reader in between finds none and builds it), on an error it
+    is removed. A build that must resume after a kill keeps a fixed folder of its own instead (the mini-Pile's
+    shards, `corpus._build_minipile`)."""
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    yield tmp
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide it from other users of a shared artifacts folder
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            tmp.rename(folder)
+        except OSError:
+            if not folder.is_dir():  # else another writer's rename came between: its folder is as good
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

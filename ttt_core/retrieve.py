@@ -50,14 +50,14 @@ def remedy(index: NeighborIndex, wanted: int) -> str:
     if getattr(index, "meta", {}).get("retriever") == "bm25":
         return ("BM25 returns only chunks that share a term with the query (a text of emoji or punctuation shares "
                 "none); use a smaller k, a dense retriever or retriever='rerank' with a dense first stage")
-    if getattr(index, "meta", {}).get("embedder") in STATIC_EMBEDDERS:
-        return (f"a static embedder ({index.meta['embedder']}) gives a text with no token of its vocabulary (emoji "
-                f"only, say) no vector and so no neighbour; use a transformer embedder ('minilm'), or else a "
-                f"smaller k or a larger corpus")
     kind = getattr(index, "index_type", None) or getattr(index, "meta", {}).get("index_type", "flat")
     if kind != "flat" and len(index) >= wanted:
         return (f"the approximate index (index_type={kind!r}) holds enough chunks but its search missed some; raise "
                 f"index_nprobe (ivf) or index_ef_search (hnsw), or use index_type='flat'")
+    if len(index) >= wanted and getattr(index, "meta", {}).get("embedder") in STATIC_EMBEDDERS:
+        # An exact index that holds enough chunks finds fewer only for a query without a vector.
+        return (f"a static embedder ({index.meta['embedder']}) gives a text with no token of its vocabulary (emoji "
+                f"only, say) no vector and so no neighbour; use a transformer embedder ('minilm') or BM25")
     return "use a smaller k or a larger corpus"
 
 
@@ -108,7 +108,8 @@ def selected_neighbors(query: str, k: int, rule: str, pool: int, embedder: Embed
     vector = embedder.encode([query], embed_max_tokens)
     # The pool in (distance, row) order, as `retrieve`: a tie at the pool's edge gives the same candidates always.
     _, ids = index.search_ids(vector, pool + len(exclude))
-    keep = [int(i) for i in ids[0] if i >= 0 and int(index.rows[i]) not in exclude][:pool]
+    # A query embedded as zeros has no direction (every chunk ties): no candidates, as `DenseRetriever`.
+    keep = [int(i) for i in ids[0] if i >= 0 and int(index.rows[i]) not in exclude][:pool] if vector.any() else []
     if len(keep) < pool:  # the rules must choose from the same `pool` candidates in every run
         raise ValueError(f"k={k} with selection={rule!r} needs a pool of {pool} candidates, but the index (of "
                          f"{len(index)} chunks, {len(exclude)} rows excluded) found only {len(keep)}: "
