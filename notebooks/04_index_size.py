@@ -111,7 +111,7 @@ reference_embedder = "minilm"  # the exact dense index the others' neighbours ar
 agreement_k = 10  # recall@k of the reference's exact neighbours
 latency_queries = 3  # held-out queries timed per retriever on the full index (re-ranking embeds their candidates)
 base_model = "gemma3-270m"  # a pretrained base model for the nearest-vs-random control on the full index ("" skips)
-base_k = 5  # 5: the scaling chapter trains Gemma at k = 5 on the same documents and index, so that arm is shared
+base_k = 5  # the scaling chapter trains Gemma with as many neighbours on the same documents: one shared run
 params_file = ""  # the parameter file this run was given (shown in "Reproduce this page")
 
 # %% tags=["hide-input", "remove-output"]
