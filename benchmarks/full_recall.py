@@ -23,7 +23,6 @@ settings the rows depend on and the device; the index-size chapter shows it wher
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import lzma
 import sys
@@ -35,6 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+from ttt_core.models import sha256_file  # noqa: E402  (torch and numpy only: it runs on the GPU machine too)
 INPUTS = ROOT / ".gpu"  # what the device call carries (git-ignored)
 REFERENCE = ROOT / ".gpu-reference.npz"  # the CPU's fp32 vectors of the sample (git-ignored, stays here)
 RESULT = HERE / "full_recall.json"
@@ -42,14 +42,6 @@ PARAMS = ROOT / "params" / "study.yml"
 # The study's settings the measured rows depend on (the corpus itself is named by its fingerprint).
 SETTINGS = ("seed", "decontam_threshold", "decontam_ngram", "embed_max_tokens", "rerank_from", "rerank_candidates")
 SEP = "\x00"  # between texts in the xz file (no chunk holds a NUL: corpus texts are decoded UTF-8 prose/code)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def prepare(args) -> None:
@@ -115,7 +107,7 @@ def prepare(args) -> None:
     save_file({k: v.to(torch.float16) for k, v in weights.items()}, str(half))
     # xz takes 45.4 MB to 40.8: with the texts (19.6) that is what lets one call carry it all.
     (model_dir / "model.safetensors.xz").write_bytes(lzma.compress(half.read_bytes(), preset=6))
-    carried_sha256 = _sha256(half)
+    carried_sha256 = sha256_file(half)
     half.unlink()
     minilm = load_embedder("minilm", config.work_path, "cpu")
     np.savez_compressed(REFERENCE, rows=minilm.encode([texts[i] for i in arrays["sample_positions"]], None),
@@ -129,8 +121,8 @@ def prepare(args) -> None:
                 "minilm": {"packaged sha256": record["sha256"], "carried as": "float16 safetensors",
                            "carried sha256": carried_sha256},
                 f"seconds per query at k = {candidates} (CPU)": timings,
-                "files": {str(p.relative_to(INPUTS)): _sha256(p) for p in sorted(INPUTS.rglob("*")) if p.is_file()},
-                "reference sha256": _sha256(REFERENCE)}
+                "files": {str(p.relative_to(INPUTS)): sha256_file(p) for p in sorted(INPUTS.rglob("*")) if p.is_file()},
+                "reference sha256": sha256_file(REFERENCE)}
     (INPUTS / "manifest.json").write_text(json.dumps(manifest, indent=1))
     size = sum(p.stat().st_size for p in INPUTS.rglob("*") if p.is_file())
     print(f"wrote {INPUTS} ({size / 2**20:.1f} MiB) and the CPU reference {REFERENCE}")
@@ -144,7 +136,7 @@ def device(args) -> None:
 
     manifest = json.loads((INPUTS / "manifest.json").read_text())
     for name, want in manifest["files"].items():
-        if _sha256(INPUTS / name) != want:
+        if sha256_file(INPUTS / name) != want:
             raise SystemExit(f"{INPUTS / name} does not match its manifest")
     import shutil
     import tempfile
@@ -153,7 +145,7 @@ def device(args) -> None:
     shutil.copytree(INPUTS / "minilm", model_dir, ignore=shutil.ignore_patterns("*.xz"))
     (model_dir / "model.safetensors").write_bytes(lzma.decompress((INPUTS / "minilm" / "model.safetensors.xz")
                                                                   .read_bytes()))
-    if _sha256(model_dir / "model.safetensors") != manifest["minilm"]["carried sha256"]:
+    if sha256_file(model_dir / "model.safetensors") != manifest["minilm"]["carried sha256"]:
         raise SystemExit("the carried MiniLM weights do not match the manifest")
     dev = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 products as on the CPU
@@ -220,7 +212,7 @@ def report(args) -> None:
     inputs = np.load(INPUTS / "inputs.npz")
     got = np.load(Path(args.device_out) / "device.npz")
     info = json.loads((Path(args.device_out) / "device.json").read_text())
-    if _sha256(REFERENCE) != manifest["reference sha256"]:
+    if sha256_file(REFERENCE) != manifest["reference sha256"]:
         raise SystemExit(f"{REFERENCE} is not the one prepared with {INPUTS}: run prepare again")
     reference = np.load(REFERENCE)
     k = args.k
