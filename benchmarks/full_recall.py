@@ -199,7 +199,7 @@ def device(args) -> None:
         "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else "none (a dry run)", "torch": torch.__version__,
         "transformers": __import__("transformers").__version__, "chunks": len(texts), "queries": len(queries),
         "load seconds": loaded - start, "embed seconds": embedded - loaded,
-        "chunks per second": len(texts) / (embedded - loaded), "search seconds": done - embedded,
+        "chunks per second": (args.limit or len(texts)) / (embedded - loaded), "search seconds": done - embedded,
         "batch_size": args.batch_size, "limit": args.limit}, indent=1))
     shutil.rmtree(model_dir.parent, ignore_errors=True)
     print(json.dumps(json.loads((Path(args.out) / "device.json").read_text())))
@@ -210,6 +210,8 @@ def report(args) -> None:
 
     manifest = json.loads((INPUTS / "manifest.json").read_text())
     inputs = np.load(INPUTS / "inputs.npz")
+    if not (Path(args.device_out) / "device.npz").is_file():
+        raise SystemExit(f"no device.npz in {args.device_out}: run `device --out DIR` on the GPU first and pass DIR")
     got = np.load(Path(args.device_out) / "device.npz")
     info = json.loads((Path(args.device_out) / "device.json").read_text())
     if sha256_file(REFERENCE) != manifest["reference sha256"]:
