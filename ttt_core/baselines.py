@@ -62,19 +62,25 @@ def in_context_prefix(neighbor_tokens: list[list[int]], budget: int, keep: str =
 
 @torch.no_grad()
 def target_logprobs(model, tokens: list[int], prefix_token: int, max_len: int,
-                    context: list[int] | None = None) -> np.ndarray:
-    """Natural-log probability of every token of `tokens`, each scored once: after `context` in one window when
-    both fit (in-context), else lm-eval's rolling windows from `prefix_token` (the study's bits per byte)."""
+                    context: list[int] | None = None, after: list[int] = ()) -> np.ndarray:
+    """Natural-log probability of every token of `tokens` (float64 [len(tokens)]), each scored once: after
+    `context` in one window when both fit (in-context), else lm-eval's rolling windows from `prefix_token` (the
+    study's bits per byte). `after` is fed after the tokens in that one window (as much as fits): a causal model
+    cannot use it, so it changes no score (`context.CONTEXTS`' 'after' check)."""
     model.eval()
     device = next(model.parameters()).device
     if context and len(context) + len(tokens) <= max_len:
         windows = [(context, tokens)]
     else:
-        windows = rolling_windows(tokens, prefix_token, max_len)
+        windows, after = rolling_windows(tokens, prefix_token, max_len), ()
     out = []
     for ctx, targets in windows:
         inputs = (ctx + targets)[:-1]
-        logits = model(input_ids=torch.tensor([inputs], device=device)).logits[0, -len(targets):]
+        if after:
+            inputs = ctx + targets + list(after)[:max_len - len(ctx) - len(targets)]
+        # The logits at position i predict input i + 1: the targets' are those of the positions just before them.
+        first = len(ctx) - 1
+        logits = model(input_ids=torch.tensor([inputs], device=device)).logits[0, first:first + len(targets)]
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         out.append(logprobs.gather(1, torch.tensor(targets, device=device)[:, None])[:, 0].cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)

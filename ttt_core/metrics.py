@@ -158,18 +158,32 @@ def scored_tokens(tokenizer, text: str, max_tokens: int | None = None) -> tuple[
     original text instead (a token that ends inside a character then counts the whole character). Raises
     ValueError where neither is available (a slow tokenizer whose pieces do not spell the text)."""
     tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
-    n_bytes = len(text.encode("utf-8"))
     if max_tokens is None or len(tokens) <= max_tokens:
-        return tokens, n_bytes
+        return tokens, len(text.encode("utf-8"))
+    try:
+        counts = token_byte_counts(tokenizer, text, tokens)
+    except ValueError as error:
+        raise ValueError(f"cannot count the bytes of the first max_eval_tokens={max_tokens} tokens: {error}; use "
+                         "max_eval_tokens=None (score the whole text)") from None
+    return tokens[:max_tokens], sum(counts[:max_tokens])
+
+
+def token_byte_counts(tokenizer, text: str, tokens: list[int]) -> list[int]:
+    """The UTF-8 bytes of `text` each of its `tokens` (the tokenizer's, no special tokens) stands for, summing to
+    the text's bytes: the tokens' own bytes (`token_bytes`) where they spell the text exactly, else spans of a
+    fast tokenizer's character offsets (a token ending inside a character then counts the whole character, the
+    last token the rest of the text). Raises ValueError where neither is available."""
+    n_bytes = len(text.encode("utf-8"))
     pieces = token_bytes(tokenizer, tokens)
     if sum(pieces) == n_bytes:
-        return tokens[:max_tokens], sum(pieces[:max_tokens])
+        return pieces
     if getattr(tokenizer, "is_fast", False):
         offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        return tokens[:max_tokens], len(text[:offsets[max_tokens - 1][1]].encode("utf-8"))
-    raise ValueError(f"cannot count the bytes of the first max_eval_tokens={max_tokens} tokens: this tokenizer's "
-                     f"pieces spell {sum(pieces)} bytes of a {n_bytes}-byte text and it gives no character offsets; "
-                     "use max_eval_tokens=None (score the whole text)")
+        ends = [len(text[:end].encode("utf-8")) for _, end in offsets[:len(tokens)]]
+        ends[-1:] = [n_bytes] if ends else []
+        return [b - a for a, b in zip([0] + ends[:-1], ends)]
+    raise ValueError(f"this tokenizer's pieces spell {sum(pieces)} bytes of a {n_bytes}-byte text and it gives no "
+                     "character offsets")
 
 
 def score_text(lm, text: str, eval_context: int | None = None, max_eval_tokens: int | None = None) -> dict:

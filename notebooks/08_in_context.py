@@ -1,0 +1,277 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # In-context against TTT-NN: where the context's gain comes from
+#
+# ```{glue:md} finding
+# :format: myst
+# ```
+
+# %% tags=["parameters", "remove-cell"]
+# StudyConfig fields, generated from ttt_core/config.py by `python -m ttt_core sync-parameters` (change them there)
+# What is studied
+model = "smollm2-135m"
+# 'minilm-static' (ttt_core.static) is a model2vec table distilled from MiniLM: no transformer pass, a named
+# deviation (DEVIATIONS: embedder)
+embedder = "minilm-static"
+corpus = "minipile"
+domains = ()  # the test documents' domains (empty: all); the corpus and index hold every domain
+docs_per_domain = 1  # test documents per domain (the book's: params/study.yml)
+# Instead of docs_per_domain: this share of each domain's test documents, drawn as the official code drew them
+# (random.Random(split_seed).shuffle, then the first 20 %: the paper's 42,916 Pile test documents)
+test_portion = None
+# Test-time training (paper: AdamW lr 2e-5, eps 1e-8, wd 0.01, clip 1.0, batch 1, fp32)
+k = 10
+eval_ks = (0, 1, 2, 3, 5, 10, 15, 20, 25, 30, 40, 50)
+learning_rate = 2e-05
+adam_epsilon = 1e-08
+weight_decay = 0.01
+grad_clip = 1.0
+max_length = 1024
+reset_optimizer = True
+# 'adamw' (the paper's) or 'adafactor' (factored second moments, no first moment: optimizer state of a few
+# MB instead of twice the weights, so a 1.5B model trains in 24 GB; a named deviation)
+optimizer = "adamw"
+# Where the weights are restored from after each document: 'memory' (a copy) or 'file' (the packaged model's
+# safetensors, checked against the weights first; no second copy in memory). The same numbers either way.
+weights_snapshot = "memory"
+seed = 0
+# Corpus, embedding and scoring
+chunk_bytes = 1000  # UTF-8 bytes per chunk: at most 1,002 tokens, one step at max_length 1024
+# UTF-8 bytes read per domain before the split. None: 250,000 for the mini-Pile, every document of any other
+# corpus; a number caps any corpus (what the cap dropped is kept in the manifest and warned about)
+domain_bytes = None
+test_fraction = 0.1  # share of content groups (else source documents) held out for testing
+split_by = "group"  # 'group' (content group: a message or page in every language) or 'source' (file)
+split_seed = 1216  # seeds the train/test split (1216: the official code's test subsample seed)
+decontam_ngram = 50  # characters per n-gram of the overlap measure (works for unspaced scripts too)
+decontam_threshold = 0.1  # leave out train chunks sharing more n-grams with the test split
+neighbors = "nearest"  # 'nearest' (TTT-NN) or the controls 'random-domain', 'random-any'
+# Which of the `selection_pool` nearest candidates (0: 4 k) are trained on, k steps in all: 'nearest' (the
+# paper), 'sift' (greedy posterior-variance reduction, noise `sift_lambda`) or 'hullft' (a sparse convex
+# reconstruction of the query, as a multiset; `reuse_gradients` reuses the gradient of a repeated text)
+selection = "nearest"
+selection_pool = 0
+sift_lambda = 0.01
+reuse_gradients = False
+# The leaky index of the leakage chapter: every chunk of every *other* source, test chunks included, as a split
+# by file allows (the translation of a test text in another language is in it); no decontamination.
+leaky_index = False
+# Embedder tokens per text: None is the embedder's declared limit (MiniLM 256, mpnet 384; the paper's RoBERTa
+# 512, which the paper embeds); a number past the declared limit is a deviation (DEVIATIONS)
+embed_max_tokens = None
+embedder_tokenizer = None  # another tokenizer for the embedder (paper: roberta-base's)
+index_fraction = 1.0  # index a nested random subset of the train split (index-size ablation)
+# 'flat' (exact, the paper's) or an approximate faiss index for millions of vectors: 'ivf' (IVF-Flat, probing
+# `index_nprobe` cells) or 'hnsw' (HNSW32, `index_ef_search`); its recall@k against exact search is measured
+# on held-out queries when it is built and kept in the index's meta
+index_type = "flat"
+index_nprobe = 32
+index_ef_search = 128
+# How neighbours are found: one of RETRIEVERS ('dense': the `embedder`'s faiss index, the paper's kind).
+# 'rerank': the union of the top `rerank_candidates` of each first stage in `rerank_from` ('bm25' and/or dense
+# embedder names joined by '+'), re-ranked by exact `embedder` embeddings (ttt_core.retrievers)
+retriever = "dense"
+rerank_from = "bm25+minilm-static"
+rerank_candidates = 100
+eval_context = None
+max_eval_tokens = None
+split_query = False  # leakage control (paper's GPT-2 "split" run): query with the first part, score the rest
+score_prefix = "lm-eval"  # first-window prefix: 'lm-eval' (BOS, else EOS), 'endoftext', or a vocabulary token
+train_with_bos = True  # BOS before each training chunk where the model's tokenizer adds one (Gemma)
+bootstrap_samples = 1000
+# Where and how
+device = "auto"
+work_dir = "artifacts"
+# End of the StudyConfig fields; this notebook's own parameters follow
+context_k = 5  # neighbours put in the context and trained on (the in-context comparison's k)
+context_docs_per_domain = 1
+first_tokens = 32  # the "first tokens" of a document: its cold start from the scoring prefix
+cold_starts = "0,32,64"  # both methods scored on the tokens after the first N
+position_edges = "0,8,16,32,64,128,256,512,1024,2048,8192"  # bins of token positions for the figure
+long_chunk_bytes = 4000  # longer test documents: another corpus cut at this many bytes (the paper: whole documents)
+long_context = 1024  # the paper's context (GPT-2's), beside the model's own, for the longer documents
+base_model = "gemma3-270m"  # a pretrained base model for the decisive comparisons ("" skips)
+params_file = ""  # the parameter file this run was given (shown in "Reproduce this page")
+
+# %% tags=["hide-input", "remove-output"]
+# Before the cell binds any other name: a parameter this notebook does not declare is a typo, not a no-op.
+from ttt_core.params import notebook_config
+
+config = notebook_config(globals(), "08_in_context")
+
+import dataclasses
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown, display
+
+from ttt_core.context import CONTEXTS, context_key, position_frame, run_contexts, span_change
+from ttt_core.models import check_model_name
+from ttt_core.plots import use_report_style
+from ttt_core.report import glue_finding, glue_text, interval_text, reproduce, show_finding
+from ttt_core.study import prepare, vary
+
+cuts = sorted({int(x) for x in str(cold_starts).split(",")})
+edges = sorted({int(x) for x in str(position_edges).split(",")})
+for name, value, ok, valid in (
+        ("context_k", context_k, isinstance(context_k, int) and context_k >= 1, "an integer >= 1"),
+        ("first_tokens", first_tokens, isinstance(first_tokens, int) and first_tokens >= 1, "an integer >= 1"),
+        ("cold_starts", cold_starts, cuts[0] >= 0, "comma-separated integers >= 0"),
+        ("position_edges", position_edges, len(edges) >= 2 and edges[0] == 0, "at least two integers from 0"),
+        ("long_chunk_bytes", long_chunk_bytes, isinstance(long_chunk_bytes, int) and long_chunk_bytes > config.chunk_bytes,
+         f"an integer above chunk_bytes={config.chunk_bytes}"),
+        ("long_context", long_context, isinstance(long_context, int) and long_context >= 2, "an integer >= 2")):
+    if not ok:
+        raise ValueError(f"invalid {name}={value!r}: expected {valid}")
+if base_model:
+    check_model_name(base_model, "lm")
+
+use_report_style()
+config = dataclasses.replace(config, k=context_k, docs_per_domain=context_docs_per_domain)
+study = prepare(config)
+documents = study.test_documents()
+names = study.pile_set_names
+models = [config.model] + ([base_model] if base_model and base_model != config.model else [])
+runs, run_keys, short = {}, {}, {}
+for model in models:
+    runs[model] = vary(study, model=model) if model != config.model else study
+    short[model] = run_contexts(runs[model], documents)
+    run_keys[f"{model}: contexts and TTT-NN, {config.chunk_bytes}-byte documents"] = context_key(runs[model])
+# Longer test documents: the same corpus sources cut into longer chunks (a corpus of its own, and its index).
+long_study = prepare(dataclasses.replace(config, chunk_bytes=long_chunk_bytes))
+long_documents = long_study.test_documents()
+long_rows = {}
+for model in models:
+    sub = vary(long_study, model=model) if model != config.model else long_study
+    sub.lm = runs[model].lm  # the model is loaded once
+    for context in (None, long_context):
+        long_rows[(model, context)] = run_contexts(sub, long_documents, ("nearest",), context)
+        run_keys[f"{model}: {long_chunk_bytes}-byte documents, context {context or 'of the model'}"] = context_key(
+            sub, ("nearest",), context)
+
+
+def change(rows, a, b, start=0, stop=None):
+    return span_change(rows, a, b, names, start, stop, config.bootstrap_samples, config.seed)
+
+
+# Every context and TTT-NN against no context; then TTT-NN against in-context on the tokens after the first N.
+controls, splits, cold, longer = [], [], [], []
+for model, rows in short.items():
+    for method in [*CONTEXTS, "ttt"]:
+        controls.append({"model": model, "method": method, "change": change(rows, "none", method)})
+    for method in ("nearest", "random-any", "ttt"):
+        for span, (start, stop) in {f"first {first_tokens} tokens": (0, first_tokens),
+                                    f"after the first {first_tokens}": (first_tokens, None)}.items():
+            splits.append({"model": model, "method": method, "tokens": span, "change": change(rows, "none", method,
+                                                                                              start, stop)})
+    for cut in cuts:
+        cold.append({"model": model, "scored": f"tokens after the first {cut}" if cut else "every token",
+                     "change": change(rows, "nearest", "ttt", cut)})
+for (model, context), rows in long_rows.items():
+    window = context or runs[model].language_model().context_length
+    for a, b in (("none", "nearest"), ("none", "ttt"), ("nearest", "ttt")):
+        longer.append({"model": model, "context tokens": window, "comparison": f"{b} vs {a}", "change": change(rows, a, b)})
+after_drift = max(abs(x - y) for rows in short.values() for r in rows
+                  for x, y in zip(r["logprobs"]["after"], r["logprobs"]["none"]))
+positions = pd.concat([position_frame(rows, edges).assign(model=model) for model, rows in short.items()])
+
+
+def table(entries: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{**{k: v for k, v in e.items() if k != "change"}, **e["change"].as_row()} for e in entries])
+
+
+def pick(entries, **where):
+    return next(e["change"] for e in entries if all(e[k] == v for k, v in where.items()))
+
+
+main, last = config.model, cuts[-1]
+gap = pick(cold, model=main, scored="every token")
+gap_late = pick(cold, model=main, scored=f"tokens after the first {last}")
+long_gap = pick(longer, model=main, **{"context tokens": long_context, "comparison": "ttt vs nearest"})
+glue_finding("incontext_gap", gap, lower_is_claimed=True,
+             note=f"TTT-NN against in-context, k = {context_k}, {main}, {config.chunk_bytes}-byte documents")
+glue_finding("incontext_gap_late", gap_late, lower_is_claimed=True,
+             note=f"the same, scored on the tokens after the first {last}")
+glue_finding("incontext_gap_long", long_gap, lower_is_claimed=True,
+             note=f"the same at {long_chunk_bytes}-byte documents and {long_context} tokens of context")
+
+# %% tags=["remove-cell"]
+def share_of(model, method):
+    return pick(controls, model=model, method=method).percent / pick(controls, model=model, method="nearest").percent
+
+
+paragraphs = [
+    f"With {context_k} neighbours and {len(documents)} documents of {config.chunk_bytes} bytes, TTT-NN against the "
+    f"same neighbours in the context ({main}): **{gap.describe()}**; on the tokens after the first {last}: "
+    f"{gap_late.describe()}. At {long_chunk_bytes}-byte documents with {long_context} tokens of context: "
+    f"{long_gap.describe()}.",
+    "Where the context's gain comes from, against no context: " + "; ".join(
+        f"{model}: nearest {pick(controls, model=model, method='nearest').percent:+.1f} %, random chunks of any "
+        f"domain {pick(controls, model=model, method='random-any').percent:+.1f} % ({share_of(model, 'random-any'):.0%} "
+        f"of it), filler {pick(controls, model=model, method='filler').percent:+.1f} %, preceding text "
+        f"{pick(controls, model=model, method='preceding').percent:+.1f} %" for model in models)
+    + f". The neighbours placed after the document change no token by more than {after_drift:.1e} nats (a check "
+      "of the code: the document cannot see them).",
+]
+show_finding(*paragraphs)
+
+# %% tags=["hide-input"]
+order = ["none", "nearest", "random-any", "preceding", "filler", "ttt"]
+shown = positions[positions["method"].isin(order)]
+grid = sns.relplot(data=shown, x="start", y="loss", hue="method", hue_order=order, col="model", kind="line",
+                   marker="o", errorbar=None, height=4, aspect=1.2, facet_kws={"sharey": False})
+grid.set(xscale="symlog", xlabel="token position in the document (bin start, symlog scale)",
+         ylabel="mean loss (nats per token)")
+grid.figure.suptitle(f"Where the gain is: loss by position, {len(documents)} documents of {config.chunk_bytes} bytes, "
+                     f"k = {context_k}", y=1.03)
+
+# %% [markdown]
+# ## The context's controls
+# Each context against no context on the same documents and tokens (negative: the context lowers bits per byte),
+# every context cut to the tokens the nearest neighbours take. 'after' is a check of the code, not a control: the
+# document cannot see what follows it.
+
+# %% tags=["hide-input"]
+display(table(controls).round(3))
+
+# %% [markdown]
+# ## The first tokens against the rest
+
+# %% tags=["hide-input"]
+display(table(splits).round(3))
+
+# %% [markdown]
+# ## The cold start: TTT-NN against in-context after the first N tokens
+# Negative: TTT-NN lower than in-context.
+
+# %% tags=["hide-input"]
+display(table(cold).round(3))
+
+# %% [markdown]
+# ## Longer documents
+# The same sources cut into longer test documents (`long_chunk_bytes`), a corpus and index of their own; the
+# document fills more of the context, as the paper's whole Pile documents filled GPT-2's.
+
+# %% tags=["hide-input"]
+display(table(longer).round(3))
+
+# %% [markdown]
+# ## Reproduce this page
+
+# %% tags=["remove-input"]
+display(reproduce("08_in_context", params_file, run_keys, config.work_dir))

@@ -1,0 +1,80 @@
+"""Where in-context's gain comes from: contexts of equal length, the 'after' check, TTT-NN's tokens equal to its
+run's, and spans of tokens whose bytes add up."""
+import numpy as np
+import pytest
+
+from ttt_core.config import StudyConfig
+from ttt_core.context import (CONTEXTS, context_row, position_frame, preceding_text, run_contexts, span_change,
+                              span_frame)
+from ttt_core.metrics import scored_tokens, token_byte_counts
+
+
+@pytest.fixture
+def study(tiny_params):
+    from ttt_core.study import prepare
+
+    return prepare(StudyConfig.from_params(**tiny_params), progress=False)
+
+
+def later_chunk(study) -> dict:
+    """A test document that is not its source's first chunk (so it has preceding text)."""
+    return next(d for d in study.corpus.test_documents(3, 0) if d["chunk"] > 0)
+
+
+def test_contexts_differ_only_in_what_their_tokens_say(study):
+    document = later_chunk(study)
+    row = context_row(study, document)
+    lengths = row["context_tokens"]
+    assert lengths["nearest"] > 0 and set(lengths) == set(CONTEXTS)
+    for kind in ("random-any", "random-domain", "filler"):  # cut to the tokens the nearest neighbours take
+        assert lengths[kind] == lengths["nearest"], kind
+    assert 0 < lengths["preceding"] <= lengths["nearest"]
+    none = np.asarray(row["logprobs"]["none"])
+    # The neighbours after the document: a causal model cannot see them, so nothing changes (a check of the code).
+    np.testing.assert_allclose(row["logprobs"]["after"], none, atol=1e-4)
+    assert not np.allclose(row["logprobs"]["nearest"], none, atol=1e-4)  # before it, they are read
+    assert len(row["logprobs"]["ttt"]) == len(none) == len(row["token_bytes"])
+    assert sum(row["token_bytes"]) == row["n_bytes"]
+
+
+def test_a_sources_first_chunk_has_no_preceding_text_and_a_later_one_has_its_own(study):
+    first = next(d for d in study.corpus.test_documents(3, 0) if d["chunk"] == 0)
+    assert preceding_text(study.corpus, first) is None
+    assert context_row(study, first, contexts=("preceding",), ttt=False)["logprobs"]["preceding"] is None
+    later = later_chunk(study)
+    before = preceding_text(study.corpus, later)
+    table = study.corpus.dataset.to_pandas()
+    own = table[(table["source_id"] == later["source_id"]) & (table["chunk"] < later["chunk"])].sort_values("chunk")
+    assert before == "".join(own["text"])
+
+
+def test_ttt_tokens_add_up_to_the_ttt_run_at_k(study):
+    from ttt_core.study import run_ttt
+
+    rows = {r["doc_id"]: r for r in run_ttt(study, progress=False)}
+    for row in run_contexts(study, study.test_documents()[:2], contexts=(), progress=False):
+        at_k = next(e["loglik"] for e in rows[row["doc_id"]]["evals"] if e["k"] == study.config.k)
+        assert sum(row["logprobs"]["ttt"]) == pytest.approx(at_k, rel=1e-5)
+        assert sum(row["logprobs"]["none"]) == pytest.approx(rows[row["doc_id"]]["evals"][0]["loglik"], rel=1e-5)
+
+
+def test_spans_of_tokens_pair_and_their_bytes_add_up(study):
+    rows = run_contexts(study, study.test_documents(), contexts=("nearest", "filler"), ttt=False, progress=False)
+    whole = span_frame(rows, "none")
+    head, rest = span_frame(rows, "none", 0, 8), span_frame(rows, "none", 8)
+    assert (head["n_bytes"] + rest.loc[head.index, "n_bytes"] == whole.loc[head.index, "n_bytes"]).all()
+    assert np.allclose(head["loglik"] + rest.loc[head.index, "loglik"], whole.loc[head.index, "loglik"])
+    change = span_change(rows, "none", "nearest", study.pile_set_names, 0, 8, samples=20)
+    assert change.n_documents == len(rows)
+    bins = position_frame(rows, [0, 8, 16, 10_000])
+    assert set(bins["method"]) == {"none", "nearest", "filler"} and bins["start"].isin([0, 8, 16]).all()
+
+
+def test_token_byte_counts_sum_to_the_text_and_cut_as_scored_tokens(study):
+    tokenizer = study.language_model().tokenizer
+    text = "naïve café — 日本語 text\n" * 3
+    tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+    counts = token_byte_counts(tokenizer, text, tokens)
+    assert len(counts) == len(tokens) and sum(counts) == len(text.encode("utf-8"))
+    for m in (1, 5, len(tokens) - 1):
+        assert scored_tokens(tokenizer, text, m) == (tokens[:m], sum(counts[:m]))
