@@ -120,7 +120,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from ttt_core.context import CONTEXTS, context_key, position_frame, run_contexts, span_change
+from ttt_core.context import CONTEXTS, context_key, position_frame, rows_at, run_contexts, span_change
 from ttt_core.models import check_model_name
 from ttt_core.plots import use_report_style
 from ttt_core.report import glue_finding, glue_text, interval_text, reproduce, show_finding
@@ -150,7 +150,7 @@ models = [config.model] + ([base_model] if base_model and base_model != config.m
 runs, run_keys, short = {}, {}, {}
 for model in models:
     runs[model] = vary(study, model=model) if model != config.model else study
-    short[model] = run_contexts(runs[model], documents)
+    short[model] = rows_at(run_contexts(runs[model], documents))
     run_keys[f"{model}: contexts and TTT-NN, {config.chunk_bytes}-byte documents"] = context_key(runs[model])
 # Longer test documents: the same corpus sources cut into longer chunks (a corpus of its own, and its index).
 long_study = prepare(dataclasses.replace(config, chunk_bytes=long_chunk_bytes))
@@ -159,10 +159,10 @@ long_rows = {}
 for model in models:
     sub = vary(long_study, model=model) if model != config.model else long_study
     sub.lm = runs[model].lm  # the model is loaded once
+    rows = run_contexts(sub, long_documents, ("nearest",), (None, long_context))  # TTT-NN trained once
     for context in (None, long_context):
-        long_rows[(model, context)] = run_contexts(sub, long_documents, ("nearest",), context)
-        run_keys[f"{model}: {long_chunk_bytes}-byte documents, context {context or 'of the model'}"] = context_key(
-            sub, ("nearest",), context)
+        long_rows[(model, context)] = rows_at(rows, context)
+    run_keys[f"{model}: {long_chunk_bytes}-byte documents"] = context_key(sub, ("nearest",), (None, long_context))
 
 
 def change(rows, a, b, start=0, stop=None):

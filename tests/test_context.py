@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from ttt_core.config import StudyConfig
-from ttt_core.context import (CONTEXTS, context_row, position_frame, preceding_text, run_contexts, span_change,
-                              span_frame)
+from ttt_core.context import (CONTEXTS, context_row, position_frame, preceding_text, rows_at, run_contexts,
+                              span_change, span_frame)
 from ttt_core.metrics import scored_tokens, token_byte_counts
 
 
@@ -23,7 +23,7 @@ def later_chunk(study) -> dict:
 
 def test_contexts_differ_only_in_what_their_tokens_say(study):
     document = later_chunk(study)
-    row = context_row(study, document)
+    row = rows_at([context_row(study, document)])[0]
     lengths = row["context_tokens"]
     assert lengths["nearest"] > 0 and set(lengths) == set(CONTEXTS)
     for kind in ("random-any", "random-domain", "filler"):  # cut to the tokens the nearest neighbours take
@@ -40,7 +40,7 @@ def test_contexts_differ_only_in_what_their_tokens_say(study):
 def test_a_sources_first_chunk_has_no_preceding_text_and_a_later_one_has_its_own(study):
     first = next(d for d in study.corpus.test_documents(3, 0) if d["chunk"] == 0)
     assert preceding_text(study.corpus, first) is None
-    assert context_row(study, first, contexts=("preceding",), ttt=False)["logprobs"]["preceding"] is None
+    assert rows_at([context_row(study, first, contexts=("preceding",), ttt=False)])[0]["logprobs"]["preceding"] is None
     later = later_chunk(study)
     before = preceding_text(study.corpus, later)
     table = study.corpus.dataset.to_pandas()
@@ -52,14 +52,15 @@ def test_ttt_tokens_add_up_to_the_ttt_run_at_k(study):
     from ttt_core.study import run_ttt
 
     rows = {r["doc_id"]: r for r in run_ttt(study, progress=False)}
-    for row in run_contexts(study, study.test_documents()[:2], contexts=(), progress=False):
+    for row in rows_at(run_contexts(study, study.test_documents()[:2], contexts=(), progress=False)):
         at_k = next(e["loglik"] for e in rows[row["doc_id"]]["evals"] if e["k"] == study.config.k)
         assert sum(row["logprobs"]["ttt"]) == pytest.approx(at_k, rel=1e-5)
         assert sum(row["logprobs"]["none"]) == pytest.approx(rows[row["doc_id"]]["evals"][0]["loglik"], rel=1e-5)
 
 
 def test_spans_of_tokens_pair_and_their_bytes_add_up(study):
-    rows = run_contexts(study, study.test_documents(), contexts=("nearest", "filler"), ttt=False, progress=False)
+    rows = rows_at(run_contexts(study, study.test_documents(), contexts=("nearest", "filler"), ttt=False,
+                                progress=False))
     whole = span_frame(rows, "none")
     head, rest = span_frame(rows, "none", 0, 8), span_frame(rows, "none", 8)
     assert (head["n_bytes"] + rest.loc[head.index, "n_bytes"] == whole.loc[head.index, "n_bytes"]).all()
@@ -78,3 +79,13 @@ def test_token_byte_counts_sum_to_the_text_and_cut_as_scored_tokens(study):
     assert len(counts) == len(tokens) and sum(counts) == len(text.encode("utf-8"))
     for m in (1, 5, len(tokens) - 1):
         assert scored_tokens(tokenizer, text, m) == (tokens[:m], sum(counts[:m]))
+
+
+def test_one_training_scores_every_window_as_its_own_run_would(study):
+    """TTT-NN is trained once and scored in each window: equal to a run in that window alone."""
+    document = study.test_documents()[0]
+    both = context_row(study, document, contexts=("nearest",), windows=(None, 16))
+    alone = context_row(study, document, contexts=("nearest",), windows=(16,))
+    assert set(both["windows"]) == {str(study.language_model().context_length), "16"}
+    np.testing.assert_allclose(rows_at([both], 16)[0]["logprobs"]["ttt"], rows_at([alone], 16)[0]["logprobs"]["ttt"],
+                               rtol=1e-6)

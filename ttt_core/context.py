@@ -68,9 +68,10 @@ def context_tokens(lm, kind: str, texts: list[str] | None, budget: int) -> list[
     return in_context_prefix(tokens, budget, "nearest", separator=eos)
 
 
-def ttt_logprobs(study, document: dict, neighbors: list, window: int) -> np.ndarray:
+def ttt_logprobs(study, document: dict, neighbors: list, windows: list[int]) -> dict[int, np.ndarray]:
     """Each scored token's log-probability after TTT-NN on `neighbors` (one step per chunk, as `ttt.
-    test_time_train`), the model restored afterwards; equal in sum to that run's log-likelihood at k."""
+    test_time_train`), scored in each of `windows` (tokens) from one training, the model restored afterwards;
+    equal in sum to that run's log-likelihood at k in the same window."""
     import torch
 
     from .ttt import heap_allocation, loaded_weights, make_optimizer, restored_after, train_on_text
@@ -83,69 +84,85 @@ def ttt_logprobs(study, document: dict, neighbors: list, window: int) -> np.ndar
     with heap_allocation(), restored_after(lm, snapshot, optimizer, config.reset_optimizer):
         for neighbor in neighbors:
             train_on_text(lm, neighbor.text, optimizer, config)
-        return target_logprobs(lm.model, tokens, lm.prefix_token_id, window)
+        return {w: target_logprobs(lm.model, tokens, lm.prefix_token_id, w) for w in windows}
 
 
-def context_row(study, document: dict, contexts=CONTEXTS, context: int | None = None, ttt: bool = True) -> dict:
-    """One document's per-token log-probabilities (nats) under no context ('none'), each of `contexts` in a
-    window of `context` tokens (None: the model's) and, with `ttt`, after TTT-NN on its k nearest neighbours.
-    Also its tokens' bytes and each context's length in tokens; a context that does not exist is None."""
+def context_row(study, document: dict, contexts=CONTEXTS, windows=(None,), ttt: bool = True) -> dict:
+    """One document's per-token log-probabilities (nats), for each window of `windows` (tokens; None: the
+    model's context): under no context ('none'), each of `contexts` and, with `ttt`, after TTT-NN on its k
+    nearest neighbours (trained once, scored in every window). Also its tokens' bytes and each context's length
+    in tokens; a context that does not exist (or 'preceding' for a source's first chunk) is None. Read one
+    window's entries with `rows_at`."""
     lm, config = study.language_model(), study.config
-    window = min(context or lm.context_length, lm.context_length)
+    resolved = list(dict.fromkeys(min(w or lm.context_length, lm.context_length) for w in windows))
     text = document["text"]
     tokens, n_bytes = scored_tokens(lm.tokenizer, text, config.max_eval_tokens)
     prefix, eos = lm.prefix_token_id, lm.tokenizer.eos_token_id
     neighbors = study.training_texts(document)
-    nearest = context_tokens(lm, "nearest", [n.text for n in neighbors], window - 1 - len(tokens))
-    budget = len(nearest)  # every other context is cut to the tokens the nearest neighbours take
     row = {"doc_id": document["id"], "domain": document["domain"], "pile_set_name": document["pile_set_name"],
            "group": document.get("group", document["id"]), "source_id": document.get("source_id", document["id"]),
-           "n_bytes": n_bytes, "token_bytes": token_byte_counts(lm.tokenizer, text, tokens), "window": window,
-           "neighbors": [n.doc_id for n in neighbors], "context_tokens": {}, "logprobs": {}, "seconds": {}}
-    start = time.perf_counter()
-    row["logprobs"]["none"] = target_logprobs(lm.model, tokens, prefix, window).tolist()
-    row["seconds"]["none"] = time.perf_counter() - start
+           "n_bytes": n_bytes, "token_bytes": token_byte_counts(lm.tokenizer, text, tokens),
+           "model_context": lm.context_length, "neighbors": [n.doc_id for n in neighbors], "windows": {}}
     sources = {"nearest": [n.text for n in neighbors],
                "random-any": [n.text for n in random_neighbors(document, len(neighbors), "random-any",
                                                                study.index, study.corpus, config.seed)],
                "random-domain": [n.text for n in random_neighbors(document, len(neighbors), "random-domain",
                                                                   study.index, study.corpus, config.seed)],
                "preceding": (lambda t: None if t is None else [t])(preceding_text(study.corpus, document))}
-    for kind in contexts:
+    for window in resolved:
+        nearest = context_tokens(lm, "nearest", sources["nearest"], window - 1 - len(tokens))
+        budget = len(nearest)  # every other context is cut to the tokens the nearest neighbours take
+        entry = row["windows"][str(window)] = {"context_tokens": {}, "logprobs": {}, "seconds": {}}
         start = time.perf_counter()
-        if kind == "after":  # the neighbours follow the document: [prefix] + document + [EOS] + neighbours
-            placed = nearest
-            scored = target_logprobs(lm.model, tokens, prefix, window, [prefix], after=[eos] + nearest)
-        else:
-            placed = nearest if kind == "nearest" else context_tokens(lm, kind, sources.get(kind), budget)
-            scored = None if placed is None else target_logprobs(lm.model, tokens, prefix, window, [prefix] + placed)
-        row["context_tokens"][kind] = None if placed is None else len(placed)
-        row["logprobs"][kind] = None if scored is None else scored.tolist()
-        row["seconds"][kind] = time.perf_counter() - start
+        entry["logprobs"]["none"] = target_logprobs(lm.model, tokens, prefix, window).tolist()
+        entry["seconds"]["none"] = time.perf_counter() - start
+        for kind in contexts:
+            start = time.perf_counter()
+            if kind == "after":  # the neighbours follow the document: [prefix] + document + [EOS] + neighbours
+                placed = nearest
+                scored = target_logprobs(lm.model, tokens, prefix, window, [prefix], after=[eos] + nearest)
+            else:
+                placed = nearest if kind == "nearest" else context_tokens(lm, kind, sources.get(kind), budget)
+                scored = None if placed is None else target_logprobs(lm.model, tokens, prefix, window,
+                                                                     [prefix] + placed)
+            entry["context_tokens"][kind] = None if placed is None else len(placed)
+            entry["logprobs"][kind] = None if scored is None else scored.tolist()
+            entry["seconds"][kind] = time.perf_counter() - start
     if ttt:
         start = time.perf_counter()
-        row["logprobs"]["ttt"] = ttt_logprobs(study, document, neighbors, window).tolist()
-        row["seconds"]["ttt"] = time.perf_counter() - start
+        for window, logprobs in ttt_logprobs(study, document, neighbors, resolved).items():
+            row["windows"][str(window)]["logprobs"]["ttt"] = logprobs.tolist()
+        row["ttt_seconds"] = time.perf_counter() - start
     return row
 
 
-def context_settings(study, contexts=CONTEXTS, context: int | None = None, ttt: bool = True) -> dict:
+def rows_at(rows: list[dict], window: int | None = None) -> list[dict]:
+    """The rows of one window (None: the model's context) with its `logprobs` and `context_tokens` at the top,
+    the shape `span_frame`, `span_change` and `position_frame` read."""
+    out = []
+    for r in rows:
+        entry = r["windows"][str(min(window or r["model_context"], r["model_context"]))]
+        out.append({**{k: v for k, v in r.items() if k != "windows"}, **entry})
+    return out
+
+
+def context_settings(study, contexts=CONTEXTS, windows=(None,), ttt: bool = True) -> dict:
     """What a context row depends on beside its document: the run's inputs, these settings and the code's
     `CONTEXT_VERSION`."""
-    return {"run": study.result_inputs(), "contexts": list(contexts), "context": context, "ttt": ttt,
+    return {"run": study.result_inputs(), "contexts": list(contexts), "windows": list(windows), "ttt": ttt,
             "context_version": CONTEXT_VERSION}
 
 
-def context_key(study, contexts=CONTEXTS, context: int | None = None, ttt: bool = True) -> str:
+def context_key(study, contexts=CONTEXTS, windows=(None,), ttt: bool = True) -> str:
     """The results file's name: 'context-' and a hash of `context_settings`."""
     import hashlib
     import json
 
-    text = json.dumps(context_settings(study, contexts, context, ttt), sort_keys=True)
+    text = json.dumps(context_settings(study, contexts, windows, ttt), sort_keys=True)
     return "context-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run_contexts(study, documents: list[dict], contexts=CONTEXTS, context: int | None = None, ttt: bool = True,
+def run_contexts(study, documents: list[dict], contexts=CONTEXTS, windows=(None,), ttt: bool = True,
                  progress: bool = True) -> list[dict]:
     """`context_row` for every document, each appended to a results file the moment it is done (named by
     `context_key`), so a killed run resumes where it stopped."""
@@ -155,13 +172,13 @@ def run_contexts(study, documents: list[dict], contexts=CONTEXTS, context: int |
 
     from .results import ResultsStore
 
-    settings = context_settings(study, contexts, context, ttt)
-    path = study.results_path.parent / f"{context_key(study, contexts, context, ttt)}.jsonl"
+    settings = context_settings(study, contexts, windows, ttt)
+    path = study.results_path.parent / f"{context_key(study, contexts, windows, ttt)}.jsonl"
     store = ResultsStore(path)
     path.with_suffix(".config.json").write_text(json.dumps(settings, indent=1))
     for document in tqdm([d for d in documents if d["id"] not in store], desc="contexts", unit="doc",
                          disable=not progress):
-        store.append(context_row(study, document, contexts, context, ttt))
+        store.append(context_row(study, document, contexts, windows, ttt))
     return [store.rows[d["id"]] for d in documents]
 
 
