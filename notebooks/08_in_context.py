@@ -115,12 +115,12 @@ config = notebook_config(globals(), "08_in_context")
 
 import dataclasses
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from IPython.display import Markdown, display
+from IPython.display import display
 
 from ttt_core.context import CONTEXTS, context_key, position_frame, rows_at, run_contexts, span_change
+from ttt_core.metrics import signed
 from ttt_core.models import check_model_name
 from ttt_core.plots import use_report_style
 from ttt_core.report import glue_finding, glue_text, interval_text, reproduce, show_finding
@@ -210,12 +210,45 @@ glue_finding("incontext_gap_late", gap_late, lower_is_claimed=True,
 glue_finding("incontext_gap_long", long_gap, lower_is_claimed=True,
              note=f"the same at {long_chunk_bytes}-byte documents and {long_context} tokens of context")
 
+
+
+def leads(change) -> bool:
+    """In-context ahead of TTT-NN: TTT-NN's bits per byte higher than in-context's, resolved."""
+    return change.resolved and change.percent > 0
+
+
+generic, nearest_gain = (pick(controls, model=main, method=m) for m in ("random-any", "nearest"))
+explained = []
+if leads(gap) and not leads(gap_late):
+    explained.append(f"the cold start: in-context leads on every token ({interval_text(gap)}) but not on the tokens "
+                     f"after the first {last} ({interval_text(gap_late)})")
+if generic.resolved and generic.percent < 0 and generic.percent <= 0.5 * min(nearest_gain.percent, 0):
+    explained.append(f"a generic warm start: random chunks of any domain lower bits per byte by "
+                     f"{signed(generic.percent)} %, half or more of the nearest neighbours' "
+                     f"{signed(nearest_gain.percent)} %")
+if leads(gap) and not leads(long_gap):
+    explained.append(f"short documents: at {long_chunk_bytes}-byte documents with {long_context} tokens of context "
+                     f"in-context no longer leads ({interval_text(long_gap)})")
+if not leads(gap):
+    conclusion = f"In-context does not lead TTT-NN here ({interval_text(gap)}), so there is no lead to explain."
+elif explained:
+    conclusion = "What explains in-context's lead here: " + "; ".join(explained) + "."
+else:
+    conclusion = ("None of the tested explanations (the first tokens' cold start, a generic warm start, short "
+                  "documents) accounts for in-context's lead: it holds after the first tokens, beyond what random text "
+                  "gives, and at longer documents.")
+glue_text("incontext_conclusion", conclusion)
+glue_text("incontext_conditions", f"{config.chunk_bytes}-byte documents, model's context: {interval_text(gap)}; "
+          f"after the first {last} tokens: {interval_text(gap_late)}; {long_chunk_bytes}-byte documents, "
+          f"{long_context} tokens: {interval_text(long_gap)}")
+
 # %% tags=["remove-cell"]
 def share_of(model, method):
     return pick(controls, model=model, method=method).percent / pick(controls, model=model, method="nearest").percent
 
 
 paragraphs = [
+    conclusion,
     f"With {context_k} neighbours and {len(documents)} documents of {config.chunk_bytes} bytes, TTT-NN against the "
     f"same neighbours in the context ({main}): **{gap.describe()}**; on the tokens after the first {last}: "
     f"{gap_late.describe()}. At {long_chunk_bytes}-byte documents with {long_context} tokens of context: "
