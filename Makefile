@@ -6,7 +6,7 @@ PARAMS  ?= params/study.yml
 EXEC    := book/executed
 SCALE_SITE := .scale-site
 NOTEBOOKS := 00_methods 01_corpus_and_index 02_ttt 03_neighbors 04_index_size 05_model_scaling \
-             06_leakage_control 07_baselines
+             06_leakage_control 07_baselines 08_in_context
 
 .PHONY: all setup debian-sources prepare run book test benchmarks models-all clean
 all: book

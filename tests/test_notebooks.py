@@ -55,7 +55,8 @@ def executed_book(tmp_path_factory):
                   reference_embedder="tiny-bert-large", rerank_from="bm25+tiny-bert", agreement_k=3,
                   latency_queries=1, base_model="tiny-llama-bos", base_k=2, leakage_k=2,
                   bos_ablation_models="tiny-llama-bos", baseline_k=2, in_context_tokens=240,
-                  provenance_models="smollm2-135m")
+                  provenance_models="smollm2-135m", context_k=2, first_tokens=4, cold_starts="0,4,8",
+                  position_edges="0,4,8,16,64,1024", long_chunk_bytes=800, long_context=64)
     (root / "book" / "executed").mkdir()
     (root / "standalone").mkdir()
     for name in NOTEBOOKS:
@@ -105,6 +106,8 @@ def test_every_experiment_chapter_shows_a_figure(executed_book, name):
     ("07_baselines", ["Head to head, bits per byte of TTT-NN", "TTT-NN vs in-context", "SIFT vs nearest",
                       "HullFT vs nearest", "TTT-NN vs dynamic evaluation (split)", "chosen on the reported documents",
                       "The paper's GPT-2 Large goes from"]),
+    ("08_in_context", ["TTT-NN against the same neighbours in the context", "Where the context's gain comes from",
+                       "random chunks of any domain", "The neighbours placed after the document change no token"]),
     ("06_leakage_control", ["when only its first half is the query", "the split protocol's relative change minus",
                             "neighbours from the decontaminated index instead of the leaky one",
                             "The paper's GPT-2 117M changes"]),
