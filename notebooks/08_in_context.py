@@ -274,6 +274,26 @@ grid.figure.suptitle(f"Where the gain is: loss by position, {len(documents)} doc
                      f"k = {context_k}", y=1.03)
 
 # %% [markdown]
+# ## How this was run
+# The baselines chapter found the reverse of the paper: the k nearest neighbours read in the context lower bits
+# per byte far more than training on them. Our test documents are short (1,000-byte chunks, about 240 tokens) and
+# are scored from a cold start (the scoring prefix alone), where the paper scored whole Pile documents, most of
+# which fill GPT-2's 1,024 tokens and leave no room for neighbours. So every scored token's log-probability is
+# kept (`ttt_core.context`) under no context, under contexts of equal length that differ only in what their tokens
+# say, and after TTT-NN on the same neighbours, on the same documents:
+#
+# - **nearest**: the k nearest neighbours, each ending with EOS, before the document (the in-context baseline);
+# - **after**: the same neighbours after the document, which a causal model cannot see (a check of the code);
+# - **random-any** and **random-domain**: random chunks of the whole index, or of the document's domain;
+# - **preceding**: the document's own preceding text in its source (none for a source's first chunk);
+# - **filler**: newlines, a context that says nothing.
+#
+# From these: the loss by token position (the figure), the first `first_tokens` tokens against the rest, and
+# TTT-NN against in-context scored only on the tokens after the first N (`cold_starts`). Last, the same sources cut
+# into longer test documents (`long_chunk_bytes`, a corpus and index of their own) in the model's context and in
+# `long_context` tokens, where the document leaves less room for neighbours, as in the paper.
+
+# %% [markdown]
 # ## The context's controls
 # Each context against no context on the same documents and tokens (negative: the context lowers bits per byte),
 # every context cut to the tokens the nearest neighbours take. 'after' is a check of the code, not a control: the
