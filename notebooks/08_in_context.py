@@ -119,7 +119,8 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from ttt_core.context import CONTEXTS, context_key, position_frame, rows_at, run_contexts, span_change
+from ttt_core.context import (CONTEXTS, context_key, head_share, position_frame, rows_at, run_contexts,
+                              span_change)
 from ttt_core.metrics import signed
 from ttt_core.models import check_model_name
 from ttt_core.plots import use_report_style
@@ -260,6 +261,10 @@ paragraphs = [
         f"{pick(controls, model=model, method='preceding').percent:+.1f} %" for model in models)
     + f". The neighbours placed after the document change no token by more than {after_drift:.1e} nats (a check "
       "of the code: the document cannot see them).",
+    f"The first {first_tokens} tokens carry " + "; ".join(
+        f"{head_share(rows, 'nearest', first_tokens):.0%} of in-context's gain and "
+        f"{head_share(rows, 'ttt', first_tokens):.0%} of TTT-NN's ({model}, log-likelihood summed over documents)"
+        for model, rows in short.items()) + ".",
 ]
 show_finding(*paragraphs)
 

@@ -89,3 +89,12 @@ def test_one_training_scores_every_window_as_its_own_run_would(study):
     assert set(both["windows"]) == {str(study.language_model().context_length), "16"}
     np.testing.assert_allclose(rows_at([both], 16)[0]["logprobs"]["ttt"], rows_at([alone], 16)[0]["logprobs"]["ttt"],
                                rtol=1e-6)
+
+
+def test_the_head_share_is_the_first_tokens_part_of_the_summed_gain():
+    from ttt_core.context import head_share
+
+    rows = [{"logprobs": {"none": [-3.0, -2.0, -1.0], "m": [-1.0, -1.5, -1.0]}},
+            {"logprobs": {"none": [-2.0, -2.0], "m": [-1.0, -2.0]}, "x": 0}]
+    assert head_share(rows, "m", 1) == pytest.approx((2.0 + 1.0) / (2.5 + 1.0))
+    assert np.isnan(head_share([{"logprobs": {"none": [-1.0], "m": [-2.0]}}], "m", 1))  # no gain, no share

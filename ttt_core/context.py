@@ -199,6 +199,15 @@ def span_change(rows: list[dict], a: str, b: str, names: dict, start: int = 0, s
     return paired_change(span_frame(both, a, start, stop), span_frame(both, b, start, stop), names, samples, seed)
 
 
+def head_share(rows: list[dict], method: str, tokens: int, baseline: str = "none") -> float:
+    """The share of `method`'s gain over `baseline` (log-likelihood, summed over documents) that its first `tokens`
+    tokens carry; NaN without a gain."""
+    both = [r for r in rows if r["logprobs"].get(method) is not None]
+    gains = [np.asarray(r["logprobs"][method]) - np.asarray(r["logprobs"][baseline]) for r in both]
+    total = float(sum(g.sum() for g in gains))
+    return float(sum(g[:tokens].sum() for g in gains)) / total if total > 0 else float("nan")
+
+
 def position_frame(rows: list[dict], edges: list[int]) -> pd.DataFrame:
     """Mean loss (nats per token) and bits per byte of every method in each bin of token positions
     [edges[i], edges[i+1]): long format, one row per document, method and bin (empty bins left out)."""
