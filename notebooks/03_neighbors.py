@@ -98,6 +98,8 @@ device = "auto"
 work_dir = "artifacts"
 # End of the StudyConfig fields; this notebook's own parameters follow
 control_docs_per_domain = 1  # documents per domain of the random-neighbour controls (the first of the sample)
+# Neighbours in the controls (None: k). The book's 5 shares the random same-domain arm with the index-size chapter.
+control_k = None
 params_file = ""  # the parameter file this run was given (shown in "Reproduce this page")
 
 # %% tags=["hide-input", "remove-output"]
@@ -123,6 +125,8 @@ from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 use_report_style()
 if config.k < 1:
     raise ValueError(f"invalid k={config.k}: this chapter plots bits per byte against k, so k must be >= 1")
+if control_k is not None and not (isinstance(control_k, int) and 1 <= control_k <= config.k):
+    raise ValueError(f"invalid control_k={control_k!r}: expected None (k) or an integer from 1 to k={config.k}")
 study = prepare(config)
 rows = run_ttt(study)
 table, intervals = summarize(study, rows)
@@ -134,7 +138,8 @@ per_domain_k = pd.concat([domain_changes(documents_at(frame, 0), documents_at(fr
 per_domain_k.insert(0, 0, 0.0)
 
 # The controls: the same step budget on random chunks, on the first `control_docs_per_domain` documents per domain.
-control_config = dataclasses.replace(config, docs_per_domain=min(control_docs_per_domain, config.docs_per_domain))
+control_config = dataclasses.replace(config, docs_per_domain=min(control_docs_per_domain, config.docs_per_domain),
+                                     k=control_k or config.k)
 arms = {}
 for rule in ("nearest", "random-domain", "random-any"):
     arm = dataclasses.replace(study, config=dataclasses.replace(control_config, neighbors=rule))
@@ -142,14 +147,15 @@ for rule in ("nearest", "random-domain", "random-any"):
     study.lm = study.lm or arm.lm  # load the model once
 arm_changes = {(rule, k): ttt_change(study, arm_rows, k) for rule, arm_rows in arms.items()
                for k in control_config.ks if k > 0}
-versus = {"nearest vs random same-domain": compare(study, arms["random-domain"], config.k, arms["nearest"], config.k),
-          "random same-domain vs random any": compare(study, arms["random-any"], config.k, arms["random-domain"],
-                                                      config.k),
-          "random any vs no training": ttt_change(study, arms["random-any"], config.k)}
-near, dom, rand = (arm_changes[(rule, config.k)] for rule in ("nearest", "random-domain", "random-any"))
+ck = control_config.k
+versus = {"nearest vs random same-domain": compare(study, arms["random-domain"], ck, arms["nearest"], ck),
+          "random same-domain vs random any": compare(study, arms["random-any"], ck, arms["random-domain"],
+                                                      ck),
+          "random any vs no training": ttt_change(study, arms["random-any"], ck)}
+near, dom, rand = (arm_changes[(rule, ck)] for rule in ("nearest", "random-domain", "random-any"))
 retrieval = versus["nearest vs random same-domain"]
 glue_finding("retrieval_vs_domain", retrieval, paper_claim=False,
-             note=f"k = {config.k}, nearest against random same-domain chunks")
+             note=f"k = {ck}, nearest against random same-domain chunks")
 
 # %% tags=["remove-cell"]
 paragraphs = []
@@ -171,7 +177,7 @@ paragraphs.append((
     f"gains on {', '.join(f'{t} ({v:+.1f} %)' for t, v in paper_top['change %'].items())} at k = 50."))
 share = (near.percent - dom.percent) / near.percent if near.percent < 0 else float("nan")
 paragraphs.append((
-    f"**Controls** ({len(arms['nearest'])} documents, {control_config.docs_per_domain} per domain, k = {config.k}, "
+    f"**Controls** ({len(arms['nearest'])} documents, {control_config.docs_per_domain} per domain, k = {ck}, "
     f"one gradient step per chunk in every arm): the nearest neighbours change bits per byte by "
     f"{interval_text(near)}, random chunks of the same domain by {interval_text(dom)} and random chunks of "
     f"any domain by {interval_text(rand)}. Nearest "
@@ -230,7 +236,7 @@ fig.tight_layout()
 # comparisons over all documents.
 
 # %% tags=["hide-input"]
-arm_frames = {rule: documents_at(long_frame(arm_rows), config.k) for rule, arm_rows in arms.items()}
+arm_frames = {rule: documents_at(long_frame(arm_rows), ck) for rule, arm_rows in arms.items()}
 before = documents_at(long_frame(arms["nearest"]), 0)
 per_document_arms = pd.DataFrame({rule: relative_change(before["bpb"], frame.loc[before.index, "bpb"])
                                   for rule, frame in arm_frames.items()})

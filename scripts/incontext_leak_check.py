@@ -15,7 +15,8 @@ import sys
 
 import yaml
 
-from ttt_core.baselines import in_context, target_logprobs, text_overlap
+from ttt_core.baselines import in_context, text_overlap
+from ttt_core.metrics import token_logprobs
 from ttt_core.config import StudyConfig
 from ttt_core.metrics import bootstrap_mean
 from ttt_core.study import prepare
@@ -34,7 +35,7 @@ def main(work_dir: str = "artifacts") -> None:
     for doc in studies["nearest"].test_documents():
         tokens = lm.tokenizer(doc["text"], add_special_tokens=False)["input_ids"]
         row = {"id": doc["id"], "domain": doc["domain"],
-               "alone": float(target_logprobs(lm.model, tokens, lm.prefix_token_id, lm.context_length).sum())}
+               "alone": float(token_logprobs(lm.model, tokens, lm.prefix_token_id, lm.context_length).sum())}
         for name, study in studies.items():
             texts = [n.text for n in study.training_texts(doc)]
             row[name] = in_context(lm, doc["text"], texts)["loglik"]

@@ -8,9 +8,9 @@ import torch
 
 from ttt_core import baselines
 from ttt_core.baselines import (choose_alpha, dynamic_evaluation, in_context, in_context_prefix,
-                                interpolated_loglik, target_logprobs, unigram_distribution)
+                                interpolated_loglik, unigram_distribution)
 from ttt_core.config import StudyConfig
-from ttt_core.metrics import score_text
+from ttt_core.metrics import score_text, token_logprobs
 from ttt_core.models import load_language_model
 from ttt_core.ttt import snapshot_weights
 
@@ -37,7 +37,7 @@ def test_in_context_without_neighbours_is_the_studys_bits_per_byte(lm):
     plain = score_text(lm, TEXT)
     assert in_context(lm, TEXT, [])["loglik"] == pytest.approx(plain["loglik"], rel=1e-6)
     tokens = lm.tokenizer(TEXT, add_special_tokens=False)["input_ids"]
-    assert target_logprobs(lm.model, tokens, lm.prefix_token_id, 16).sum() == pytest.approx(
+    assert token_logprobs(lm.model, tokens, lm.prefix_token_id, 16).sum() == pytest.approx(
         score_text(lm, TEXT, eval_context=16)["loglik"], rel=1e-5)  # rolling windows, as the study scores
     short = "the cat sat."
     with_context = in_context(lm, short, ["a neighbour text. " * 3])
@@ -196,7 +196,7 @@ def test_the_official_in_context_concatenation_is_kept_as_a_named_option(tmp_pat
     for keep, context in (("nearest", None), ("official", None), ("nearest", 20), ("official", 20)):
         window = context or lm.context_length
         old = in_context_prefix([tok(t) for t in texts], window - len(tok(doc)), keep)  # the plain concatenation
-        expected = target_logprobs(lm.model, tok(doc), lm.prefix_token_id, window, old).sum()
+        expected = token_logprobs(lm.model, tok(doc), lm.prefix_token_id, window, old).sum()
         official = in_context(lm, doc, texts, context, keep, join="official")
         assert official["loglik"] == float(expected) and official["context_tokens"] == len(old)
     with pytest.raises(ValueError, match="invalid join='space'"):

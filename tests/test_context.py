@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from ttt_core.config import StudyConfig
-from ttt_core.context import (CONTEXTS, context_row, position_frame, preceding_text, rows_at, run_contexts,
-                              span_change, span_frame)
-from ttt_core.metrics import scored_tokens, token_byte_counts
+from ttt_core.context import (CONTEXTS, context_row, longer_document, position_frame, preceding_text, rows_at,
+                              run_contexts, span_change, span_frame)
+from ttt_core.metrics import scored_tokens, token_byte_counts, token_logprobs
 
 
 @pytest.fixture
@@ -86,9 +86,51 @@ def test_one_training_scores_every_window_as_its_own_run_would(study):
     document = study.test_documents()[0]
     both = context_row(study, document, contexts=("nearest",), windows=(None, 16))
     alone = context_row(study, document, contexts=("nearest",), windows=(16,))
-    assert set(both["windows"]) == {str(study.language_model().context_length), "16"}
+    assert set(both["versions"]["chunk"]["windows"]) == {str(study.language_model().context_length), "16"}
     np.testing.assert_allclose(rows_at([both], 16)[0]["logprobs"]["ttt"], rows_at([alone], 16)[0]["logprobs"]["ttt"],
                                rtol=1e-6)
+
+
+def test_a_longer_document_is_its_sources_adjacent_test_chunks_and_is_trained_for_as_the_chunk(study):
+    table = study.corpus.dataset.to_pandas()
+    document = later_chunk(study)
+    own = table[(table["source_id"] == document["source_id"]) & (table["domain"] == document["domain"])]
+    longer = longer_document(study.corpus, document, 10 * len(document["text"].encode()))
+    assert document["chunk"] in longer["chunks"] and len(longer["chunks"]) > 1
+    assert longer["chunks"] == list(range(longer["chunks"][0], longer["chunks"][-1] + 1))  # adjacent
+    picked = own.set_index("chunk").loc[longer["chunks"]]
+    assert (picked["split"] == "test").all() and (picked["group"] == document["group"]).all()
+    assert longer["text"] == "".join(picked["text"]) and longer["id"] == document["id"]
+    short = longer_document(study.corpus, document, 1)  # already long enough: the chunk itself
+    assert short["chunks"] == [document["chunk"]] and short["text"] == document["text"]
+    row = context_row(study, document, contexts=("nearest",), longer_bytes=10 * len(document["text"].encode()),
+                      longer_windows=(None, 16))
+    chunk, grown = rows_at([row])[0], rows_at([row], 16, "longer")[0]
+    assert sum(grown["token_bytes"]) == grown["n_bytes"] == len(longer["text"].encode())
+    assert len(grown["logprobs"]["ttt"]) == len(grown["logprobs"]["none"]) == len(grown["token_bytes"])
+    # One training for both versions: the chunk's TTT-NN scores equal those of a row without the longer version.
+    alone = rows_at([context_row(study, document, contexts=("nearest",))])[0]
+    np.testing.assert_allclose(chunk["logprobs"]["ttt"], alone["logprobs"]["ttt"], rtol=1e-6)
+    with pytest.raises(ValueError, match="version"):
+        rows_at([row], None, "long")
+
+
+def test_scored_positions_only_give_the_same_log_probabilities_as_every_position(study, monkeypatch):
+    import torch
+
+    from ttt_core import metrics
+
+    lm = study.language_model()
+    tokens = lm.tokenizer("the quick brown fox jumps over the lazy dog", add_special_tokens=False)["input_ids"]
+    context = [lm.prefix_token_id] + tokens[:5]
+    sliced = token_logprobs(lm.model, tokens, lm.prefix_token_id, 64, context, after=tokens[:3])
+    with torch.no_grad():
+        logits = lm.model(input_ids=torch.tensor([context + tokens[:-1]])).logits[0, len(context) - 1:]
+    every = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(tokens)[:, None])[:, 0].numpy()
+    np.testing.assert_allclose(sliced, every, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(metrics, "_accepts_logits_to_keep", lambda model: False)  # a model without logits_to_keep
+    np.testing.assert_allclose(token_logprobs(lm.model, tokens, lm.prefix_token_id, 64, context), sliced,
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_the_head_share_is_the_first_tokens_part_of_the_summed_gain():

@@ -53,10 +53,10 @@ def executed_book(tmp_path_factory):
                   models="tiny-llama-bos,tiny-gpt2", score_only_models="tiny-gpt2", scaling_k=2,
                   compare_fraction=0.6, compare_retrievers="tiny-bert-large,bm25,rerank",
                   reference_embedder="tiny-bert-large", rerank_from="bm25+tiny-bert", agreement_k=3,
-                  latency_queries=1, base_model="tiny-llama-bos", base_k=2, leakage_k=2,
+                  latency_queries=1, base_model="tiny-llama-bos", second_model="tiny-llama-bos", base_k=2, leakage_k=2,
                   bos_ablation_models="tiny-llama-bos", baseline_k=2, in_context_tokens=240,
                   provenance_models="smollm2-135m", context_k=2, first_tokens=4, cold_starts="0,4,8",
-                  position_edges="0,4,8,16,64,1024", long_chunk_bytes=800, long_context=64)
+                  position_edges="0,4,8,16,64,1024", longer_bytes=800, longer_context=64)
     (root / "book" / "executed").mkdir()
     (root / "standalone").mkdir()
     for name in NOTEBOOKS:

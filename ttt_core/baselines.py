@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 
-from .metrics import loglikelihood_rolling, rolling_windows, scored_tokens
+from .metrics import loglikelihood_rolling, scored_tokens, token_logprobs
 from .retrieve import random_neighbors
 from .ttt import loaded_weights, restored_after, split_query_and_scored, train_on_text
 
@@ -60,32 +60,6 @@ def in_context_prefix(neighbor_tokens: list[list[int]], budget: int, keep: str =
     return [t for tokens in reversed(kept) for t in tokens]
 
 
-@torch.no_grad()
-def target_logprobs(model, tokens: list[int], prefix_token: int, max_len: int,
-                    context: list[int] | None = None, after: list[int] = ()) -> np.ndarray:
-    """Natural-log probability of every token of `tokens` (float64 [len(tokens)]), each scored once: after
-    `context` in one window when both fit (in-context), else lm-eval's rolling windows from `prefix_token` (the
-    study's bits per byte). `after` is fed after the tokens in that one window (as much as fits): a causal model
-    cannot use it, so it changes no score (`context.CONTEXTS`' 'after' check)."""
-    model.eval()
-    device = next(model.parameters()).device
-    if context and len(context) + len(tokens) <= max_len:
-        windows = [(context, tokens)]
-    else:
-        windows, after = rolling_windows(tokens, prefix_token, max_len), ()
-    out = []
-    for ctx, targets in windows:
-        inputs = (ctx + targets)[:-1]
-        if after:
-            inputs = ctx + targets + list(after)[:max_len - len(ctx) - len(targets)]
-        # The logits at position i predict input i + 1: the targets' are those of the positions just before them.
-        first = len(ctx) - 1
-        logits = model(input_ids=torch.tensor([inputs], device=device)).logits[0, first:first + len(targets)]
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        out.append(logprobs.gather(1, torch.tensor(targets, device=device)[:, None])[:, 0].cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
-
-
 def in_context(lm, text: str, neighbor_texts: list[str], context: int | None = None, keep: str = "nearest",
                join: str = "eos") -> dict:
     """Log-likelihood (nats) of `text` with its neighbours (nearest first) before it in a context of `context`
@@ -118,7 +92,7 @@ def in_context(lm, text: str, neighbor_texts: list[str], context: int | None = N
     if join == "eos" and not neighbours:  # nothing placed: the no-context score itself, summed as it sums
         loglik = loglikelihood_rolling(lm.model, tokens, lm.prefix_token_id, window)
     else:
-        loglik = float(target_logprobs(lm.model, tokens, lm.prefix_token_id, window, before).sum())
+        loglik = float(token_logprobs(lm.model, tokens, lm.prefix_token_id, window, before).sum())
     return {"loglik": loglik, "n_tokens": len(tokens), "n_bytes": n_bytes,
             "context_tokens": len(neighbours)}
 
@@ -219,7 +193,7 @@ def baseline_row(study, document: dict, contexts=(None, 1024), keeps=IN_CONTEXT_
     tokens, n_bytes = scored_tokens(lm.tokenizer, document["text"])
     window = min(config.eval_context or lm.context_length, lm.context_length)
     start = time.perf_counter()
-    logprobs = target_logprobs(lm.model, tokens, lm.prefix_token_id, window)
+    logprobs = token_logprobs(lm.model, tokens, lm.prefix_token_id, window)
     score_seconds = time.perf_counter() - start
     neighbor_tokens = [lm.tokenizer(n.text, add_special_tokens=False)["input_ids"] for n in neighbors]
     vocab = lm.model.get_output_embeddings().weight.shape[0]

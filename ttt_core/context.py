@@ -12,13 +12,16 @@ whether a short document's cold start, which any context warms, explains it:
 - 'random-any': random chunks of the whole index (a generic warm start); 'random-domain': of its own domain;
 - 'preceding': the document's own preceding text from its source, joined without EOS (what a continuous
   document has); None where the document is its source's first chunk;
-- 'filler': a neutral filler, newlines, of the same length, ending with EOS.
+- 'filler': a context that says nothing: newlines, ending with EOS. (No repeated token is neutral to these
+  models: newlines raised SmolLM2's bits per byte by about 30 %, EOS by 80 %; newlines harmed least.)
 
 `ttt` is TTT-NN on the same k nearest neighbours (`ttt.train_on_text` per neighbour, weights restored after), its
-tokens scored without context. Every score is `baselines.target_logprobs`: one window when the context and the
-document fit, else the document alone in rolling windows (then every context is dropped, as the official code
-dropped neighbours that did not fit). Bytes per token are `metrics.token_byte_counts`, so the bits per byte of
-any span of tokens sum to the document's.
+tokens scored without context. A row also holds the document's longer version (`longer_document`: its source's
+adjacent test chunks, the paper's whole documents in miniature), scored without context, with the same nearest
+neighbours and after the same training: the two lengths differ in nothing else. Every score is
+`metrics.token_logprobs`: one window when the context and the document fit, else the document alone in rolling
+windows (then every context is dropped, as the official code dropped neighbours that did not fit). Bytes per
+token are `metrics.token_byte_counts`, so the bits per byte of any span of tokens sum to the document's.
 """
 from __future__ import annotations
 
@@ -28,27 +31,59 @@ import time
 import numpy as np
 import pandas as pd
 
-from .baselines import documents_frame, in_context_prefix, target_logprobs
-from .metrics import paired_change, scored_tokens, token_byte_counts
+from .baselines import documents_frame, in_context_prefix
+from .metrics import paired_change, scored_tokens, token_byte_counts, token_logprobs
 from .retrieve import random_neighbors
 
 CONTEXTS = ("nearest", "after", "random-any", "random-domain", "preceding", "filler")
+VERSIONS = ("chunk", "longer")  # a row's documents: the test chunk and its longer version (`longer_document`)
 # Part of the rows' key (`context_key`): bumped whenever a row's numbers change.
-CONTEXT_VERSION = 1
+#   2: random contexts drawn to fill the nearest neighbours' tokens; a longer version of each document, scored after
+#      the same training; logits projected at the scored positions only.
+CONTEXT_VERSION = 2
+RANDOM_DRAWS = 4  # random chunks drawn per neighbour, so that a random context fills the nearest one's tokens
+
+
+def _chunk_table(corpus) -> pd.DataFrame:
+    cache = corpus.cache
+    if "chunk_order" not in cache:
+        cache["chunk_order"] = corpus.dataset.select_columns(["domain", "source_id", "group", "split",
+                                                              "chunk"]).to_pandas()
+    return cache["chunk_order"]
 
 
 def preceding_text(corpus, document: dict) -> str | None:
     """The text before `document` in its source: its source's earlier chunks (same domain and source, lower
     chunk number, in order), joined; None for a source's first chunk."""
-    cache = corpus.cache
-    if "chunk_order" not in cache:
-        cache["chunk_order"] = corpus.dataset.select_columns(["domain", "source_id", "chunk"]).to_pandas()
-    table = cache["chunk_order"]
+    table = _chunk_table(corpus)
     earlier = table[(table["domain"] == document["domain"]) & (table["source_id"] == document["source_id"])
                     & (table["chunk"] < document["chunk"])].sort_values("chunk")
     if earlier.empty:
         return None
     return "".join(corpus.texts(earlier.index.to_numpy()))
+
+
+def longer_document(corpus, document: dict, n_bytes: int) -> dict:
+    """`document` (a test chunk) grown into a longer test document of at least `n_bytes` UTF-8 bytes where its
+    source allows: its source's adjacent chunks of the same content group and split, the following ones first,
+    then the preceding ones, whole chunks joined in order (chunks are consecutive byte spans of their source, so
+    this is the source's own text). A source shorter than `n_bytes` gives all of its chunks in that group (the
+    whole document, as the paper scored). Same id, domain, group and source; `chunks` lists its chunk numbers.
+    Every chunk is a test chunk, so the index (decontaminated against the test split) holds none of its text."""
+    table = _chunk_table(corpus)
+    own = table[(table["domain"] == document["domain"]) & (table["source_id"] == document["source_id"])
+                & (table["group"] == document["group"]) & (table["split"] == "test")]
+    by_chunk = dict(zip(own["chunk"], own.index))
+    texts = dict(zip(own["chunk"], corpus.texts(own.index.to_numpy())))
+    chunks, size = [document["chunk"]], len(document["text"].encode("utf-8"))
+    for step in (1, -1):
+        nxt = document["chunk"] + step
+        while size < n_bytes and nxt in by_chunk:
+            chunks.append(nxt)
+            size += len(texts[nxt].encode("utf-8"))
+            nxt += step
+    chunks.sort()
+    return {**document, "text": "".join(texts[c] for c in chunks), "chunks": chunks}
 
 
 def context_tokens(lm, kind: str, texts: list[str] | None, budget: int) -> list[int] | None:
@@ -68,10 +103,48 @@ def context_tokens(lm, kind: str, texts: list[str] | None, budget: int) -> list[
     return in_context_prefix(tokens, budget, "nearest", separator=eos)
 
 
-def ttt_logprobs(study, document: dict, neighbors: list, windows: list[int]) -> dict[int, np.ndarray]:
+def _resolved(lm, windows) -> list[int]:
+    return list(dict.fromkeys(min(w or lm.context_length, lm.context_length) for w in windows))
+
+
+def _scored_version(lm, text: str, sources: dict, contexts, windows: list[int]) -> dict:
+    """One document's tokens, their bytes and, in each window, their log-probabilities under no context and each
+    context (cut to the tokens the nearest neighbours take there)."""
+    tokens, n_bytes = scored_tokens(lm.tokenizer, text)
+    prefix, eos = lm.prefix_token_id, lm.tokenizer.eos_token_id
+    out = {"n_bytes": n_bytes, "n_tokens": len(tokens), "token_bytes": token_byte_counts(lm.tokenizer, text, tokens),
+           "windows": {}}
+    alone = {}  # without context a window the document fits in scores it as any other such window
+    for window in windows:
+        nearest = context_tokens(lm, "nearest", sources["nearest"], window - 1 - len(tokens))
+        budget = len(nearest)  # every other context is cut to the tokens the nearest neighbours take
+        entry = out["windows"][str(window)] = {"context_tokens": {}, "logprobs": {}, "seconds": {}}
+        start = time.perf_counter()
+        key = min(window, len(tokens))
+        if key not in alone:
+            alone[key] = token_logprobs(lm.model, tokens, prefix, window).tolist()
+        entry["logprobs"]["none"] = alone[key]
+        entry["seconds"]["none"] = time.perf_counter() - start
+        for kind in contexts:
+            start = time.perf_counter()
+            if kind == "after":  # the neighbours follow the document: [prefix] + document + [EOS] + neighbours
+                placed = nearest
+                scored = token_logprobs(lm.model, tokens, prefix, window, [prefix], after=[eos] + nearest).tolist()
+            else:
+                placed = nearest if kind == "nearest" else context_tokens(lm, kind, sources.get(kind), budget)
+                # Nothing placed (no room): the document alone, as `baselines.in_context` scores it.
+                scored = (None if placed is None else entry["logprobs"]["none"] if not placed
+                          else token_logprobs(lm.model, tokens, prefix, window, [prefix] + placed))
+            entry["context_tokens"][kind] = None if placed is None else len(placed)
+            entry["logprobs"][kind] = None if scored is None else list(scored)
+            entry["seconds"][kind] = time.perf_counter() - start
+    return out
+
+
+def ttt_logprobs(study, neighbors: list, scored: dict[str, tuple[str, list[int]]]) -> dict[str, dict[int, list]]:
     """Each scored token's log-probability after TTT-NN on `neighbors` (one step per chunk, as `ttt.
-    test_time_train`), scored in each of `windows` (tokens) from one training, the model restored afterwards;
-    equal in sum to that run's log-likelihood at k in the same window."""
+    test_time_train`), for each of `scored`'s documents (name: (text, windows in tokens)) in each of its windows,
+    from one training; the model restored afterwards. Equal in sum to that run's log-likelihood at k."""
     import torch
 
     from .ttt import heap_allocation, loaded_weights, make_optimizer, restored_after, train_on_text
@@ -80,89 +153,97 @@ def ttt_logprobs(study, document: dict, neighbors: list, windows: list[int]) -> 
     torch.manual_seed(config.seed)
     snapshot = loaded_weights(lm, config)
     optimizer = make_optimizer(lm.model, config)
-    tokens, _ = scored_tokens(lm.tokenizer, document["text"], config.max_eval_tokens)
     with heap_allocation(), restored_after(lm, snapshot, optimizer, config.reset_optimizer):
         for neighbor in neighbors:
             train_on_text(lm, neighbor.text, optimizer, config)
-        return {w: target_logprobs(lm.model, tokens, lm.prefix_token_id, w) for w in windows}
+        out = {}
+        for name, (text, windows) in scored.items():
+            tokens, _ = scored_tokens(lm.tokenizer, text, config.max_eval_tokens)
+            alone = {}
+            for window in windows:
+                key = min(window, len(tokens))
+                if key not in alone:
+                    alone[key] = token_logprobs(lm.model, tokens, lm.prefix_token_id, window).tolist()
+                out.setdefault(name, {})[window] = alone[key]
+        return out
 
 
-def context_row(study, document: dict, contexts=CONTEXTS, windows=(None,), ttt: bool = True) -> dict:
-    """One document's per-token log-probabilities (nats), for each window of `windows` (tokens; None: the
-    model's context): under no context ('none'), each of `contexts` and, with `ttt`, after TTT-NN on its k
-    nearest neighbours (trained once, scored in every window). Also its tokens' bytes and each context's length
-    in tokens; a context that does not exist (or 'preceding' for a source's first chunk) is None. Read one
-    window's entries with `rows_at`."""
+def context_row(study, document: dict, contexts=CONTEXTS, windows=(None,), ttt: bool = True,
+                longer_bytes: int = 0, longer_contexts=("nearest",), longer_windows=(None,)) -> dict:
+    """One document's per-token log-probabilities (nats): its test chunk ('chunk') in each of `windows` (tokens;
+    None: the model's context) under no context ('none') and each of `contexts`; with `longer_bytes`, its longer
+    version (`longer_document`, 'longer') in each of `longer_windows` under no context and `longer_contexts`; with
+    `ttt`, both after TTT-NN on the chunk's k nearest neighbours (trained once, scored in every window). The
+    neighbours are the chunk's for both versions, so they differ only in the document's length. Also each
+    version's tokens' bytes and each context's length in tokens; a context that does not exist ('preceding' for a
+    source's first chunk) is None. Read one version and window with `rows_at`."""
     lm, config = study.language_model(), study.config
-    resolved = list(dict.fromkeys(min(w or lm.context_length, lm.context_length) for w in windows))
-    text = document["text"]
-    tokens, n_bytes = scored_tokens(lm.tokenizer, text, config.max_eval_tokens)
-    prefix, eos = lm.prefix_token_id, lm.tokenizer.eos_token_id
+    if config.max_eval_tokens is not None:
+        raise ValueError(f"invalid max_eval_tokens={config.max_eval_tokens!r} for the in-context chapter: a context "
+                         "is placed before the whole document; use max_eval_tokens=None")
     neighbors = study.training_texts(document)
+    draws = RANDOM_DRAWS * max(len(neighbors), 1)
+    sources = {"nearest": [n.text for n in neighbors],
+               **{rule: [n.text for n in random_neighbors(document, draws, rule, study.index, study.corpus,
+                                                          config.seed)]
+                  for rule in ("random-any", "random-domain") if rule in {*contexts, *longer_contexts}},
+               "preceding": (lambda t: None if t is None else [t])(preceding_text(study.corpus, document))}
     row = {"doc_id": document["id"], "domain": document["domain"], "pile_set_name": document["pile_set_name"],
            "group": document.get("group", document["id"]), "source_id": document.get("source_id", document["id"]),
-           "n_bytes": n_bytes, "token_bytes": token_byte_counts(lm.tokenizer, text, tokens),
-           "model_context": lm.context_length, "neighbors": [n.doc_id for n in neighbors], "windows": {}}
-    sources = {"nearest": [n.text for n in neighbors],
-               "random-any": [n.text for n in random_neighbors(document, len(neighbors), "random-any",
-                                                               study.index, study.corpus, config.seed)],
-               "random-domain": [n.text for n in random_neighbors(document, len(neighbors), "random-domain",
-                                                                  study.index, study.corpus, config.seed)],
-               "preceding": (lambda t: None if t is None else [t])(preceding_text(study.corpus, document))}
-    for window in resolved:
-        nearest = context_tokens(lm, "nearest", sources["nearest"], window - 1 - len(tokens))
-        budget = len(nearest)  # every other context is cut to the tokens the nearest neighbours take
-        entry = row["windows"][str(window)] = {"context_tokens": {}, "logprobs": {}, "seconds": {}}
-        start = time.perf_counter()
-        entry["logprobs"]["none"] = target_logprobs(lm.model, tokens, prefix, window).tolist()
-        entry["seconds"]["none"] = time.perf_counter() - start
-        for kind in contexts:
-            start = time.perf_counter()
-            if kind == "after":  # the neighbours follow the document: [prefix] + document + [EOS] + neighbours
-                placed = nearest
-                scored = target_logprobs(lm.model, tokens, prefix, window, [prefix], after=[eos] + nearest)
-            else:
-                placed = nearest if kind == "nearest" else context_tokens(lm, kind, sources.get(kind), budget)
-                scored = None if placed is None else target_logprobs(lm.model, tokens, prefix, window,
-                                                                     [prefix] + placed)
-            entry["context_tokens"][kind] = None if placed is None else len(placed)
-            entry["logprobs"][kind] = None if scored is None else scored.tolist()
-            entry["seconds"][kind] = time.perf_counter() - start
+           "model_context": lm.context_length, "neighbors": [n.doc_id for n in neighbors], "versions": {}}
+    plan = {"chunk": (document, contexts, _resolved(lm, windows))}
+    if longer_bytes:
+        longer = longer_document(study.corpus, document, longer_bytes)
+        plan["longer"] = (longer, longer_contexts, _resolved(lm, longer_windows))
+    for name, (doc, kinds, resolved) in plan.items():
+        row["versions"][name] = _scored_version(lm, doc["text"], sources, kinds, resolved)
+        row["versions"][name]["chunks"] = doc.get("chunks", [doc.get("chunk")])
     if ttt:
         start = time.perf_counter()
-        for window, logprobs in ttt_logprobs(study, document, neighbors, resolved).items():
-            row["windows"][str(window)]["logprobs"]["ttt"] = logprobs.tolist()
+        trained = ttt_logprobs(study, neighbors, {name: (doc["text"], resolved)
+                                                  for name, (doc, _, resolved) in plan.items()})
+        for name, by_window in trained.items():
+            for window, logprobs in by_window.items():
+                row["versions"][name]["windows"][str(window)]["logprobs"]["ttt"] = logprobs
         row["ttt_seconds"] = time.perf_counter() - start
     return row
 
 
-def rows_at(rows: list[dict], window: int | None = None) -> list[dict]:
-    """The rows of one window (None: the model's context) with its `logprobs` and `context_tokens` at the top,
-    the shape `span_frame`, `span_change` and `position_frame` read."""
+def rows_at(rows: list[dict], window: int | None = None, version: str = "chunk") -> list[dict]:
+    """The rows of one version ('chunk' or 'longer') and window (None: the model's context) with its `logprobs`,
+    `context_tokens`, `n_bytes` and `token_bytes` at the top, the shape `span_frame`, `span_change` and
+    `position_frame` read."""
+    if version not in VERSIONS:
+        raise ValueError(f"invalid version={version!r}: expected one of {list(VERSIONS)}")
     out = []
     for r in rows:
-        entry = r["windows"][str(min(window or r["model_context"], r["model_context"]))]
-        out.append({**{k: v for k, v in r.items() if k != "windows"}, **entry})
+        scored = r["versions"][version]
+        entry = scored["windows"][str(min(window or r["model_context"], r["model_context"]))]
+        out.append({**{k: v for k, v in r.items() if k != "versions"},
+                    **{k: v for k, v in scored.items() if k != "windows"}, **entry})
     return out
 
 
-def context_settings(study, contexts=CONTEXTS, windows=(None,), ttt: bool = True) -> dict:
+def context_settings(study, contexts=CONTEXTS, windows=(None,), ttt: bool = True, longer_bytes: int = 0,
+                     longer_contexts=("nearest",), longer_windows=(None,)) -> dict:
     """What a context row depends on beside its document: the run's inputs, these settings and the code's
     `CONTEXT_VERSION`."""
     return {"run": study.result_inputs(), "contexts": list(contexts), "windows": list(windows), "ttt": ttt,
-            "context_version": CONTEXT_VERSION}
+            "longer_bytes": longer_bytes, "longer_contexts": list(longer_contexts),
+            "longer_windows": list(longer_windows), "random_draws": RANDOM_DRAWS, "context_version": CONTEXT_VERSION}
 
 
-def context_key(study, contexts=CONTEXTS, windows=(None,), ttt: bool = True) -> str:
-    """The results file's name: 'context-' and a hash of `context_settings`."""
+def context_key(study, *args, **kwargs) -> str:
+    """The results file's name: 'context-' and a hash of `context_settings` (same arguments)."""
     import hashlib
     import json
 
-    text = json.dumps(context_settings(study, contexts, windows, ttt), sort_keys=True)
+    text = json.dumps(context_settings(study, *args, **kwargs), sort_keys=True)
     return "context-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def run_contexts(study, documents: list[dict], contexts=CONTEXTS, windows=(None,), ttt: bool = True,
+                 longer_bytes: int = 0, longer_contexts=("nearest",), longer_windows=(None,),
                  progress: bool = True) -> list[dict]:
     """`context_row` for every document, each appended to a results file the moment it is done (named by
     `context_key`), so a killed run resumes where it stopped."""
@@ -172,13 +253,15 @@ def run_contexts(study, documents: list[dict], contexts=CONTEXTS, windows=(None,
 
     from .results import ResultsStore
 
-    settings = context_settings(study, contexts, windows, ttt)
-    path = study.results_path.parent / f"{context_key(study, contexts, windows, ttt)}.jsonl"
+    options = dict(contexts=contexts, windows=windows, ttt=ttt, longer_bytes=longer_bytes,
+                   longer_contexts=longer_contexts, longer_windows=longer_windows)
+    settings = context_settings(study, **options)
+    path = study.results_path.parent / f"{context_key(study, **options)}.jsonl"
     store = ResultsStore(path)
     path.with_suffix(".config.json").write_text(json.dumps(settings, indent=1))
-    for document in tqdm([d for d in documents if d["id"] not in store], desc="contexts", unit="doc",
-                         disable=not progress):
-        store.append(context_row(study, document, contexts, windows, ttt))
+    for document in tqdm([d for d in documents if d["id"] not in store], desc=f"contexts ({study.config.model})",
+                         unit="doc", disable=not progress):
+        store.append(context_row(study, document, **options))
     return [store.rows[d["id"]] for d in documents]
 
 

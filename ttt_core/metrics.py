@@ -84,18 +84,53 @@ def rolling_windows(tokens: list[int], prefix_token: int, max_len: int) -> list[
     return [(ctx[:len(ctx) - (len(tgt) - 1)], tgt) for ctx, tgt in windows]
 
 
+def _accepts_logits_to_keep(model) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 @torch.no_grad()
-def loglikelihood_rolling(model, tokens: list[int], prefix_token: int, max_len: int) -> float:
-    """Sum of natural-log probabilities of every token of `tokens`, each scored once."""
+def token_logprobs(model, tokens: list[int], prefix_token: int, max_len: int, context: list[int] | None = None,
+                   after: list[int] = ()) -> np.ndarray:
+    """The study's one scoring loop: the natural-log probability (nats) of every token of `tokens`, float64
+    `[len(tokens)]`, each scored once. After `context` (token ids) in one window when both fit in `max_len` tokens
+    (in-context); else lm-eval's rolling windows (`rolling_windows`) from `prefix_token`, the study's bits per
+    byte. `after` (token ids) is fed after the tokens in that one window, as much as fits: a causal model cannot
+    use it, so it changes no score (a check, `context.CONTEXTS`' 'after'); it is dropped with the context.
+
+    Logits are computed at the targets' positions only (transformers' `logits_to_keep`, where the model takes
+    it): a context of n tokens costs no n-by-vocabulary projection (Gemma's 262,144-token head is half its
+    forward pass). The same numbers as projecting every position, to float rounding."""
     model.eval()
     device = next(model.parameters()).device
-    total = 0.0
-    for context, targets in rolling_windows(tokens, prefix_token, max_len):
-        inputs = (context + targets)[:-1]
-        logits = model(input_ids=torch.tensor([inputs], device=device)).logits[0, -len(targets):]
+    if context and len(context) + len(tokens) <= max_len:
+        windows = [(context, tokens)]
+    else:
+        windows, after = rolling_windows(tokens, prefix_token, max_len), ()
+    sliced = _accepts_logits_to_keep(model)
+    out = []
+    for ctx, targets in windows:
+        inputs = (ctx + targets)[:-1]
+        if after:
+            inputs = ctx + targets + list(after)[:max_len - len(ctx) - len(targets)]
+        # The logits at position i predict input i + 1: the targets' are those of the positions just before them.
+        first = len(ctx) - 1
+        ids = torch.tensor([inputs], device=device)
+        if sliced:
+            keep = torch.arange(first, first + len(targets), device=device)
+            logits = model(input_ids=ids, logits_to_keep=keep).logits[0]
+        else:
+            logits = model(input_ids=ids).logits[0, first:first + len(targets)]
         logprobs = torch.log_softmax(logits.float(), dim=-1)
-        total += logprobs.gather(1, torch.tensor(targets, device=device)[:, None]).sum().item()
-    return total
+        out.append(logprobs.gather(1, torch.tensor(targets, device=device)[:, None])[:, 0].double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def loglikelihood_rolling(model, tokens: list[int], prefix_token: int, max_len: int) -> float:
+    """Sum of natural-log probabilities (nats) of every token of `tokens` in rolling windows of `max_len`
+    (`token_logprobs` without context)."""
+    return float(token_logprobs(model, tokens, prefix_token, max_len).sum())
 
 
 def _byte_level(tokenizer) -> bool:
