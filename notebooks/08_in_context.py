@@ -122,34 +122,60 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from ttt_core.context import (CONTEXTS, context_key, head_share, position_frame, rows_at, run_contexts,
-                              span_change)
+from ttt_core.context import (CONTEXTS, change_difference, context_key, head_share, position_frame, rows_at,
+                              run_contexts, span_change)
 from ttt_core.metrics import signed
 from ttt_core.models import check_model_name
 from ttt_core.plots import use_report_style
 from ttt_core.report import glue_finding, glue_text, interval_text, reproduce, show_finding
 from ttt_core.study import prepare, vary
 
-cuts = sorted({int(x) for x in str(cold_starts).split(",")})
+def integers(name, value) -> list[int]:
+    try:
+        return sorted({int(x) for x in str(value).split(",")})
+    except ValueError:
+        raise ValueError(f"invalid {name}={value!r}: expected comma-separated integers, e.g. '0,32,64'") from None
+
+
+def count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+cuts, edges = integers("cold_starts", cold_starts), integers("position_edges", position_edges)
 kinds = {name: tuple(x.strip() for x in str(value).split(",") if x.strip())
          for name, value in (("contexts", contexts), ("second_model_contexts", second_model_contexts))}
 for name, chosen in kinds.items():
     if "nearest" not in chosen or not set(chosen) <= set(CONTEXTS):
         raise ValueError(f"invalid {name}={globals()[name]!r}: expected 'nearest' and any of {list(CONTEXTS)}, "
                          "comma-separated")
-edges = sorted({int(x) for x in str(position_edges).split(",")})
 for name, value, ok, valid in (
-        ("context_k", context_k, isinstance(context_k, int) and context_k >= 1, "an integer >= 1"),
-        ("first_tokens", first_tokens, isinstance(first_tokens, int) and first_tokens >= 1, "an integer >= 1"),
+        ("context_k", context_k, count(context_k) and context_k >= 1, "an integer >= 1"),
+        ("context_docs_per_domain", context_docs_per_domain, count(context_docs_per_domain)
+         and context_docs_per_domain >= 1, "an integer >= 1"),
+        ("first_tokens", first_tokens, count(first_tokens) and first_tokens >= 1, "an integer >= 1"),
         ("cold_starts", cold_starts, cuts[0] >= 0, "comma-separated integers >= 0"),
         ("position_edges", position_edges, len(edges) >= 2 and edges[0] == 0, "at least two integers from 0"),
-        ("longer_bytes", longer_bytes, isinstance(longer_bytes, int) and longer_bytes > config.chunk_bytes,
+        ("longer_bytes", longer_bytes, count(longer_bytes) and longer_bytes > config.chunk_bytes,
          f"an integer above chunk_bytes={config.chunk_bytes}"),
-        ("longer_context", longer_context, isinstance(longer_context, int) and longer_context >= 2, "an integer >= 2")):
+        ("longer_context", longer_context, count(longer_context) and longer_context >= 2, "an integer >= 2"),
+        ("second_model_longer_context", second_model_longer_context, isinstance(second_model_longer_context, bool),
+         "true or false"),
+        # The chapter scores whole documents in the model's context after TTT-NN on the nearest neighbours, one
+        # step each with a fresh optimizer: a run that changes any of that would compare something else.
+        ("eval_context", config.eval_context, config.eval_context is None, "None (the model's context)"),
+        ("max_eval_tokens", config.max_eval_tokens, config.max_eval_tokens is None, "None (every token)"),
+        ("neighbors", config.neighbors, config.neighbors == "nearest", "'nearest'"),
+        ("selection", config.selection, config.selection == "nearest", "'nearest'"),
+        ("split_query", config.split_query, not config.split_query, "False"),
+        ("reuse_gradients", config.reuse_gradients, not config.reuse_gradients, "False"),
+        ("reset_optimizer", config.reset_optimizer, config.reset_optimizer, "True")):
     if not ok:
-        raise ValueError(f"invalid {name}={value!r}: expected {valid}")
+        raise ValueError(f"invalid {name}={value!r} for the in-context chapter: expected {valid}")
 if second_model:
-    check_model_name(second_model, "lm")
+    try:
+        check_model_name(second_model, "lm")
+    except (ValueError, ModuleNotFoundError) as error:
+        raise type(error)(f"invalid second_model={second_model!r}: {error}") from None
 
 use_report_style()
 config = dataclasses.replace(config, k=context_k, docs_per_domain=context_docs_per_domain)
@@ -195,13 +221,18 @@ for model, rows in short.items():
 for (model, context), rows in long_rows.items():
     window = context or runs[model].language_model().context_length
     for a, b in (("none", "nearest"), ("none", "ttt"), ("nearest", "ttt")):
-        longer.append({"model": model, "context tokens": window, "document tokens": round(
-            sum(len(r["token_bytes"]) for r in rows) / len(rows)), "neighbour tokens placed": round(
+        longer.append({"model": model, "context tokens": window, "documents grown": sum(
+            len(r["chunks"]) > 1 for r in rows), "document tokens": round(
+            sum(len(r["token_bytes"]) for r in rows) / len(rows)), "documents with neighbours placed": sum(
+            r["context_tokens"]["nearest"] > 0 for r in rows), "neighbour tokens placed": round(
             sum(r["context_tokens"]["nearest"] for r in rows) / len(rows)), "comparison": f"{b} vs {a}",
                        "change": change(rows, a, b)})
 checked = [r for rows in short.values() for r in rows if r["logprobs"].get("after") is not None]
 after_drift = max((abs(x - y) for r in checked for x, y in zip(r["logprobs"]["after"], r["logprobs"]["none"])),
                   default=float("nan"))
+if after_drift > 1e-3:  # a causal model cannot see what follows: anything more is a bug in the scoring
+    raise RuntimeError(f"the neighbours placed after the document changed a token's log-probability by "
+                       f"{after_drift:.2e} nats: the scoring sees text it should not")
 positions = pd.concat([position_frame(rows, edges).assign(model=model) for model, rows in short.items()])
 
 
@@ -213,16 +244,29 @@ def pick(entries, **where):
     return next((e["change"] for e in entries if all(e[k] == v for k, v in where.items())), None)
 
 
-def placed(model, context):
-    return next(e["neighbour tokens placed"] for e in longer if e["model"] == model and e["context tokens"] == context)
+def entry(entries, **where):
+    return next(e for e in entries if all(e[k] == v for k, v in where.items()))
+
+
+def difference(rows_a, rows_b, start_a=0, start_b=0):
+    return change_difference(rows_a, rows_b, "nearest", "ttt", start_a, start_b, config.bootstrap_samples, config.seed)
 
 
 main, last = config.model, cuts[-1]
 model_context = runs[main].language_model().context_length
+paper_window = min(longer_context, model_context)
 gap = pick(cold, model=main, scored="every token")
 gap_late = pick(cold, model=main, scored=f"tokens after the first {last}")
 long_gap = pick(longer, model=main, **{"context tokens": model_context, "comparison": "ttt vs nearest"})
-paper_gap = pick(longer, model=main, **{"context tokens": longer_context, "comparison": "ttt vs nearest"})
+paper_gap = pick(longer, model=main, **{"context tokens": paper_window, "comparison": "ttt vs nearest"})
+# Does in-context's lead shrink? Per document, TTT-NN against in-context on every token minus the same after the
+# first N tokens (the cold start), and on the chunk minus on its longer version (short documents): percentage
+# points, paired, with intervals. And is the neighbours' text worth more than any text: nearest and TTT-NN against
+# a random context of any domain.
+shrinks = {"cold": difference(short[main], short[main], 0, last),
+           "short": difference(short[main], long_rows[(main, None)])}
+beyond = {m: span_change(short[main], "random-any", m, names, 0, None, config.bootstrap_samples, config.seed)
+          for m in ("nearest", "ttt") if "random-any" in short[main][0]["logprobs"]}
 glue_finding("incontext_gap", gap, lower_is_claimed=True,
              note=f"TTT-NN against in-context, k = {context_k}, {main}, {config.chunk_bytes}-byte documents")
 glue_finding("incontext_gap_late", gap_late, lower_is_claimed=True,
@@ -230,7 +274,7 @@ glue_finding("incontext_gap_late", gap_late, lower_is_claimed=True,
 glue_finding("incontext_gap_long", long_gap, lower_is_claimed=True,
              note=f"the same at {longer_bytes}-byte documents in the model's {model_context} tokens")
 glue_finding("incontext_gap_paper", paper_gap, lower_is_claimed=True,
-             note=f"the same at {longer_bytes}-byte documents in {longer_context} tokens (the paper's condition)")
+             note=f"the same at {longer_bytes}-byte documents in {paper_window} tokens (the paper's condition)")
 
 
 def leads(change) -> bool:
@@ -238,43 +282,50 @@ def leads(change) -> bool:
     return change is not None and change.resolved and change.percent > 0
 
 
-generic, nearest_gain = (pick(controls, model=main, method=m) for m in ("random-any", "nearest"))
+def shrunk(change) -> bool:
+    """In-context's lead resolved smaller in the second condition (the difference resolved and positive)."""
+    return change.resolved and change.percent > 0
+
+
 explained = []
-if leads(gap) and not leads(gap_late):
-    explained.append(f"the cold start: in-context leads on every token ({interval_text(gap)}) but not on the tokens "
-                     f"after the first {last} ({interval_text(gap_late)})")
-if generic is not None and generic.resolved and generic.percent <= 0.5 * min(nearest_gain.percent, 0) < 0:
-    explained.append(f"a generic warm start: random chunks of any domain lower bits per byte by "
-                     f"{signed(generic.percent)} %, half or more of the nearest neighbours' "
-                     f"{signed(nearest_gain.percent)} %")
-if leads(gap) and not leads(long_gap):
-    explained.append(f"short documents: at {longer_bytes}-byte documents, with the neighbours in the context beside "
-                     f"them, in-context no longer leads ({interval_text(long_gap)})")
+if shrunk(shrinks["cold"]):
+    explained.append(f"the cold start: without the first {last} tokens the lead is {interval_text(gap_late)}, "
+                     f"smaller by {signed(shrinks['cold'].percent)} points ({interval_text(shrinks['cold'])})")
+if "nearest" in beyond and not beyond["nearest"].resolved:
+    explained.append(f"a generic warm start: the nearest neighbours in the context do no better than random chunks "
+                     f"of any domain ({interval_text(beyond['nearest'])})")
+if shrunk(shrinks["short"]):
+    explained.append(f"short documents: grown to {longer_bytes} bytes, same neighbours, the lead is "
+                     f"{interval_text(long_gap)}, smaller by {signed(shrinks['short'].percent)} points "
+                     f"({interval_text(shrinks['short'])})")
 if not leads(gap):
     conclusion = f"In-context does not lead TTT-NN here ({interval_text(gap)}), so there is no lead to explain."
 elif explained:
-    conclusion = "What explains in-context's lead here: " + "; ".join(explained) + "."
+    conclusion = "What explains part or all of in-context's lead here: " + "; ".join(explained) + "."
 else:
     conclusion = ("None of the tested explanations (the first tokens' cold start, a generic warm start, short "
-                  "documents) accounts for in-context's lead: it holds after the first tokens, beyond what random text "
-                  "gives, and at longer documents.")
-paper_condition = (f"In the paper's condition ({longer_bytes}-byte documents in {longer_context} tokens, "
-                   f"{placed(main, longer_context)} neighbour tokens placed on average) TTT-NN against in-context is "
-                   f"{interval_text(paper_gap)}.")
+                  "documents) accounts for in-context's lead: it does not shrink without the first tokens or at "
+                  "longer documents, and the nearest neighbours beat random text in the context.")
+if leads(gap):
+    conclusion += (f" The lead that remains without the first {last} tokens is {interval_text(gap_late)}; at longer "
+                   f"documents, {interval_text(long_gap)}.")
+placed_docs = entry(longer, model=main, **{"context tokens": paper_window, "comparison": "ttt vs nearest"})
+paper_condition = (f"In the paper's condition ({longer_bytes}-byte documents in {paper_window} tokens: neighbours "
+                   f"placed before {placed_docs['documents with neighbours placed']} of {len(long_rows[(main, None)])} "
+                   f"documents, the others scored alone) TTT-NN against in-context is {interval_text(paper_gap)}.")
 glue_text("incontext_conclusion", conclusion + " " + paper_condition)
 glue_text("incontext_conditions", f"{config.chunk_bytes}-byte documents, model's context: {interval_text(gap)}; "
           f"after the first {last} tokens: {interval_text(gap_late)}; {longer_bytes}-byte documents in the model's "
-          f"context: {interval_text(long_gap)}; in {longer_context} tokens: {interval_text(paper_gap)}")
+          f"context: {interval_text(long_gap)}; in {paper_window} tokens: {interval_text(paper_gap)}")
 
 # %% tags=["remove-cell"]
 def gains(model):
-    """Each context's change against no context, as a phrase, with its share of the nearest neighbours'."""
-    nearest = pick(controls, model=model, method="nearest").percent
-    named = {"random-any": "random chunks of any domain", "random-domain": "random chunks of its domain",
-             "preceding": "its own preceding text", "filler": "newlines"}
-    parts = [f"nearest {nearest:+.1f} %"] + [
-        f"{text} {c.percent:+.1f} %" + (f" ({c.percent / nearest:.0%} of it)" if nearest < 0 and c.percent < 0 else "")
-        for kind, text in named.items() if (c := pick(controls, model=model, method=kind)) is not None]
+    """Each context's change against no context, as a phrase (each on the documents that have it)."""
+    named = {"nearest": "nearest neighbours", "random-any": "random chunks of any domain",
+             "random-domain": "random chunks of its domain", "preceding": "its own preceding text",
+             "filler": "newlines"}
+    parts = [f"{text} {c.percent:+.1f} %" + (f" ({c.n_documents} documents)" if kind == "preceding" else "")
+             for kind, text in named.items() if (c := pick(controls, model=model, method=kind)) is not None]
     return f"{model}: " + ", ".join(parts)
 
 
@@ -285,16 +336,21 @@ def share(rows, method):
 
 paragraphs = [
     conclusion + " " + paper_condition,
-    f"With {context_k} neighbours and {len(documents)} documents of {config.chunk_bytes} bytes, TTT-NN against the "
+    f"With {context_k} neighbours and {len(documents)} documents of {config.chunk_bytes} bytes (about "
+    f"{round(sum(len(r['token_bytes']) for r in short[main]) / len(short[main]))} tokens), TTT-NN against the "
     f"same neighbours in the context ({main}): **{gap.describe()}**; on the tokens after the first {last}: "
-    f"{gap_late.describe()}. The same documents grown to {longer_bytes} bytes, neighbours and training unchanged, "
-    f"in the model's context: {long_gap.describe()}.",
+    f"{gap_late.describe()}. The same documents grown toward {longer_bytes} bytes "
+    f"({entry(longer, model=main, **{'context tokens': model_context, 'comparison': 'ttt vs nearest'})['documents grown']}"
+    f" of {len(documents)} could be), neighbours and training unchanged, in the model's context: "
+    f"{long_gap.describe()}.",
     "Where the context's gain comes from, against no context: " + "; ".join(gains(model) for model in models) + "."
+    + (f" Against random chunks of any domain in the same tokens, the nearest neighbours in the context: "
+       f"{interval_text(beyond['nearest'])}; TTT-NN: {interval_text(beyond['ttt'])}." if beyond else "")
     + (f" The neighbours placed after the document change no token by more than {after_drift:.1e} nats (a check "
        "of the code: the document cannot see them)." if checked else ""),
     f"The first {first_tokens} tokens carry " + "; ".join(
         f"{share(rows, 'nearest')} of in-context's gain and {share(rows, 'ttt')} of TTT-NN's ({model}, "
-        "log-likelihood summed over documents)" for model, rows in short.items()) + ".",
+        "log-likelihood summed over documents; descriptive, no interval)" for model, rows in short.items()) + ".",
 ]
 show_finding(*paragraphs)
 
@@ -311,19 +367,20 @@ grid.figure.suptitle(f"Where the gain is: loss by position, {len(documents)} doc
 # %% [markdown]
 # ## How this was run
 # The baselines chapter found the reverse of the paper: the k nearest neighbours read in the context lower bits
-# per byte far more than training on them. Our test documents are short (1,000-byte chunks, about 240 tokens) and
-# are scored from a cold start (the scoring prefix alone), where the paper scored whole Pile documents, most of
-# which fill GPT-2's 1,024 tokens and leave no room for neighbours. So every scored token's log-probability is
-# kept (`ttt_core.context`) under no context, under contexts of equal length that differ only in what their tokens
-# say, and after TTT-NN on the same neighbours, on the same documents:
+# per byte far more than training on them. Our test documents are short (`chunk_bytes`-byte chunks; the finding
+# above gives their mean length in tokens) and are scored from a cold start (the scoring prefix alone), where the
+# paper scored whole Pile documents in GPT-2's 1,024 tokens, which a long document fills, leaving no room for
+# neighbours (the official code then scored it without them). So every scored token's log-probability is kept
+# (`ttt_core.context`) under no context, under contexts that differ only in what their tokens say, and after TTT-NN
+# on the same neighbours, on the same documents:
 #
 # - **nearest**: the k nearest neighbours, each ending with EOS, before the document (the in-context baseline);
 # - **after**: the same neighbours after the document, which a causal model cannot see (a check of the code);
 # - **random-any** and **random-domain**: random chunks of the whole index, or of the document's domain;
-# - **preceding**: the document's own preceding text in its source (none for a source's first chunk);
-# - **filler**: newlines, a context that says nothing. No repeated token is neutral to these models: in a first
-#   probe on four documents newlines raised SmolLM2's bits per byte by about 30 %, spaces by 47 %, EOS by 82 %;
-#   newlines harmed least on both models, so they stand for "the same length, no text".
+# - **preceding**: the document's own preceding text in its source, at most as long as the nearest neighbours'
+#   (shorter where the source has less; none for a source's first chunk, so on fewer documents);
+# - **filler**: newlines, the same length and no text (no repeated token is neutral to a language model: the table
+#   shows what this one does).
 #
 # From these: the loss by token position (the figure), the first `first_tokens` tokens against the rest, and
 # TTT-NN against in-context scored only on the tokens after the first N (`cold_starts`). Last, each test chunk
@@ -334,7 +391,8 @@ grid.figure.suptitle(f"Where the gain is: loss by position, {len(documents)} doc
 # %% [markdown]
 # ## The context's controls
 # Each context against no context on the same documents and tokens (negative: the context lowers bits per byte),
-# every context cut to the tokens the nearest neighbours take. 'after' is a check of the code, not a control: the
+# every context cut to at most the tokens the nearest neighbours take (the random ones fill them; the preceding
+# text may be shorter). 'after' is a check of the code, not a control: the
 # document cannot see what follows it.
 
 # %% tags=["hide-input"]

@@ -140,3 +140,24 @@ def test_the_head_share_is_the_first_tokens_part_of_the_summed_gain():
             {"logprobs": {"none": [-2.0, -2.0], "m": [-1.0, -2.0]}, "x": 0}]
     assert head_share(rows, "m", 1) == pytest.approx((2.0 + 1.0) / (2.5 + 1.0))
     assert np.isnan(head_share([{"logprobs": {"none": [-1.0], "m": [-2.0]}}], "m", 1))  # no gain, no share
+
+
+def test_rolling_windows_scored_at_their_targets_only_equal_the_full_projection(study):
+    """Several rolling windows (lm-eval's): the targets' logits alone give what projecting every position gave."""
+    import torch
+
+    from ttt_core.metrics import rolling_windows
+
+    lm = study.language_model()
+    tokens = lm.tokenizer(" ".join(f"word{i % 17} and more text" for i in range(30)),
+                          add_special_tokens=False)["input_ids"]
+    windows = rolling_windows(tokens, lm.prefix_token_id, 16)
+    assert len(windows) > 3 and len(tokens) > 60
+    expected = []
+    with torch.no_grad():
+        for ctx, targets in windows:  # the loop before `logits_to_keep`: every position projected, the last kept
+            logits = lm.model(input_ids=torch.tensor([(ctx + targets)[:-1]])).logits[0, -len(targets):]
+            expected += torch.log_softmax(logits.float(), -1).gather(
+                1, torch.tensor(targets)[:, None])[:, 0].tolist()
+    np.testing.assert_allclose(token_logprobs(lm.model, tokens, lm.prefix_token_id, 16), expected, rtol=1e-5,
+                               atol=1e-6)

@@ -6,14 +6,16 @@ The paper found training on the neighbours far better than reading them (GPT-2 L
 whether a short document's cold start, which any context warms, explains it:
 
 - 'nearest': the k nearest neighbours, as `baselines.in_context` (join='eos': the scoring prefix, each
-  neighbour ending with EOS, the document); the others are cut to the tokens this one placed;
+  neighbour ending with EOS, the document); the others are cut to at most the tokens this one placed (random
+  contexts draw enough chunks to fill them);
 - 'after': the same neighbours placed after the document, which it cannot see: its scores must equal no context
   (a check of the code, not a finding);
 - 'random-any': random chunks of the whole index (a generic warm start); 'random-domain': of its own domain;
 - 'preceding': the document's own preceding text from its source, joined without EOS (what a continuous
-  document has); None where the document is its source's first chunk;
-- 'filler': a context that says nothing: newlines, ending with EOS. (No repeated token is neutral to these
-  models: newlines raised SmolLM2's bits per byte by about 30 %, EOS by 80 %; newlines harmed least.)
+  document has), at most as long as 'nearest' (shorter where the source has less); None where the document is its
+  source's first chunk;
+- 'filler': a context that says nothing: newlines, ending with EOS (no repeated token is neutral to a language
+  model; the chapter shows what this one does).
 
 `ttt` is TTT-NN on the same k nearest neighbours (`ttt.train_on_text` per neighbour, weights restored after), its
 tokens scored without context. A row also holds the document's longer version (`longer_document`: its source's
@@ -52,15 +54,24 @@ def _chunk_table(corpus) -> pd.DataFrame:
     return cache["chunk_order"]
 
 
-def preceding_text(corpus, document: dict) -> str | None:
+def preceding_text(corpus, document: dict, max_bytes: int | None = None) -> str | None:
     """The text before `document` in its source: its source's earlier chunks (same domain and source, lower
-    chunk number, in order), joined; None for a source's first chunk."""
+    chunk number, in order), joined; with `max_bytes`, only the last chunks that reach that many UTF-8 bytes (a
+    context keeps the end; a source can be 31 MB). None for a source's first chunk."""
     table = _chunk_table(corpus)
     earlier = table[(table["domain"] == document["domain"]) & (table["source_id"] == document["source_id"])
                     & (table["chunk"] < document["chunk"])].sort_values("chunk")
     if earlier.empty:
         return None
-    return "".join(corpus.texts(earlier.index.to_numpy()))
+    if max_bytes is None:
+        return "".join(corpus.texts(earlier.index.to_numpy()))
+    kept, size = [], 0
+    for row in earlier.index[::-1]:
+        kept.append(corpus.texts([row])[0])
+        size += len(kept[-1].encode("utf-8"))
+        if size >= max_bytes:
+            break
+    return "".join(reversed(kept))
 
 
 def longer_document(corpus, document: dict, n_bytes: int) -> dict:
@@ -89,7 +100,7 @@ def longer_document(corpus, document: dict, n_bytes: int) -> dict:
 def context_tokens(lm, kind: str, texts: list[str] | None, budget: int) -> list[int] | None:
     """The tokens of context `kind` (`CONTEXTS`) placed before the document, at most `budget` tokens: chunks
     (nearest first) each ending with EOS, cut as in-context cuts them; 'preceding' the last `budget` tokens of the
-    text before the document; 'filler' newlines then EOS. None where there is no such context."""
+    text before the document (fewer where the source has less); 'filler' newlines then EOS. None where there is no such context."""
     eos = lm.tokenizer.eos_token_id
     if kind == "filler":
         newline = lm.tokenizer("\n", add_special_tokens=False)["input_ids"][-1:]
@@ -181,13 +192,23 @@ def context_row(study, document: dict, contexts=CONTEXTS, windows=(None,), ttt: 
     if config.max_eval_tokens is not None:
         raise ValueError(f"invalid max_eval_tokens={config.max_eval_tokens!r} for the in-context chapter: a context "
                          "is placed before the whole document; use max_eval_tokens=None")
+    if "preceding" in longer_contexts:  # the chunk's preceding text is the longer document's own beginning
+        raise ValueError("invalid longer_contexts: 'preceding' would repeat the longer document's own text")
     neighbors = study.training_texts(document)
-    draws = RANDOM_DRAWS * max(len(neighbors), 1)
+
+    def randoms(rule):  # enough random chunks to fill the nearest neighbours' tokens, where the domain has them
+        try:
+            drawn = random_neighbors(document, RANDOM_DRAWS * len(neighbors), rule, study.index, study.corpus,
+                                     config.seed)
+        except ValueError:
+            drawn = random_neighbors(document, len(neighbors), rule, study.index, study.corpus, config.seed)
+        return [n.text for n in drawn]
+
+    # 4 bytes per token is typical: 32 leaves room for token-dense text (a context never exceeds the window).
+    before = preceding_text(study.corpus, document, 32 * lm.context_length)
     sources = {"nearest": [n.text for n in neighbors],
-               **{rule: [n.text for n in random_neighbors(document, draws, rule, study.index, study.corpus,
-                                                          config.seed)]
-                  for rule in ("random-any", "random-domain") if rule in {*contexts, *longer_contexts}},
-               "preceding": (lambda t: None if t is None else [t])(preceding_text(study.corpus, document))}
+               **{rule: randoms(rule) for rule in ("random-any", "random-domain") if rule in {*contexts, *longer_contexts}},
+               "preceding": None if before is None else [before]}
     row = {"doc_id": document["id"], "domain": document["domain"], "pile_set_name": document["pile_set_name"],
            "group": document.get("group", document["id"]), "source_id": document.get("source_id", document["id"]),
            "model_context": lm.context_length, "neighbors": [n.doc_id for n in neighbors], "versions": {}}
@@ -257,8 +278,11 @@ def run_contexts(study, documents: list[dict], contexts=CONTEXTS, windows=(None,
                    longer_contexts=longer_contexts, longer_windows=longer_windows)
     settings = context_settings(study, **options)
     path = study.results_path.parent / f"{context_key(study, **options)}.jsonl"
+    from .files import atomic_file
+
     store = ResultsStore(path)
-    path.with_suffix(".config.json").write_text(json.dumps(settings, indent=1))
+    with atomic_file(path.with_suffix(".config.json")) as tmp:
+        tmp.write_text(json.dumps(settings, indent=1))
     for document in tqdm([d for d in documents if d["id"] not in store], desc=f"contexts ({study.config.model})",
                          unit="doc", disable=not progress):
         store.append(context_row(study, document, **options))
@@ -280,6 +304,24 @@ def span_change(rows: list[dict], a: str, b: str, names: dict, start: int = 0, s
     """`metrics.paired_change` of method `b` against `a` on tokens start:stop, on the documents that have both."""
     both = [r for r in rows if r["logprobs"].get(a) is not None and r["logprobs"].get(b) is not None]
     return paired_change(span_frame(both, a, start, stop), span_frame(both, b, start, stop), names, samples, seed)
+
+
+def change_difference(rows_a: list[dict], rows_b: list[dict], a: str, b: str, start_a: int = 0, start_b: int = 0,
+                      samples: int = 1000, seed: int = 0):
+    """Whether a comparison shrinks: each document's relative change of `b` against `a` (%) in `rows_a` (tokens
+    from `start_a`) minus the same in `rows_b` (tokens from `start_b`), on the documents both have, as a
+    `metrics.mean_change` (percentage points, paired, bootstrapped over content groups). Positive: `b` is further
+    behind `a` in `rows_a` than in `rows_b`."""
+    from .metrics import document_changes, mean_change
+
+    def per_document(rows, start):
+        both = [r for r in rows if r["logprobs"].get(a) is not None and r["logprobs"].get(b) is not None]
+        return document_changes(span_frame(both, a, start), span_frame(both, b, start))
+
+    first, second = per_document(rows_a, start_a), per_document(rows_b, start_b)
+    common = first.index.intersection(second.index)
+    groups = pd.Series({r["doc_id"]: r["group"] for r in rows_a}).loc[common]
+    return mean_change(first.loc[common] - second.loc[common], groups, samples, seed)
 
 
 def head_share(rows: list[dict], method: str, tokens: int, baseline: str = "none") -> float:
