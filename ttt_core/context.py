@@ -27,14 +27,13 @@ token are `metrics.token_byte_counts`, so the bits per byte of any span of token
 """
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 import pandas as pd
 
 from .baselines import documents_frame, in_context_prefix
-from .metrics import paired_change, scored_tokens, token_byte_counts, token_logprobs
+from .metrics import bits_per_byte, paired_change, scored_tokens, token_byte_counts, token_logprobs
 from .retrieve import random_neighbors
 
 CONTEXTS = ("nearest", "after", "random-any", "random-domain", "preceding", "filler")
@@ -349,6 +348,6 @@ def position_frame(rows: list[dict], edges: list[int]) -> pd.DataFrame:
                 span = slice(lo, min(hi, len(logprobs)))
                 out.append({"doc_id": r["doc_id"], "method": method, "bin": f"{lo}-{hi - 1}", "start": lo,
                             "loss": float(-logprobs[span].mean()),
-                            "bpb": float(-logprobs[span].sum() / max(nbytes[span].sum(), 1) / math.log(2)),
+                            "bpb": bits_per_byte(float(logprobs[span].sum()), max(int(nbytes[span].sum()), 1)),
                             "tokens": int(span.stop - span.start)})
     return pd.DataFrame(out)
