@@ -8,7 +8,7 @@ SCALE_SITE := .scale-site
 NOTEBOOKS := 00_methods 01_corpus_and_index 02_ttt 03_neighbors 04_index_size 05_model_scaling \
              06_leakage_control 07_baselines 08_in_context
 
-.PHONY: all setup debian-sources prepare run book test benchmarks models-all clean
+.PHONY: all setup debian-sources prepare run book lab test benchmarks models-all clean
 all: book
 
 setup: $(VENV)/.installed
@@ -32,11 +32,15 @@ run: $(NOTEBOOKS:%=$(EXEC)/%.ipynb)
 # A notebook re-runs when its source, the parameters or the library change; finished documents are cached.
 $(EXEC)/%.ipynb: notebooks/%.ipynb $(PARAMS) ttt_core/*.py | prepare
 	@mkdir -p $(EXEC)
-	$(BIN)/papermill $< $@ -f $(PARAMS) -p params_file $(PARAMS) --cwd . --log-output --no-progress-bar
+	$(BIN)/python -m ttt_core run $< $@ -f $(PARAMS)
 	$(BIN)/python -m ttt_core mark-for-book $@
 
 book: run
 	$(BIN)/jupyter-book build book/ -W --keep-going
+
+# JupyterLab on the notebooks (each .py of a jupytext pair opens as a notebook), in the environment `make` built.
+lab: setup
+	$(BIN)/jupyter lab notebooks/
 
 # The Ray tests (tests/scale) run in a second pass with the `scale` extra on the path, installed apart in
 # .scale-site, so that the study's own environment stays what `setup` installs (an optional extra is not a

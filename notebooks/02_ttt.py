@@ -21,82 +21,8 @@
 # ```
 
 # %% tags=["parameters", "remove-cell"]
-# StudyConfig fields, generated from ttt_core/config.py by `python -m ttt_core sync-parameters` (change them there)
-# What is studied
-model = "smollm2-135m"
-# 'minilm-static' (ttt_core.static) is a model2vec table distilled from MiniLM: no transformer pass, a named
-# deviation (DEVIATIONS: embedder)
-embedder = "minilm-static"
-corpus = "minipile"
-domains = ()  # the test documents' domains (empty: all); the corpus and index hold every domain
-docs_per_domain = 1  # test documents per domain (the book's: params/study.yml)
-# Instead of docs_per_domain: this share of each domain's test documents, drawn as the official code drew them
-# (random.Random(split_seed).shuffle, then the first 20 %: the paper's 42,916 Pile test documents)
-test_portion = None
-# Test-time training (paper: AdamW lr 2e-5, eps 1e-8, wd 0.01, clip 1.0, batch 1, fp32)
-k = 10
-eval_ks = (0, 1, 2, 3, 5, 10, 15, 20, 25, 30, 40, 50)
-learning_rate = 2e-05
-adam_epsilon = 1e-08
-weight_decay = 0.01
-grad_clip = 1.0
-max_length = 1024
-reset_optimizer = True
-# 'adamw' (the paper's) or 'adafactor' (factored second moments, no first moment: optimizer state of a few
-# MB instead of twice the weights, so a 1.5B model trains in 24 GB; a named deviation)
-optimizer = "adamw"
-# Where the weights are restored from after each document: 'memory' (a copy) or 'file' (the packaged model's
-# safetensors, checked against the weights first; no second copy in memory). The same numbers either way.
-weights_snapshot = "memory"
-seed = 0
-# Corpus, embedding and scoring
-chunk_bytes = 1000  # UTF-8 bytes per chunk: at most 1,002 tokens, one step at max_length 1024
-# UTF-8 bytes read per domain before the split. None: 250,000 for the mini-Pile, every document of any other
-# corpus; a number caps any corpus (what the cap dropped is kept in the manifest and warned about)
-domain_bytes = None
-test_fraction = 0.1  # share of content groups (else source documents) held out for testing
-split_by = "group"  # 'group' (content group: a message or page in every language) or 'source' (file)
-split_seed = 1216  # seeds the train/test split (1216: the official code's test subsample seed)
-decontam_ngram = 50  # characters per n-gram of the overlap measure (works for unspaced scripts too)
-decontam_threshold = 0.1  # leave out train chunks sharing more n-grams with the test split
-neighbors = "nearest"  # 'nearest' (TTT-NN) or the controls 'random-domain', 'random-any'
-# Which of the `selection_pool` nearest candidates (0: 4 k) are trained on, k steps in all: 'nearest' (the
-# paper), 'sift' (greedy posterior-variance reduction, noise `sift_lambda`) or 'hullft' (a sparse convex
-# reconstruction of the query, as a multiset; `reuse_gradients` reuses the gradient of a repeated text)
-selection = "nearest"
-selection_pool = 0
-sift_lambda = 0.01
-reuse_gradients = False
-# The leaky index of the leakage chapter: every chunk of every *other* source, test chunks included, as a split
-# by file allows (the translation of a test text in another language is in it); no decontamination.
-leaky_index = False
-# Embedder tokens per text: None is the embedder's declared limit (MiniLM 256, mpnet 384; the paper's RoBERTa
-# 512, which the paper embeds); a number past the declared limit is a deviation (DEVIATIONS)
-embed_max_tokens = None
-embedder_tokenizer = None  # another tokenizer for the embedder (paper: roberta-base's)
-index_fraction = 1.0  # index a nested random subset of the train split (index-size ablation)
-# 'flat' (exact, the paper's) or an approximate faiss index for millions of vectors: 'ivf' (IVF-Flat, probing
-# `index_nprobe` cells) or 'hnsw' (HNSW32, `index_ef_search`); its recall@k against exact search is measured
-# on held-out queries when it is built and kept in the index's meta
-index_type = "flat"
-index_nprobe = 32
-index_ef_search = 128
-# How neighbours are found: one of RETRIEVERS ('dense': the `embedder`'s faiss index, the paper's kind).
-# 'rerank': the union of the top `rerank_candidates` of each first stage in `rerank_from` ('bm25' and/or dense
-# embedder names joined by '+'), re-ranked by exact `embedder` embeddings (ttt_core.retrievers)
-retriever = "dense"
-rerank_from = "bm25+minilm-static"
-rerank_candidates = 100
-eval_context = None
-max_eval_tokens = None
-split_query = False  # leakage control (paper's GPT-2 "split" run): query with the first part, score the rest
-score_prefix = "lm-eval"  # first-window prefix: 'lm-eval' (BOS, else EOS), 'endoftext', or a vocabulary token
-train_with_bos = True  # BOS before each training chunk where the model's tokenizer adds one (Gemma)
-bootstrap_samples = 1000
-# Where and how
-device = "auto"
-work_dir = "artifacts"
-# End of the StudyConfig fields; this notebook's own parameters follow
+# This chapter's own parameters. The shared ones (k, model, corpus, ...: ttt_core.config.StudyConfig, listed on
+# the book's Parameters page) are passed the same way: papermill -p k 5
 params_file = ""  # the parameter file this run was given (shown in "Reproduce this page")
 
 # %% tags=["hide-input", "remove-output"]

@@ -21,82 +21,8 @@
 # ```
 
 # %% tags=["parameters", "remove-cell"]
-# StudyConfig fields, generated from ttt_core/config.py by `python -m ttt_core sync-parameters` (change them there)
-# What is studied
-model = "smollm2-135m"
-# 'minilm-static' (ttt_core.static) is a model2vec table distilled from MiniLM: no transformer pass, a named
-# deviation (DEVIATIONS: embedder)
-embedder = "minilm-static"
-corpus = "minipile"
-domains = ()  # the test documents' domains (empty: all); the corpus and index hold every domain
-docs_per_domain = 1  # test documents per domain (the book's: params/study.yml)
-# Instead of docs_per_domain: this share of each domain's test documents, drawn as the official code drew them
-# (random.Random(split_seed).shuffle, then the first 20 %: the paper's 42,916 Pile test documents)
-test_portion = None
-# Test-time training (paper: AdamW lr 2e-5, eps 1e-8, wd 0.01, clip 1.0, batch 1, fp32)
-k = 10
-eval_ks = (0, 1, 2, 3, 5, 10, 15, 20, 25, 30, 40, 50)
-learning_rate = 2e-05
-adam_epsilon = 1e-08
-weight_decay = 0.01
-grad_clip = 1.0
-max_length = 1024
-reset_optimizer = True
-# 'adamw' (the paper's) or 'adafactor' (factored second moments, no first moment: optimizer state of a few
-# MB instead of twice the weights, so a 1.5B model trains in 24 GB; a named deviation)
-optimizer = "adamw"
-# Where the weights are restored from after each document: 'memory' (a copy) or 'file' (the packaged model's
-# safetensors, checked against the weights first; no second copy in memory). The same numbers either way.
-weights_snapshot = "memory"
-seed = 0
-# Corpus, embedding and scoring
-chunk_bytes = 1000  # UTF-8 bytes per chunk: at most 1,002 tokens, one step at max_length 1024
-# UTF-8 bytes read per domain before the split. None: 250,000 for the mini-Pile, every document of any other
-# corpus; a number caps any corpus (what the cap dropped is kept in the manifest and warned about)
-domain_bytes = None
-test_fraction = 0.1  # share of content groups (else source documents) held out for testing
-split_by = "group"  # 'group' (content group: a message or page in every language) or 'source' (file)
-split_seed = 1216  # seeds the train/test split (1216: the official code's test subsample seed)
-decontam_ngram = 50  # characters per n-gram of the overlap measure (works for unspaced scripts too)
-decontam_threshold = 0.1  # leave out train chunks sharing more n-grams with the test split
-neighbors = "nearest"  # 'nearest' (TTT-NN) or the controls 'random-domain', 'random-any'
-# Which of the `selection_pool` nearest candidates (0: 4 k) are trained on, k steps in all: 'nearest' (the
-# paper), 'sift' (greedy posterior-variance reduction, noise `sift_lambda`) or 'hullft' (a sparse convex
-# reconstruction of the query, as a multiset; `reuse_gradients` reuses the gradient of a repeated text)
-selection = "nearest"
-selection_pool = 0
-sift_lambda = 0.01
-reuse_gradients = False
-# The leaky index of the leakage chapter: every chunk of every *other* source, test chunks included, as a split
-# by file allows (the translation of a test text in another language is in it); no decontamination.
-leaky_index = False
-# Embedder tokens per text: None is the embedder's declared limit (MiniLM 256, mpnet 384; the paper's RoBERTa
-# 512, which the paper embeds); a number past the declared limit is a deviation (DEVIATIONS)
-embed_max_tokens = None
-embedder_tokenizer = None  # another tokenizer for the embedder (paper: roberta-base's)
-index_fraction = 1.0  # index a nested random subset of the train split (index-size ablation)
-# 'flat' (exact, the paper's) or an approximate faiss index for millions of vectors: 'ivf' (IVF-Flat, probing
-# `index_nprobe` cells) or 'hnsw' (HNSW32, `index_ef_search`); its recall@k against exact search is measured
-# on held-out queries when it is built and kept in the index's meta
-index_type = "flat"
-index_nprobe = 32
-index_ef_search = 128
-# How neighbours are found: one of RETRIEVERS ('dense': the `embedder`'s faiss index, the paper's kind).
-# 'rerank': the union of the top `rerank_candidates` of each first stage in `rerank_from` ('bm25' and/or dense
-# embedder names joined by '+'), re-ranked by exact `embedder` embeddings (ttt_core.retrievers)
-retriever = "dense"
-rerank_from = "bm25+minilm-static"
-rerank_candidates = 100
-eval_context = None
-max_eval_tokens = None
-split_query = False  # leakage control (paper's GPT-2 "split" run): query with the first part, score the rest
-score_prefix = "lm-eval"  # first-window prefix: 'lm-eval' (BOS, else EOS), 'endoftext', or a vocabulary token
-train_with_bos = True  # BOS before each training chunk where the model's tokenizer adds one (Gemma)
-bootstrap_samples = 1000
-# Where and how
-device = "auto"
-work_dir = "artifacts"
-# End of the StudyConfig fields; this notebook's own parameters follow
+# This chapter's own parameters. The shared ones (k, model, corpus, ...: ttt_core.config.StudyConfig, listed on
+# the book's Parameters page) are passed the same way: papermill -p k 5
 baseline_k = 5  # neighbours (training steps) every method gets
 baseline_docs_per_domain = 1
 in_context_tokens = 1024  # the paper's context (GPT-2's), beside the model's own
@@ -127,8 +53,7 @@ from ttt_core.results import ResultsStore, long_frame
 from ttt_core.study import open_run, prepare, run_ttt
 
 use_report_style()
-config = dataclasses.replace(config, k=baseline_k, docs_per_domain=baseline_docs_per_domain,
-                             selection_pool=selection_pool, sift_lambda=sift_lambda)
+config = dataclasses.replace(config, k=baseline_k, docs_per_domain=baseline_docs_per_domain)
 study = prepare(config)
 documents = study.test_documents()  # the documents run_ttt runs
 names = study.pile_set_names
@@ -241,7 +166,7 @@ if "HullFT, gradients reused" in methods:
     versus["gradient reuse vs HullFT"] = paired_change(methods["HullFT"], methods["HullFT, gradients reused"], names,
                                                        config.bootstrap_samples, config.seed)
 
-note = f"k = {config.k}, {model}"
+note = f"k = {config.k}, {config.model}"
 glue_finding("incontext_vs_ttt", versus["TTT-NN vs " + in_context_label],
              note=f"TTT-NN against the same neighbours in a {model_context:,}-token context, {note}")
 glue_finding("interpolation_vs_ttt", versus["TTT-NN vs " + held_out_label],
@@ -272,7 +197,7 @@ cost_sentence = (("Seconds per document, all timed in this run: " if not not_tim
 paragraphs = [
     f"Every method gets the same {config.k} nearest neighbours (or, for SIFT and HullFT, {config.k} training "
     f"steps chosen from the same {config.selection_pool or 4 * config.k} candidates) on the same {len(documents)} "
-    f"test documents ({len(study.corpus.domains)} domains, {model}). Head to head, bits per byte of TTT-NN "
+    f"test documents ({len(study.corpus.domains)} domains, {config.model}). Head to head, bits per byte of TTT-NN "
     f"against each alternative (negative: TTT-NN is lower):",
     "\n".join(f"- {sentence(name, change)}." for name, change in versus.items()),
     # Copying needs shared spans: none above the index's own decontamination bar (10 % of the n-grams), and no
@@ -320,7 +245,7 @@ ax.scatter(ordered["change %"], y, c=colors, zorder=3)
 ax.set_yticks(y, [f"{m} ({s})" for m, s in zip(ordered["method"], ordered["scored"])])
 ax.axvline(0, color="grey", lw=0.8)
 ax.set_xlabel("bits per byte, mean change per document against no training (%), 95 % interval")
-ax.set_title(f"{model}, k = {config.k}, {len(documents)} documents")
+ax.set_title(f"{config.model}, k = {config.k}, {len(documents)} documents")
 fig.tight_layout()
 
 # %% [markdown]

@@ -202,21 +202,81 @@ def test_a_notebook_refuses_an_injected_name_it_does_not_declare():
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (__import__("conftest").ROOT / "notebooks").glob("*.py")))
-def test_every_notebook_declares_every_study_parameter_as_generated(name):
-    """The StudyConfig part of each parameters cell is generated from the dataclass (`python -m ttt_core
-    sync-parameters`), so that README's parameters (neighbors, split_seed) are declared and no default drifts."""
+def test_every_notebook_declares_only_its_own_parameters(name):
+    """The shared parameters' defaults live in StudyConfig alone: a parameters cell that declared `k = 10` too
+    would be a second definition that can drift (the notebook would then run its own default, not the class's)."""
     from conftest import ROOT
-    from ttt_core.params import declared_parameters, parameters_block
+    from ttt_core.params import declared_parameters, study_fields
 
     text = (ROOT / "notebooks" / f"{name}.py").read_text()
-    assert parameters_block() in text, f"run `python -m ttt_core sync-parameters` ({name})"
-    fields = {f.name for f in dataclasses.fields(StudyConfig)} - {"extra"}
-    assert fields <= set(declared_parameters(name))
+    declared = set(declared_parameters(name))
+    assert not declared & study_fields(), f"{name} declares shared parameters: {declared & study_fields()}"
+    assert "params_file" in declared
     assert f'notebook_config(globals(), "{name}")' in text
     # papermill skips a line it cannot parse (a help comment with '='): then it warns for a declared name
     cell = re.search(r'# %% tags=\["parameters"[^\]]*\]\n(.*?)(?=\n# %%)', text, re.S).group(1)
     assigned = {node.targets[0].id for node in ast.parse(cell).body if isinstance(node, ast.Assign)}
-    assert assigned == set(declared_parameters(name)), assigned ^ set(declared_parameters(name))
+    assert assigned == declared, assigned ^ declared
+
+
+def test_the_parameters_page_is_generated_from_the_dataclass():
+    """book/parameters.md is `params.parameters_page()`: one row per field, each with a default and a help text."""
+    from conftest import ROOT
+    from ttt_core.params import parameter_reference, parameters_page, study_fields
+
+    assert (ROOT / "book" / "parameters.md").read_text() == parameters_page(), \
+        "run `python -m ttt_core parameters-page`"
+    rows = parameter_reference()
+    assert {name for _, name, _, _ in rows} == study_fields()
+    assert all(help_text for _, _, _, help_text in rows), [name for _, name, _, h in rows if not h]
+    assert dict((name, default) for _, name, default, _ in rows)["k"] == repr(StudyConfig().k)
+
+
+def test_a_shared_parameter_is_accepted_by_every_notebook_and_a_typo_refused():
+    from ttt_core.params import notebook_config
+
+    assert notebook_config({"k": 3, "model": "tiny-llama", "params_file": ""}, "08_in_context").k == 3
+    with pytest.raises(ValueError, match=r"unknown parameter 'lerning_rate'.*did you mean 'learning_rate'\?"):
+        notebook_config({"lerning_rate": 1e-4}, "02_ttt")
+
+
+def test_run_checks_parameters_before_any_kernel_starts(monkeypatch, tmp_path):
+    """`python -m ttt_core run` refuses a misspelt name, a bad value and a .py before papermill is called."""
+    import papermill
+
+    from conftest import ROOT
+    from ttt_core.notebook import run_notebook
+
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("a kernel was started"))
+    notebook = ROOT / "notebooks" / "02_ttt.ipynb"
+    with pytest.raises(ValueError, match=r"unknown parameter 'kk'.*did you mean 'k'\?"):
+        run_notebook(notebook, tmp_path / "out.ipynb", overrides=[("kk", "5")])
+    with pytest.raises(ValueError, match=r"invalid k=-1"):
+        run_notebook(notebook, tmp_path / "out.ipynb", overrides=[("k", "-1")])
+    with pytest.raises(ValueError, match=r"papermill runs the .ipynb"):
+        run_notebook(notebook.with_suffix(".py"), tmp_path / "out.ipynb")
+
+
+def test_papermill_warnings_for_shared_parameters_are_dropped_and_others_kept():
+    import logging
+
+    from ttt_core.notebook import _SharedParameterFilter
+
+    keep = _SharedParameterFilter({"k", "control_k"})
+    record = lambda message: logging.LogRecord("papermill", logging.WARNING, "", 0, message, None, None)
+    assert not keep.filter(record("Passed unknown parameter: k"))
+    assert keep.filter(record("Passed unknown parameter: kk"))
+    assert keep.filter(record("Executing notebook"))
+
+
+def test_a_relative_work_dir_is_taken_from_the_repository_not_the_current_directory(monkeypatch, tmp_path):
+    from conftest import ROOT
+
+    monkeypatch.chdir(tmp_path)
+    assert StudyConfig(work_dir="artifacts").work_path == ROOT / "artifacts"
+    assert StudyConfig(work_dir=str(tmp_path / "w")).work_path == tmp_path / "w"
+
+
 def test_every_key_neutral_default_is_the_dataclass_default():
     """A field is left out of the run key only at the value it had before it existed: if KEY_NEUTRAL_DEFAULTS names
     another value than the dataclass default, every default run would be keyed as if it were that old behaviour."""

@@ -1,8 +1,14 @@
-"""Command line: `python -m ttt_core prepare -f params/study.yml` assembles the packaged models and builds
-the corpus and the index of a configuration (what the notebooks would otherwise build on the spot);
-`python -m ttt_core mark-for-book book/executed/02_ttt.ipynb` hides papermill's injected parameter cell from
-the rendered page; `python -m ttt_core sync-parameters` writes StudyConfig's fields and defaults into every
-notebook's parameters cell (and its .ipynb)."""
+"""Command line.
+
+- `python -m ttt_core run notebooks/02_ttt.ipynb [OUT] [-f params/study.yml] [-p k 5 ...]`: papermill with the
+  parameters checked before the kernel starts, cell output streamed to the terminal and the chapter's finding
+  printed at the end (OUT defaults to runs/<notebook>.ipynb);
+- `python -m ttt_core prepare -f params/study.yml` assembles the packaged models and builds the corpus and the
+  index of a configuration (what the notebooks would otherwise build on the spot);
+- `python -m ttt_core mark-for-book book/executed/02_ttt.ipynb` hides papermill's injected parameter cell from
+  the rendered page;
+- `python -m ttt_core parameters-page` writes the book's Parameters page from StudyConfig's field comments.
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +18,7 @@ import time
 import yaml
 
 from .config import StudyConfig
-from .params import notebook_parameters, sync_parameters, unknown_parameters_error
+from .params import notebook_parameters, unknown_parameters_error, write_parameters_page
 from .study import failed_documents, failures_path, prepare
 
 
@@ -31,9 +37,12 @@ def study_parameters(params: dict) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ttt_core")
-    parser.add_argument("command", choices=["prepare", "mark-for-book", "ray-run", "sync-parameters"])
-    parser.add_argument("-f", "--params", help="papermill-style YAML parameter file (prepare, ray-run)")
-    parser.add_argument("notebooks", nargs="*", help="executed notebooks (mark-for-book)")
+    parser.add_argument("command", choices=["run", "prepare", "mark-for-book", "ray-run", "parameters-page"])
+    parser.add_argument("-f", "--params", help="papermill-style YAML parameter file (run, prepare, ray-run)")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="run: one parameter, read as papermill's -p reads it (after -f)")
+    parser.add_argument("notebooks", nargs="*", help="run: the notebook and where to write it; mark-for-book: "
+                                                     "executed notebooks")
     scale = parser.add_argument_group("ray-run: the corpus here, then the index and TTT-NN on a Ray cluster")
     scale.add_argument("--address", default=None, help="a Ray cluster's address ('auto' on a node of it); "
                                                        "none: a local Ray instance on this machine")
@@ -47,17 +56,22 @@ def main(argv=None) -> None:
         for path in args.notebooks:
             mark_for_book(path)
         return
-    if args.command == "sync-parameters":
-        for path in sync_parameters():
-            print(f"updated {path} and its .ipynb")
+    if args.command == "parameters-page":
+        print(f"{'updated' if write_parameters_page() else 'unchanged'}: book/parameters.md")
         return
+    if args.command == "run":
+        from .notebook import run_notebook
+
+        if len(args.notebooks) not in (1, 2):
+            parser.error("run needs a notebook and optionally where to write it: run notebooks/02_ttt.ipynb [OUT]")
+        params = {}
+        if args.params:
+            params = _read_params(parser, args.params)
+        return run_notebook(args.notebooks[0], args.notebooks[1] if len(args.notebooks) == 2 else None, params,
+                            args.parameter, params_file=args.params or "")
     if not args.params:
         parser.error(f"{args.command} needs -f/--params, a papermill-style YAML parameter file")
-    with open(args.params) as f:
-        params = yaml.safe_load(f) or {}
-    if not isinstance(params, dict):
-        parser.error(f"{args.params}: a parameter file is a YAML mapping of name: value lines, not a "
-                     f"{type(params).__name__}")
+    params = _read_params(parser, args.params)
     if args.command == "ray-run":
         return ray_run(StudyConfig.from_params(**study_parameters(params)), args)
     started = time.perf_counter()
@@ -65,6 +79,15 @@ def main(argv=None) -> None:
     lm = study.language_model()  # assembles and converts the packaged LM once
     print(f"corpus {study.corpus.path} ({len(study.corpus)} documents), index {len(study.index)} vectors, "
           f"model {lm.name} ({lm.n_params / 1e6:.1f} M parameters) ready in {time.perf_counter() - started:.0f} s")
+
+
+def _read_params(parser, path: str) -> dict:
+    with open(path) as f:
+        params = yaml.safe_load(f) or {}
+    if not isinstance(params, dict):
+        parser.error(f"{path}: a parameter file is a YAML mapping of name: value lines, not a "
+                     f"{type(params).__name__}")
+    return params
 
 
 def ray_run(config: StudyConfig, args) -> None:

@@ -11,6 +11,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The checkout this package runs from: a relative `work_dir` is taken from here (StudyConfig.work_path).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 # Bump when code changes what a per-document result would be, so that cached results are not reused.
 # 2: training chunks start with BOS where the model's tokenizer adds one (Gemma); lm-eval 0.4's scoring prefix.
 # 3: rows record the steps taken on each neighbour and the test document's content group.
@@ -142,34 +145,42 @@ def _is_embedder_name(name: str) -> bool:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    # What is studied
+    """Every shared parameter of the study, one field each: its default and help text live here only (the comment
+    above or beside a field; `#:` starts a section). Notebooks declare only their own parameters; the book's
+    Parameters page is generated from this class (`python -m ttt_core parameters-page`)."""
+
+    #: What is studied
+    # A packaged model (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b), a Hugging Face id or
+    # local folder (the paper's: gpt2), or a tiny random model for tests (tiny-llama, tiny-gpt2, tiny-llama-bos)
     model: str = "smollm2-135m"
     # 'minilm-static' (ttt_core.static) is a model2vec table distilled from MiniLM: no transformer pass, a named
     # deviation (DEVIATIONS: embedder)
     embedder: str = "minilm-static"
+    # 'minipile' (the packaged multi-domain mini-Pile), 'pile' (a folder in the official layout), a Pile-format
+    # .jsonl/.jsonl.zst file or folder, or a `datasets` id
     corpus: str = "minipile"
     domains: tuple[str, ...] = ()  # the test documents' domains (empty: all); the corpus and index hold every domain
     docs_per_domain: int = 1  # test documents per domain (the book's: params/study.yml)
     # Instead of docs_per_domain: this share of each domain's test documents, drawn as the official code drew them
     # (random.Random(split_seed).shuffle, then the first 20 %: the paper's 42,916 Pile test documents)
     test_portion: float | None = None
-    # Test-time training (paper: AdamW lr 2e-5, eps 1e-8, wd 0.01, clip 1.0, batch 1, fp32)
-    k: int = 10
-    eval_ks: tuple[int, ...] = DEFAULT_EVAL_KS
-    learning_rate: float = 2e-5
-    adam_epsilon: float = 1e-8
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    max_length: int = 1024
-    reset_optimizer: bool = True
+    #: Test-time training (as socialfoundations/tttlm's `eval_tttlm.py`: AdamW, batch 1, fp32, no schedule)
+    k: int = 10  # neighbours trained on per test document, one gradient step each (paper: 50)
+    eval_ks: tuple[int, ...] = DEFAULT_EVAL_KS  # neighbour counts at which bits per byte is measured, cut at k
+    learning_rate: float = 2e-5  # AdamW learning rate (paper: 2e-5 for GPT-2)
+    adam_epsilon: float = 1e-8  # AdamW's eps (the official code's 1e-8)
+    weight_decay: float = 0.01  # AdamW's weight decay (torch's default, which the official code keeps)
+    grad_clip: float = 1.0  # gradient-norm clipping (the official code's 1.0)
+    max_length: int = 1024  # tokens per training step and per scoring window (paper: 1024)
+    reset_optimizer: bool = True  # fresh optimizer state for every document (False: Adam moments carried over)
     # 'adamw' (the paper's) or 'adafactor' (factored second moments, no first moment: optimizer state of a few
     # MB instead of twice the weights, so a 1.5B model trains in 24 GB; a named deviation)
     optimizer: str = "adamw"
     # Where the weights are restored from after each document: 'memory' (a copy) or 'file' (the packaged model's
     # safetensors, checked against the weights first; no second copy in memory). The same numbers either way.
     weights_snapshot: str = "memory"
-    seed: int = 0
-    # Corpus, embedding and scoring
+    seed: int = 0  # seeds the random controls and the tiny models
+    #: Corpus, embedding and scoring
     chunk_bytes: int | None = 1000  # UTF-8 bytes per chunk: at most 1,002 tokens, one step at max_length 1024
     # UTF-8 bytes read per domain before the split. None: 250,000 for the mini-Pile, every document of any other
     # corpus; a number caps any corpus (what the cap dropped is kept in the manifest and warned about)
@@ -184,9 +195,9 @@ class StudyConfig:
     # paper), 'sift' (greedy posterior-variance reduction, noise `sift_lambda`) or 'hullft' (a sparse convex
     # reconstruction of the query, as a multiset; `reuse_gradients` reuses the gradient of a repeated text)
     selection: str = "nearest"
-    selection_pool: int = 0
-    sift_lambda: float = 0.01
-    reuse_gradients: bool = False
+    selection_pool: int = 0  # candidates the selection rule chooses from (0: 4 k)
+    sift_lambda: float = 0.01  # SIFT's noise level
+    reuse_gradients: bool = False  # HullFT: one gradient for a text chosen several times
     # The leaky index of the leakage chapter: every chunk of every *other* source, test chunks included, as a split
     # by file allows (the translation of a test text in another language is in it); no decontamination.
     leaky_index: bool = False
@@ -199,22 +210,23 @@ class StudyConfig:
     # `index_nprobe` cells) or 'hnsw' (HNSW32, `index_ef_search`); its recall@k against exact search is measured
     # on held-out queries when it is built and kept in the index's meta
     index_type: str = "flat"
-    index_nprobe: int = 32
-    index_ef_search: int = 128
+    index_nprobe: int = 32  # IVF cells probed per query
+    index_ef_search: int = 128  # HNSW search breadth
     # How neighbours are found: one of RETRIEVERS ('dense': the `embedder`'s faiss index, the paper's kind).
     # 'rerank': the union of the top `rerank_candidates` of each first stage in `rerank_from` ('bm25' and/or dense
     # embedder names joined by '+'), re-ranked by exact `embedder` embeddings (ttt_core.retrievers)
     retriever: str = "dense"
-    rerank_from: str = "bm25+minilm-static"
-    rerank_candidates: int = 100
-    eval_context: int | None = None
-    max_eval_tokens: int | None = None
+    rerank_from: str = "bm25+minilm-static"  # the re-ranker's first stages, joined by '+'
+    rerank_candidates: int = 100  # candidates from each first stage
+    eval_context: int | None = None  # tokens of a scoring window (None: max_length)
+    max_eval_tokens: int | None = None  # score only a document's first N tokens (None: all)
     split_query: bool = False  # leakage control (paper's GPT-2 "split" run): query with the first part, score the rest
     score_prefix: str = "lm-eval"  # first-window prefix: 'lm-eval' (BOS, else EOS), 'endoftext', or a vocabulary token
     train_with_bos: bool = True  # BOS before each training chunk where the model's tokenizer adds one (Gemma)
-    bootstrap_samples: int = 1000
-    # Where and how
-    device: str = "auto"
+    bootstrap_samples: int = 1000  # resamples of every 95 % bootstrap interval
+    #: Where and how
+    device: str = "auto"  # 'auto' (CUDA when torch sees a GPU, else CPU), 'cpu', 'cuda', 'cuda:1', ...
+    # Models, corpus, index and results; a relative path is taken from the repository's root (work_path)
     work_dir: str = "artifacts"
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -336,7 +348,18 @@ class StudyConfig:
 
     @property
     def work_path(self) -> Path:
-        return Path(self.work_dir)
+        """`work_dir` as an absolute path. A relative one is taken from this checkout's root, not from the current
+        directory, so that a notebook run from another folder uses the corpus, index and results `make` built
+        instead of silently building them again there. ValueError where ttt_core is not run from a checkout (an
+        installed copy): give an absolute `work_dir` then."""
+        path = Path(self.work_dir).expanduser()
+        if path.is_absolute():
+            return path
+        if not (REPO_ROOT / "pyproject.toml").is_file():
+            raise ValueError(f"invalid work_dir={self.work_dir!r}: a relative work_dir is taken from the "
+                             f"repository's root, and ttt_core runs from {REPO_ROOT}, which is no checkout; "
+                             f"expected an absolute path")
+        return REPO_ROOT / path
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -1,6 +1,7 @@
 """Parameters as they arrive from papermill (`-p`, `-f` YAML) or `python -m ttt_core prepare -f`: their types
-checked against `StudyConfig`'s annotations, misspelt names refused with the nearest valid one, and the
-StudyConfig part of every notebook's parameters cell generated from the dataclass so that no default drifts.
+checked against `StudyConfig`'s annotations and misspelt names refused with the nearest valid one. The shared
+parameters are StudyConfig's fields (defaults and help text there only); a notebook's parameters cell declares its
+chapter's own; the book's Parameters page is generated from the dataclass (`parameters_page`).
 """
 from __future__ import annotations
 
@@ -17,9 +18,7 @@ import warnings
 from pathlib import Path
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-BLOCK_BEGIN = ("# StudyConfig fields, generated from ttt_core/config.py by `python -m ttt_core sync-parameters` "
-               "(change them there)")
-BLOCK_END = "# End of the StudyConfig fields; this notebook's own parameters follow"
+PARAMETERS_PAGE = Path(__file__).resolve().parents[1] / "book" / "parameters.md"
 
 
 # ---- types -------------------------------------------------------------------------------------------------------
@@ -214,27 +213,36 @@ def assigned_names(notebook: str, folder: Path = NOTEBOOKS) -> frozenset[str]:
 def notebook_config(namespace: dict, notebook: str, folder: Path = NOTEBOOKS):
     """The StudyConfig of a notebook run by papermill, from its globals right after the parameters cell.
 
-    Call it before the cell binds any other name. A parameter value in `namespace` that `notebook`'s parameters
-    cell does not declare was injected: a name another notebook declares is accepted (one parameter file feeds
-    every chapter), any other raises ValueError naming it and the nearest declared name. Types as `check_types`."""
+    Call it before the cell binds any other name. A value in `namespace` that is no StudyConfig field and that
+    `notebook`'s parameters cell does not declare was injected: a name another notebook declares is accepted (one
+    parameter file feeds every chapter), any other raises ValueError naming it and the nearest valid name. Types
+    as `check_types`."""
     from .config import StudyConfig
 
-    declared = set(declared_parameters(notebook, Path(folder)))
+    known = set(declared_parameters(notebook, Path(folder))) | study_fields()
     given = {name for name, value in namespace.items()
              if not name.startswith("_") and name not in _IPYTHON_NAMES and isinstance(value, _PARAMETER_TYPES)}
-    unknown = given - declared - notebook_parameters(folder) - assigned_names(notebook, Path(folder))
+    unknown = given - known - notebook_parameters(folder) - assigned_names(notebook, Path(folder))
     if unknown:
-        raise unknown_parameters_error(unknown, declared, f" for notebook {notebook}")
+        raise unknown_parameters_error(unknown, known, f" for notebook {notebook}")
     return StudyConfig.from_namespace(namespace)
 
 
-# ---- the generated part of every parameters cell -----------------------------------------------------------------
+def study_fields() -> set[str]:
+    """The shared parameters: every StudyConfig field but `extra`."""
+    from .config import StudyConfig
+
+    return {f.name for f in dataclasses.fields(StudyConfig)} - {"extra"}
+
+
+# ---- the parameter reference, generated from the dataclass -------------------------------------------------------
 def _literal(value) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' if isinstance(value, str) else repr(value)
 
 
-def parameters_block() -> str:
-    """Every StudyConfig field (but `extra`) as `name = default`, with the comments the dataclass gives it."""
+def parameter_reference() -> list[tuple[str, str, str, str]]:
+    """(section, name, default, help) of every StudyConfig field but `extra`, in the class's order: the help is the
+    comment above a field and the one beside it; a `#:` comment starts a section."""
     import inspect
 
     from . import config
@@ -246,50 +254,51 @@ def parameters_block() -> str:
             comments[token.start[0]] = (token.string, token.line.strip().startswith("#"))
     defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 for f in dataclasses.fields(config.StudyConfig)}
-    lines, above = [BLOCK_BEGIN], []
+    rows, above, section = [], [], ""
     for number, line in enumerate(source.splitlines(), 1):
         if number in comments and comments[number][1]:
-            above.append(comments[number][0])
+            text = comments[number][0]
+            if text.startswith("#:"):
+                section, above = text[2:].strip(), []
+            else:
+                above.append(text[1:].strip())
             continue
         field = re.match(r"\s{4}(\w+)\s*:", line)
         if field and field.group(1) in defaults:
             name = field.group(1)
+            inline = comments.get(number, ("", False))[0]
             if name != "extra":
-                inline = comments.get(number, ("", False))[0]
-                lines += above + [f"{name} = {_literal(defaults[name])}" + (f"  {inline}" if inline else "")]
+                help_text = " ".join(above + ([inline[1:].strip()] if inline else []))
+                rows.append((section, name, _literal(defaults[name]), help_text))
             above = []
         elif re.match(r"\s{4}(def |@)", line):  # the methods: no more fields
             break
-    return "\n".join(lines + [BLOCK_END])
+    return rows
 
 
-_CELL = re.compile(r'(# %% tags=\["parameters"[^\]]*\]\n)(.*?)(?=\n# %%)', re.S)
+def parameters_page() -> str:
+    """The book's Parameters page (book/parameters.md), Markdown: one table per section of StudyConfig."""
+    out = ["# Parameters", "",
+           "Every shared parameter of the study, generated from `ttt_core/config.py` (`StudyConfig`, the one place "
+           "that defines each default) by `python -m ttt_core parameters-page`; `tests/test_config.py` fails when "
+           "this page and the class differ. Pass any of them to any notebook (`papermill notebooks/02_ttt.ipynb "
+           "out.ipynb -p k 5`) or in a parameter file (`-f params/study.yml`). Each chapter's own parameters are "
+           "the first cell of its notebook; where the offline default departs from the paper, the methods chapter "
+           "lists the deviation.", ""]
+    section = None
+    for sect, name, default, help_text in parameter_reference():
+        if sect != section:
+            section = sect
+            out += ["", f"## {sect}", "", "| parameter | default | meaning |", "| --- | --- | --- |"]
+        cell = help_text.replace("|", "\\|")
+        out.append(f"| `{name}` | `{default}` | {cell} |")
+    return "\n".join(out) + "\n"
 
 
-def sync_parameters(folder: Path = NOTEBOOKS) -> list[Path]:
-    """Write `parameters_block()` into every notebooks/*.py parameters cell (the StudyConfig lines it held are
-    replaced; the notebook's own parameters stay after it) and `jupytext --sync` its .ipynb. Returns the changed."""
-    import subprocess
-    import sys
-
-    from .config import StudyConfig
-
-    fields = {f.name for f in dataclasses.fields(StudyConfig)}
-    block, changed = parameters_block(), []
-    for script in sorted(Path(folder).glob("*.py")):
-        text = script.read_text()
-        match = _CELL.search(text)
-        if match is None:
-            continue
-        body = match.group(2)
-        if BLOCK_BEGIN in body:
-            body = body[body.index(BLOCK_END) + len(BLOCK_END):].lstrip("\n")
-        own = [line for line in body.splitlines() if (re.match(r"(\w+)\s*=", line) or [None, None])[1] not in fields]
-        new = text[:match.start(2)] + block + "\n" + "".join(line + "\n" for line in own) + text[match.end(2):]
-        if new != text:
-            script.write_text(new)
-            subprocess.run([sys.executable, "-m", "jupytext", "--sync", str(script)], check=True,
-                           capture_output=True)
-            changed.append(script)
-    declared_parameters.cache_clear()
-    return changed
+def write_parameters_page(path: Path = PARAMETERS_PAGE) -> bool:
+    """Write `parameters_page()` to `path`; whether it changed."""
+    text = parameters_page()
+    if path.exists() and path.read_text() == text:
+        return False
+    path.write_text(text)
+    return True
