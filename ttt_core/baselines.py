@@ -1,4 +1,6 @@
-"""The paper's baselines beside TTT-NN (PAPER.md section 6), each scored with the same bits per byte:
+"""The paper's baselines beside TTT-NN (the official code, socialfoundations/tttlm @ 99d4e0a: in-context
+`code/baseline_context.py`, interpolation `code/baseline_interpolation.py`, dynamic evaluation
+`code/eval_tttlm.py --dynamic_eval --split_text`), each scored with the same bits per byte:
 
 - in-context: the scoring prefix, the neighbours each ending with EOS, then the document in the model's context
   (the official code's plain concatenation: `join="official"`), only the document's tokens scored;
