@@ -193,8 +193,10 @@ def section_flops(args) -> dict:
 
 # -------------------------------------------------------------------------------------- protocol, overheads
 def reference_protocol(lm, document: dict, neighbors: list, config) -> dict:
-    """The official code's per-document loop (PAPER.md section 7): a deep copy of the model for the document,
-    the whole document re-scored after every neighbour, the copy dropped at the end."""
+    """The official code's per-document loop (socialfoundations/tttlm @ 99d4e0a, `TTTLM.train` in
+    `code/eval_tttlm.py:254-308`, whose per-neighbour time `c_train` is the aggregates' 'training_cost'): a deep
+    copy of the model for the document, the whole document re-scored after every neighbour, the copy dropped at
+    the end."""
     from ttt_core.metrics import score_text
     from ttt_core.ttt import make_optimizer, train_on_text
 

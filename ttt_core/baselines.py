@@ -1,4 +1,6 @@
-"""The paper's baselines beside TTT-NN (PAPER.md section 6), each scored with the same bits per byte:
+"""The paper's baselines beside TTT-NN (the official code, socialfoundations/tttlm @ 99d4e0a: in-context
+`code/baseline_context.py`, interpolation `code/baseline_interpolation.py`, dynamic evaluation
+`code/eval_tttlm.py --dynamic_eval --split_text`), each scored with the same bits per byte:
 
 - in-context: the scoring prefix, the neighbours each ending with EOS, then the document in the model's context
   (the official code's plain concatenation: `join="official"`), only the document's tokens scored;
@@ -12,12 +14,10 @@
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from .metrics import loglikelihood_rolling, scored_tokens, token_logprobs
+from .metrics import bits_per_byte, loglikelihood_rolling, scored_tokens, token_logprobs
 from .retrieve import random_neighbors
 from .ttt import loaded_weights, restored_after, split_query_and_scored, train_on_text
 
@@ -152,8 +152,8 @@ def choose_alpha(tuning: list[dict], evaluated_ids=(), grid=ALPHA_GRID) -> float
         raise ValueError("choose_alpha needs at least one held-out tuning document")
 
     def bits(alpha):
-        return -sum(interpolated_loglik(d["logprobs"], d["targets"], d["p_knn"], alpha) for d in tuning) / \
-            sum(d["n_bytes"] for d in tuning) / math.log(2)
+        return bits_per_byte(sum(interpolated_loglik(d["logprobs"], d["targets"], d["p_knn"], alpha) for d in tuning),
+                             sum(d["n_bytes"] for d in tuning))
     return min(grid, key=bits)
 
 
@@ -274,7 +274,7 @@ def documents_frame(rows: list[dict], logliks, n_bytes=None):
     frame = pd.DataFrame({"domain": [r["domain"] for r in rows], "group": [r["group"] for r in rows],
                           "loglik": list(logliks), "n_bytes": list(n_bytes or [r["n_bytes"] for r in rows])},
                          index=pd.Index([r["doc_id"] for r in rows], name="doc_id"))
-    return frame.assign(bpb=-frame["loglik"] / frame["n_bytes"] / math.log(2))
+    return frame.assign(bpb=bits_per_byte(frame["loglik"], frame["n_bytes"]))
 
 
 def run_baselines(study, documents: list[dict], contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: bool = True,

@@ -231,6 +231,8 @@ def score_text(lm, text: str, eval_context: int | None = None, max_eval_tokens: 
 
 
 def bits_per_byte(loglik: float, n_bytes: int) -> float:
+    """Bits per byte of a log-likelihood in nats over `n_bytes` UTF-8 bytes: -loglik / n_bytes / ln 2, the one
+    definition every score here goes through (elementwise on numpy arrays and pandas Series alike)."""
     return -loglik / n_bytes / math.log(2)
 
 
@@ -240,7 +242,7 @@ def domain_bpb(results: pd.DataFrame) -> pd.DataFrame:
     if "doc_id" in results:
         refuse_duplicates(results)
     g = results.groupby(["domain", "k"], as_index=False)[["loglik", "n_bytes"]].sum()
-    g["bpb"] = -g["loglik"] / g["n_bytes"] / math.log(2)
+    g["bpb"] = bits_per_byte(g["loglik"], g["n_bytes"])
     return g[["domain", "k", "bpb"]]
 
 
@@ -299,7 +301,7 @@ def bootstrap_bpb(results: pd.DataFrame, pile_set_names: dict[str, str], samples
         per_domain = {}
         for domain, (docs, groups) in by_domain.items():
             pick = docs[cluster_draw(rng, groups)]
-            per_domain[domain] = -ll.loc[pick].sum() / nb.loc[pick].sum() / math.log(2)
+            per_domain[domain] = bits_per_byte(ll.loc[pick].sum(), nb.loc[pick].sum())
         frame = pd.DataFrame(per_domain).T  # domains x k
         for domain in per_domain:
             draws[domain].append(frame.loc[domain])
@@ -326,7 +328,7 @@ def documents_at(frame: pd.DataFrame, k: int) -> pd.DataFrame:
     at_k = frame[frame["k"] == k]
     refuse_duplicates(at_k)
     docs = at_k.set_index("doc_id")[["domain", "group", "loglik", "n_bytes"]]
-    return docs.assign(bpb=-docs["loglik"] / docs["n_bytes"] / math.log(2))
+    return docs.assign(bpb=bits_per_byte(docs["loglik"], docs["n_bytes"]))
 
 
 def bootstrap_draws(values, samples: int = 1000, seed: int = 0, groups=None) -> np.ndarray:
@@ -555,7 +557,7 @@ def paired_change(before: pd.DataFrame, after: pd.DataFrame, pile_set_names: dic
         for j, d in enumerate(domains):
             rows = members[d] if s == 0 else members[d][cluster_draw(rng, member_groups[d])]
             for side in ll:
-                bpb[side][s, j] = -ll[side][rows].sum() / nb[rows].sum() / math.log(2)
+                bpb[side][s, j] = bits_per_byte(ll[side][rows].sum(), nb[rows].sum())
     pile = {side: values @ weights for side, values in bpb.items()}
     plain = {side: values.mean(axis=1) for side, values in bpb.items()}
     pile_change, plain_change = relative_change(pile["a"], pile["b"]), relative_change(plain["a"], plain["b"])

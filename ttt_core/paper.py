@@ -1,7 +1,13 @@
 """The paper's published numbers, for side-by-side display only (other models, other corpus).
 
-Source: the authors' committed aggregates (`results/*/aggregate_stats.pth` of socialfoundations/tttlm),
-as transcribed in shared/reference/PAPER.md section 7. Nothing here is computed by this repository.
+Source: Hardt & Sun, "Test-Time Training on Nearest Neighbors for Large Language Models", ICLR 2024
+(arXiv 2305.18466), through the authors' committed aggregates in the official repository
+github.com/socialfoundations/tttlm at commit 99d4e0a: `results/<run>/aggregate_stats.pth`, one per run
+(eval-gpt2-pile_all-1upn-lr2e-5-50n, eval-gpt2-pile_all-1upn-lr2e-5-50n-split,
+eval-gpt2-large-pile_all-1upn-lr2e-5-50n, eval-gptneo1.3B-pile_all-1upn-lr5e-6-50n), each a dict
+task -> [stats at k = 0..50] with 'bits_per_byte' and 'training_cost'. Pile-weighted ("pile_all") = sum over
+tasks of weight * bits per byte / 100, with the weights of `code/utils.py` (PILE_WEIGHTS), as `compute_pile_all`
+in `code/process_results.py` sums them. Nothing here is computed by this repository.
 """
 import pandas as pd
 
@@ -35,7 +41,10 @@ def gpt2_tasks_frame() -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("Pile task")
 
 
-# The paper's baselines (PAPER.md section 6), Pile-weighted bits per byte: GPT-2 Large 774M with 20 neighbours
+# The paper's baselines (socialfoundations/tttlm @ 99d4e0a: `code/baseline_context.py`,
+# `code/baseline_interpolation.py`; per-task results in `results/baseline_context/baseline_gpt2_large.txt`, Pile-
+# weighted here with `code/utils.py`'s weights, and `results/baseline_interpolation/baseline_gpt2_large.txt`,
+# whose own pile_all line is 0.99), Pile-weighted bits per byte: GPT-2 Large 774M with 20 neighbours
 # in its 1,024-token context (the official truncation kept the farthest neighbours' ends), and the unigram
 # interpolation with alpha chosen on the test documents themselves. Dynamic evaluation's numbers are not
 # published in the repository.
@@ -43,7 +52,10 @@ BASELINES_GPT2_LARGE = {"base": 1.0724, "in-context (20 neighbours, 1,024 tokens
                         "interpolation (test-tuned alpha)": 0.99, "TTT-NN k = 20": 0.8669}
 
 
-# The paper's setup per model (PAPER.md sections 1-5: the official code's defaults and condor files), which
+# The paper's setup per model: the official code's defaults (socialfoundations/tttlm @ 99d4e0a: the argparse
+# defaults of `code/eval_tttlm.py`, its split `rnd.seed(1216)` and AdamW without weight_decay, i.e. torch's 0.01;
+# `code/text_embedding.py`; `code/build_database.py`'s IndexFlatL2), its README (embedding checkpoint, the GPT-2
+# command) and `condor/eval_pile_all.sub` (learning rates), which
 # params/paper-*.yml must match (tests/test_paper_params.py). Everything not listed is the same for all three.
 PAPER_SETUP = {
     "k": 50, "eval_ks": KS, "embedder": "socialfoundations/roberta-large-pile-lr2e-5-bs16-8gpu-1700000",
@@ -59,7 +71,13 @@ PAPER_MODELS = {  # parameter file -> model, learning rate, max_length (= stride
 }
 
 
-# The paper's scale and cost (PAPER.md sections 1, 3 and 7), for the paper-scale page beside ours.
+# The paper's scale and cost, for the paper-scale page beside ours: 42,916 test documents (20 % of the test set),
+# 210M indexed train sequences (arXiv 2305.18466, its data description); 180 servers (the official README, 30
+# shards x 6 replicas); 860 GB = 210M x 1024 float32 (the README: "approximately 800GB" to download); 128 GB of
+# RAM per server (the reproducibility report arXiv 2511.16691: over 128 GB); 5.5 s per neighbour on one A100
+# (the paper's Figure 9 plots this cost per task; here the Pile-weighted mean over k = 1..50 of 'training_cost' in
+# the GPT-2 aggregates, 5.45 s, which times the step and the re-scoring after it, `code/eval_tttlm.py:295-301`);
+# github's gain from the GPT-2 aggregates.
 PAPER_SCALE = {"test documents": 42916, "test portion %": 20, "indexed documents (millions)": 210, "index GB": 860, "servers": 180,
                "RAM per server GB": 128, "seconds per neighbour (GPT-2, A100)": 5.5,
                "largest gain": ("github", 1.9184, 0.6907)}

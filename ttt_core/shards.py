@@ -2,10 +2,11 @@
 exact merge of the per-shard top-k, so that the answer equals one flat index over every shard.
 
 The official code served 30 shard indexes from 180 socket servers and merged their replies on the client
-(PAPER.md section 3). Here a shard is a pair of files in one folder, `<name>.faiss` and `<name>.rows.npy` (the
-global row of each vector), moved into place only when complete: a killed build leaves no half shard, and the
-next build skips every finished one. Search reads one shard at a time (memory-mapped), so memory is bounded by
-the largest shard; `merge_top_k` is the one merge rule, also used where shards live in other processes.
+(socialfoundations/tttlm @ 99d4e0a: `code/pile_server.py`, `code/pile_index.py`, the merge in `code/pile_client.py`;
+its README: 30 servers with 6 replicas each). Here a shard is a pair of files in one folder, `<name>.faiss` and
+`<name>.rows.npy` (the global row of each vector), moved into place only when complete: a killed build leaves no half
+shard, and the next build skips every finished one. Search reads one shard at a time (memory-mapped), so memory is
+bounded by the largest shard; `merge_top_k` is the one merge rule, also used where shards live in other processes.
 """
 from __future__ import annotations
 
