@@ -36,6 +36,7 @@ $(EXEC)/%.ipynb: notebooks/%.ipynb $(PARAMS) ttt_core/*.py | prepare
 	$(BIN)/python -m ttt_core mark-for-book $@
 
 book: run
+	$(BIN)/python -m ttt_core results-figure $(EXEC)
 	$(BIN)/jupyter-book build book/ -W --keep-going
 
 # JupyterLab on the notebooks (each .py of a jupytext pair opens as a notebook), in the environment `make` built.

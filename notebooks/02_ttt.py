@@ -38,7 +38,7 @@ from ttt_core import paper
 from ttt_core.metrics import documents_at, domain_changes, pile_weights, relative_change
 from ttt_core.models import PACKAGED
 from ttt_core.plots import plot_change_by_domain, use_report_style
-from ttt_core.report import NOT_RESOLVED, glue_finding, glue_text, reproduce, show_finding
+from ttt_core.report import NOT_RESOLVED, glue_finding, glue_not_resolved, glue_text, reproduce, show_finding
 from ttt_core.results import long_frame
 from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 
@@ -57,7 +57,8 @@ gpt2 = dict(zip(paper.KS, paper.PILE_ALL_BY_K["GPT-2 117M"]))
 what = PACKAGED[config.model].training if config.model in PACKAGED else "not a packaged model"
 weights = pile_weights(table.index.drop("Pile-weighted"), study.pile_set_names)
 lower = int((table[config.k] < table[0]).drop("Pile-weighted").sum())
-glue_finding("ttt_change", change, note=f"k = {config.k}")
+glue_finding("ttt_change", change, note=f"k = {config.k}",
+             paper_percent=paper.relative_change("GPT-2 117M", config.k), paper_note=f"GPT-2 117M, k = {config.k}")
 glue_text("ttt_domains_lower", f"lower on {lower} of {len(table) - 1} domains")
 # The quantities the paper-scale page sets beside the paper's (book/paper_scale.md).
 seconds = [s for row in rows for s in row["train_seconds"]]
@@ -76,10 +77,11 @@ glue_text("scale_seconds", f"{sum(seconds) / max(1, len(seconds)):.2f} s per nei
 glue_text("scale_best_domain", f"{best} ({study.pile_set_names.get(best, best)}): {table.loc[best, 0]:.4f} → "
           f"{table.loc[best, config.k]:.4f} ({relative_change(table.loc[best, 0], table.loc[best, config.k]):+.1f} %)")
 if more is not None:
-    glue_finding("ttt_more", more, note=f"k = {config.k} against k = {first_k}")
+    glue_finding("ttt_more", more, note=f"k = {config.k} against k = {first_k}",
+                 paper_percent=paper.relative_change("GPT-2 117M", config.k, first_k),
+                 paper_note=f"GPT-2 117M, k = {config.k} against k = {first_k}")
 else:
-    glue_text("ttt_more", f"not run (k = {config.k} has no smaller k > 0 in the grid)")
-    glue_text("ttt_more_verdict", NOT_RESOLVED)
+    glue_not_resolved("ttt_more", f"not run (k = {config.k} has no smaller k > 0 in the grid)")
 
 # %% tags=["remove-cell"]
 show_finding((

@@ -50,7 +50,7 @@ from ttt_core import paper
 from ttt_core.metrics import relative_change
 from ttt_core.models import PACKAGED
 from ttt_core.plots import SERIES_GREYS, use_report_style
-from ttt_core.report import NOT_RESOLVED, glue_finding, glue_text, interval_text, reproduce, show_finding
+from ttt_core.report import NOT_RESOLVED, glue_finding, glue_not_resolved, glue_text, interval_text, reproduce, show_finding
 from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 
 use_report_style()
@@ -132,21 +132,19 @@ if pairs:
     small, large = pairs[0]
     if paper_reach_k is not None and scaling_k < paper_reach_k:
         at_k = f" ({gpt2[scaling_k]})" if scaling_k in gpt2 else ""
-        glue_text("scaling_reach", f"{interval_text(reach[small, large])}, {small} after TTT-NN against {large} "
-                  f"before it; at k = {scaling_k} the paper's GPT-2 117M{at_k} does not reach GPT-2 Large "
-                  f"({gpt2_large[0]}) either, only from k = {paper_reach_k}")
-        glue_text("scaling_reach_verdict", NOT_RESOLVED)
+        glue_not_resolved("scaling_reach", f"{interval_text(reach[small, large])}, {small} after TTT-NN against "
+                          f"{large} before it; at k = {scaling_k} the paper's GPT-2 117M{at_k} does not reach GPT-2 "
+                          f"Large ({gpt2_large[0]}) either, only from k = {paper_reach_k}", reach[small, large])
     else:
         glue_finding("scaling_reach", reach[small, large], note=f"{small} after TTT-NN against {large} before it")
 else:
-    glue_text("scaling_reach", "not run (no smaller model trained)")
-    glue_text("scaling_reach_verdict", NOT_RESOLVED)
+    glue_not_resolved("scaling_reach", "not run (no smaller model trained)")
 base = [m for m in changes if m in PACKAGED and PACKAGED[m].training == "pretrained base"]
 if base:
-    glue_finding("scaling_base", changes[base[0]], note=f"{base[0]}, k = {scaling_k}")
+    glue_finding("scaling_base", changes[base[0]], note=f"{base[0]}, k = {scaling_k}",
+                 paper_percent=paper.relative_change("GPT-2 117M", scaling_k), paper_note=f"GPT-2 117M, k = {scaling_k}")
 else:
-    glue_text("scaling_base", "not run (no pretrained base model in `models`)")
-    glue_text("scaling_base_verdict", NOT_RESOLVED)
+    glue_not_resolved("scaling_base", "not run (no pretrained base model in `models`)")
 
 
 # %% tags=["remove-cell"]

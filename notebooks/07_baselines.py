@@ -168,9 +168,13 @@ if "HullFT, gradients reused" in methods:
 
 note = f"k = {config.k}, {config.model}"
 glue_finding("incontext_vs_ttt", versus["TTT-NN vs " + in_context_label],
-             note=f"TTT-NN against the same neighbours in a {model_context:,}-token context, {note}")
+             note=f"TTT-NN against the same neighbours in a {model_context:,}-token context, {note}",
+             paper_percent=paper.baseline_change("in-context (20 neighbours, 1,024 tokens)"),
+             paper_note="GPT-2 Large 774M, k = 20")
 glue_finding("interpolation_vs_ttt", versus["TTT-NN vs " + held_out_label],
-             note=f"TTT-NN against unigram interpolation, alpha cross-fitted on other documents, {note}")
+             note=f"TTT-NN against unigram interpolation, alpha cross-fitted on other documents, {note}",
+             paper_percent=paper.baseline_change("interpolation (test-tuned alpha)"),
+             paper_note="GPT-2 Large 774M, k = 20, alpha tuned on the test documents")
 glue_finding("dynamic_vs_ttt", versus["TTT-NN vs dynamic evaluation (split)"],
              note=f"TTT-NN against {config.k} steps on the document's first half, second half scored, {note}")
 if "SIFT vs nearest" in versus:  # the landing page shows both (the default runs both rules)

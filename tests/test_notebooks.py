@@ -11,7 +11,7 @@ import papermill
 import pytest
 
 from conftest import ROOT
-from ttt_core.report import mark_for_book
+from ttt_core.report import mark_for_book, write_results_figure
 
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.py"))
 # The book's chapters are the notebooks `make` runs; a notebook that is not one would be executed here all the
@@ -65,6 +65,7 @@ def executed_book(tmp_path_factory):
                                    parameters={**params, "params_file": "tiny.yml"}, cwd=str(ROOT),
                                    progress_bar=False, kernel_name="python3")
         mark_for_book(out)  # as `make` does
+    write_results_figure(root / "book" / "executed")
     return root
 
 

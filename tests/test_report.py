@@ -206,3 +206,32 @@ def test_reproduce_names_the_command_the_parameter_file_and_the_run_keys():
     text = reproduce("02_ttt", "params/study.yml", {"TTT-NN": "abc123"}, "artifacts").data
     assert "papermill notebooks/02_ttt.ipynb book/executed/02_ttt.ipynb -f params/study.yml" in text
     assert "`abc123`" in text and "artifacts/results/abc123.jsonl" in text
+
+
+def test_the_results_figure_has_one_row_per_claim_of_the_landing_table(tmp_path):
+    """report.CLAIMS is the landing table's claims (same keys, same chapters, FAMILY_CLAIMS of them); the figure
+    reads each claim's numbers from what the chapter glued, and a chapter that has not run is a row 'not run'."""
+    import re
+
+    import nbformat
+
+    from ttt_core.metrics import FAMILY_CLAIMS
+    from ttt_core.report import CLAIMS, claims_frame, results_figure
+
+    assert len(CLAIMS) == FAMILY_CLAIMS
+    table = re.findall(r"executed/(\w+)\.ipynb::(\w+)_verdict:s", LANDING.read_text())
+    assert table == [(notebook, key) for notebook, key, _ in CLAIMS]
+    data = {"percent": -3.0, "low": -4.0, "high": -2.0, "verdict": "reproduced", "note": "k = 3",
+            "paper_percent": -12.5, "paper_note": "GPT-2 117M, k = 10"}
+    output = nbformat.v4.new_output("display_data", data={"application/papermill.record/text/plain": repr(data)},
+                                    metadata={"scrapbook": {"name": "ttt_change_data",
+                                                            "mime_prefix": "application/papermill.record/"}})
+    cell = nbformat.v4.new_code_cell("", outputs=[output])
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), tmp_path / "02_ttt.ipynb")
+    frame = claims_frame(tmp_path)
+    assert len(frame) == FAMILY_CLAIMS
+    first = frame.set_index("key").loc["ttt_change"]
+    assert (first["percent"], first["low"], first["high"], first["paper_percent"]) == (-3.0, -4.0, -2.0, -12.5)
+    assert (frame["verdict"] == "not run").sum() == FAMILY_CLAIMS - 1
+    figure = results_figure(frame)
+    assert f"{FAMILY_CLAIMS} claims: 1 reproduced" in figure.axes[0].get_title()

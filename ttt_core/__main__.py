@@ -7,6 +7,7 @@
   index of a configuration (what the notebooks would otherwise build on the spot);
 - `python -m ttt_core mark-for-book book/executed/02_ttt.ipynb` hides papermill's injected parameter cell from
   the rendered page;
+- `python -m ttt_core results-figure book/executed` draws the landing page's figure from the executed chapters;
 - `python -m ttt_core parameters-page` writes the book's Parameters page from StudyConfig's field comments.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ def study_parameters(params: dict) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ttt_core")
-    parser.add_argument("command", choices=["run", "prepare", "mark-for-book", "ray-run", "parameters-page"])
+    parser.add_argument("command", choices=["run", "prepare", "mark-for-book", "results-figure", "ray-run", "parameters-page"])
     parser.add_argument("-f", "--params", help="papermill-style YAML parameter file (run, prepare, ray-run)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="run: one parameter, read as papermill's -p reads it (after -f)")
@@ -55,6 +56,11 @@ def main(argv=None) -> None:
 
         for path in args.notebooks:
             mark_for_book(path)
+        return
+    if args.command == "results-figure":
+        from .report import write_results_figure
+
+        print(f"wrote {write_results_figure(args.notebooks[0] if args.notebooks else 'book/executed')}")
         return
     if args.command == "parameters-page":
         print(f"{'updated' if write_parameters_page() else 'unchanged'}: book/parameters.md")

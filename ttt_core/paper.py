@@ -29,6 +29,15 @@ GPT2_TASKS_K50 = {
 }
 
 
+def relative_change(model: str, k: int, k0: int = 0) -> float | None:
+    """The paper's relative change (%) of Pile-weighted bits per byte from k0 to k neighbours for `model` (a key of
+    PILE_ALL_BY_K); None where the paper reports no such k."""
+    if k not in KS or k0 not in KS:
+        return None
+    before, after = PILE_ALL_BY_K[model][KS.index(k0)], PILE_ALL_BY_K[model][KS.index(k)]
+    return 100 * (after - before) / before
+
+
 def pile_all_frame() -> pd.DataFrame:
     """Long frame (model, k, bpb) of the paper's Pile-weighted curves."""
     return pd.DataFrame([{"model": m, "k": k, "bpb": v} for m, vals in PILE_ALL_BY_K.items()
@@ -50,6 +59,13 @@ def gpt2_tasks_frame() -> pd.DataFrame:
 # published in the repository.
 BASELINES_GPT2_LARGE = {"base": 1.0724, "in-context (20 neighbours, 1,024 tokens)": 1.0643,
                         "interpolation (test-tuned alpha)": 0.99, "TTT-NN k = 20": 0.8669}
+
+
+def baseline_change(baseline: str) -> float:
+    """The paper's relative change (%) of GPT-2 Large's Pile-weighted bits per byte from `baseline` (a key of
+    BASELINES_GPT2_LARGE) to TTT-NN at k = 20."""
+    before = BASELINES_GPT2_LARGE[baseline]
+    return 100 * (BASELINES_GPT2_LARGE["TTT-NN k = 20"] - before) / before
 
 
 # The paper's setup per model: the official code's defaults (socialfoundations/tttlm @ 99d4e0a: the argparse

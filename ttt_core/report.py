@@ -12,6 +12,29 @@ from .metrics import ALPHA, FAMILY_CLAIMS, MIN_DOCUMENTS, MIN_SOURCES, PairedCha
 
 REPRODUCED, NOT_REPRODUCED, NOT_RESOLVED = "reproduced", "not reproduced", "not resolved at this scale"
 HOLDS, DOES_NOT_HOLD = "holds", "does not hold"
+# One colour per verdict, in the landing page's figure and as a mark before the verdict in its table.
+VERDICT_COLORS = {REPRODUCED: "#1a9850", HOLDS: "#4575b4", NOT_RESOLVED: "#969696", NOT_REPRODUCED: "#d73027",
+                  DOES_NOT_HOLD: "#f46d43"}
+VERDICT_MARKS = {REPRODUCED: "\u2705", HOLDS: "\U0001F535", NOT_RESOLVED: "\u26AA", NOT_REPRODUCED: "\u274C",
+                 DOES_NOT_HOLD: "\U0001F7E0"}
+
+# The landing page's claims, in its order: (chapter notebook, glue key, short label). FAMILY_CLAIMS counts them.
+CLAIMS = (
+    ("02_ttt", "ttt_change", "TTT-NN lowers bits per byte"),
+    ("02_ttt", "ttt_more", "more neighbours help"),
+    ("03_neighbors", "retrieval_vs_domain", "nearest beat random same-domain text"),
+    ("04_index_size", "index_size", "a bigger index helps"),
+    ("04_index_size", "index_quality", "a better embedder helps"),
+    ("05_model_scaling", "scaling_reach", "small model after reaches larger before"),
+    ("05_model_scaling", "scaling_base", "TTT-NN helps a pretrained base model"),
+    ("06_leakage_control", "split_change", "gain survives the split protocol"),
+    ("06_leakage_control", "leak_effect", "a leaky index inflates the gain"),
+    ("07_baselines", "incontext_vs_ttt", "TTT-NN beats the neighbours in context"),
+    ("07_baselines", "interpolation_vs_ttt", "TTT-NN beats unigram interpolation"),
+    ("07_baselines", "dynamic_vs_ttt", "TTT-NN beats dynamic evaluation"),
+    ("07_baselines", "sift_vs_nearest", "SIFT beats nearest neighbours"),
+    ("07_baselines", "hullft_vs_nearest", "HullFT beats nearest neighbours"),
+)
 
 
 def verdict(change: PairedChange, lower_is_claimed: bool = True, paper_claim: bool = True) -> str:
@@ -66,10 +89,105 @@ def show_finding(*paragraphs: str) -> None:
 
 
 def glue_finding(key: str, change: PairedChange, lower_is_claimed: bool = True, paper_claim: bool = True,
-                 note: str = "") -> None:
-    """Glue `key` (the interval text, with `note` after it) and `key_verdict`."""
+                 note: str = "", paper_percent: float | None = None, paper_note: str = "") -> None:
+    """Glue `key` (the interval text, with `note` after it), `key_verdict` (the verdict after its colour mark)
+    and `key_data` (the numbers, JSON, for the landing page's figure: `claims_frame`). `paper_percent`: the
+    paper's own relative change for the same comparison (`paper.relative_change`), where it reports one, with
+    `paper_note` saying at which setting (its k, its model)."""
+    said = verdict(change, lower_is_claimed, paper_claim)
     glue_text(key, interval_text(change) + (f", {note}" if note else ""))
-    glue_text(f"{key}_verdict", verdict(change, lower_is_claimed, paper_claim))
+    _glue_verdict(key, said, change, note, paper_percent, paper_note)
+
+
+def glue_not_resolved(key: str, text: str, change: PairedChange | None = None, paper_percent: float | None = None,
+                      paper_note: str = "") -> None:
+    """Glue a claim this run cannot test (`text` says why) as not resolved, with `change` in the figure if any."""
+    glue_text(key, text)
+    _glue_verdict(key, NOT_RESOLVED, change, text, paper_percent, paper_note)
+
+
+def _glue_verdict(key, said, change, note, paper_percent, paper_note) -> None:
+    from myst_nb import glue
+
+    glue_text(f"{key}_verdict", f"{VERDICT_MARKS[said]} {said}")
+    number = lambda x: None if x is None or x != x else float(x)  # NaN (no interval) as JSON null
+    ours = {} if change is None else {"percent": number(change.percent), "low": number(change.percent_low),
+                                      "high": number(change.percent_high)}
+    # A dict's repr (text/plain, read back with ast.literal_eval): a hidden glue's JSON mime type would not be
+    # valid nbformat (myst-nb prefixes it).
+    glue(f"{key}_data", {"percent": None, "low": None, "high": None, **ours, "verdict": said, "note": note,
+                         "paper_percent": number(paper_percent), "paper_note": paper_note}, display=False)
+
+
+def claims_frame(executed: str | Path) -> "pd.DataFrame":
+    """One row per landing-page claim (CLAIMS order): label, ours (percent, low, high: the 95 % interval), verdict,
+    the paper's percent where it has one; read from the `<key>_data` glued by the executed chapters in `executed`.
+    A chapter that has not run, or glued no data for a claim, gives a row of NaN and verdict 'not run'."""
+    import ast
+
+    import pandas as pd
+
+    glued = {}
+    for notebook in sorted({name for name, _, _ in CLAIMS}):
+        path = Path(executed) / f"{notebook}.ipynb"
+        if not path.exists():
+            continue
+        for cell in nbformat.read(path, as_version=4).cells:
+            for output in cell.get("outputs", []):
+                name = output.get("metadata", {}).get("scrapbook", {}).get("name", "")
+                plain = [v for m, v in output.get("data", {}).items() if m.endswith("text/plain")]
+                if name.endswith("_data") and plain:
+                    glued[(notebook, name[:-5])] = ast.literal_eval("".join(plain[0]))
+    rows = []
+    for notebook, key, label in CLAIMS:
+        empty = {"percent": None, "low": None, "high": None, "verdict": "not run", "note": "", "paper_percent": None,
+                 "paper_note": ""}
+        rows.append({"claim": label, "key": key, "chapter": notebook, **empty, **glued.get((notebook, key), {})})
+    return pd.DataFrame(rows)
+
+
+def results_figure(claims: "pd.DataFrame"):
+    """The landing page's figure: one row per claim, our mean per-document change of bits per byte with its 95 %
+    interval coloured by verdict, the paper's change (a diamond) where it reports one; the tally in the title."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(claims) + 1.6))
+    y = list(range(len(claims)))[::-1]
+    for row, yy in zip(claims.itertuples(), y):
+        color = VERDICT_COLORS.get(row.verdict, "#000000")
+        if row.percent == row.percent and row.percent is not None:
+            if row.low == row.low and row.low is not None:
+                ax.plot([row.low, row.high], [yy, yy], color=color, lw=2.5, solid_capstyle="butt")
+            ax.plot(row.percent, yy, "o", color=color, ms=7)
+        paper = getattr(row, "paper_percent", None)
+        if paper is not None and paper == paper:
+            ax.plot(paper, yy, "D", mfc="white", mec="black", ms=6)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, [f"{claim} (ch. {chapter[:2]})" for claim, chapter in zip(claims["claim"], claims["chapter"])])
+    ax.set_xlabel("change of bits per byte, % (mean per document, the two sides each claim compares)")
+    counts = claims["verdict"].value_counts()
+    tally = ", ".join(f"{counts[v]} {v}" for v in VERDICT_COLORS if v in counts)
+    ax.set_title(f"{len(claims)} claims: {tally}", fontsize=10)
+    handles = [Line2D([], [], color=c, marker="o", lw=2.5, label=v) for v, c in VERDICT_COLORS.items()]
+    handles.append(Line2D([], [], color="black", marker="D", mfc="white", lw=0, label="the paper's change"))
+    height = fig.get_size_inches()[1]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout(rect=(0, 0.55 / height, 1, 1))  # room for the legend's two rows below the axis
+    return fig
+
+
+def write_results_figure(executed: str | Path) -> Path:
+    """Draw `results_figure` from the chapters executed in `executed` into `executed`/results.png (the landing
+    page shows it); returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    path = Path(executed) / "results.png"
+    fig = results_figure(claims_frame(executed))
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    return path
 
 
 def reproduce(notebook: str, params_file: str, run_keys: dict[str, str], work_dir: str) -> Markdown:
