@@ -37,7 +37,7 @@ from IPython.display import display
 
 from ttt_core.metrics import PILE_WEIGHTS, bits_per_byte, pile_weights, relative_change, score_text
 from ttt_core.models import PACKAGED, assemble_packaged, scoring_prefix_token
-from ttt_core.report import reproduce
+from ttt_core.report import reproduce, show_table
 from ttt_core.study import prepare
 
 study = prepare(config)  # cached: loads the corpus and index the results chapters use
@@ -46,7 +46,7 @@ study = prepare(config)  # cached: loads the corpus and index the results chapte
 # ## Configuration
 
 # %% tags=["hide-input"]
-display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
 
 # %% [markdown]
 # ## Deviations from the paper
@@ -59,7 +59,7 @@ display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}
 
 # %% tags=["hide-input"]
 with pd.option_context("display.max_colwidth", None):
-    display(pd.DataFrame(config.deviations()).set_index("parameter"))
+    show_table(pd.DataFrame(config.deviations()).set_index("parameter"))
 
 # %% [markdown]
 # ## The retriever and index the chapters use, and why
@@ -103,7 +103,7 @@ weight_table = pd.DataFrame({"Pile task": [study.pile_set_names.get(d, "") for d
                              "Pile weight %": [PILE_WEIGHTS.get(study.pile_set_names.get(d, d), 0.0) for d in weights.index],
                              "share of Pile-weighted %": 100 * weights, "share of plain mean %": 100 / len(weights)},
                             index=weights.index).sort_values("share of Pile-weighted %", ascending=False)
-display(weight_table.round(2))
+show_table(weight_table, 2)
 present = sorted(set(weight_table["Pile task"]))
 print(f"{len(present)} of the Pile's 22 tasks are present; their Pile weights sum to "
       f"{sum(PILE_WEIGHTS.get(t, 0) for t in present):.2f} %, renormalised to 100 %")
@@ -126,7 +126,7 @@ for rule in ("lm-eval", "endoftext"):
 lm.prefix_token_id = scoring_prefix_token(lm.tokenizer, config.score_prefix)
 prefix_rows = pd.DataFrame(prefix_rows).set_index("score_prefix")
 prefix_rows["change % vs lm-eval"] = relative_change(prefix_rows["bits per byte"].iloc[0], prefix_rows["bits per byte"])
-display(prefix_rows.round(6))
+show_table(prefix_rows, 6)
 print(f"{config.model} on test document {probe['id']} ({probe['domain']}); the default language model is "
       f"{PACKAGED[config.model].training if config.model in PACKAGED else 'not packaged'} "
       f"(the paper's GPT-2 is a pretrained base model)")
@@ -150,7 +150,7 @@ for name in sorted(listed | {config.model, config.embedder}):
                   "what it is": PACKAGED[name].what_it_is, "sha256": f"not assembled: {missing}"}
     records.append({**record, "packages": ", ".join(f"{p}=={v}" for p, v in record["packages"].items())})
 with pd.option_context("display.max_colwidth", None):
-    display(pd.DataFrame(records).set_index("name"))
+    show_table(pd.DataFrame(records).set_index("name"))
 
 # %% [markdown]
 # ## Provenance of the texts
@@ -162,7 +162,7 @@ sources = pd.DataFrame(study.corpus.manifest["sources"])
 if sources.empty:
     sources = pd.DataFrame({"corpus": [config.corpus], "what it is": ["Pile-format documents read as given"]})
 with pd.option_context("display.max_colwidth", None):
-    display(sources.set_index(sources.columns[0]))
+    show_table(sources.set_index(sources.columns[0]))
 
 # %% [markdown]
 # ## Corpus and index
@@ -170,7 +170,7 @@ with pd.option_context("display.max_colwidth", None):
 # %% tags=["hide-input"]
 counts = pd.DataFrame(study.corpus.manifest["documents per domain"]).T
 counts["Pile task"] = [study.pile_set_names.get(d, "") for d in counts.index]
-display(counts)
+show_table(counts)
 print(f"{len(study.corpus)} documents (at most {config.chunk_bytes} UTF-8 bytes per chunk); index: {len(study.index)} "
       f"train vectors, {study.index.meta['dim']}-d, metric {study.index.metric}, "
       f"embedded in {study.index.meta['embed_seconds']} s")

@@ -42,7 +42,7 @@ from IPython.display import Markdown, display
 from ttt_core import decontaminate
 from ttt_core.index import index_folder, indexed_mask
 from ttt_core.plots import plot_domain_sizes, use_report_style
-from ttt_core.report import reproduce, show_finding
+from ttt_core.report import reproduce, show_finding, show_table
 from ttt_core.retrieve import retrieve
 from ttt_core.corpus import build_record
 from ttt_core.study import prepare
@@ -113,15 +113,15 @@ plot_domain_sizes(study.corpus.summary());
 # English message does: the second column measures the split by file with `short_ngram`-character n-grams.
 
 # %% tags=["hide-input"]
-display(by_domain_overlap.round(1))
-display(left_out.round(1))
+show_table(by_domain_overlap, 1)
+show_table(left_out, 1)
 
 # %% [markdown]
 # ## Documents and bytes per domain
 
 # %% tags=["hide-input"]
 summary = study.corpus.summary()
-display(summary)
+show_table(summary)
 
 # %% [markdown]
 # ## Sources and licenses
@@ -146,9 +146,9 @@ if not sources.empty:
         if column in sources:
             size[column] = sources.set_index("domain")[column]
     size = size.join(pd.DataFrame(study.corpus.manifest["documents per domain"]).T.add_suffix(" chunks"))
-    display(size.drop(columns="bytes").round(2))
+    show_table(size.drop(columns="bytes"), 2)
 built = build_record(study.corpus)
-display(pd.DataFrame({"value": {
+show_table(pd.DataFrame({"value": {
     "chunks": len(study.corpus), "train chunks": len(study.corpus.rows("train")),
     "test chunks": len(study.corpus.rows("test")),
     "MB of text read": round(sources["bytes"].sum() / 1e6, 1) if not sources.empty else "not recorded",
@@ -163,7 +163,7 @@ display(pd.DataFrame({"value": {
 
 # %% tags=["hide-input"]
 behind = study.corpus.sources_per_domain("test").join(study.corpus.sources_per_domain("train"), rsuffix=" (train)")
-display(behind)
+show_table(behind)
 
 # %% [markdown]
 # ## The index
@@ -171,7 +171,7 @@ display(behind)
 # %% tags=["hide-input"]
 folder = index_folder(config, study.corpus)
 on_disk = {p.name: p.stat().st_size for p in folder.iterdir()}
-display(pd.DataFrame({
+show_table(pd.DataFrame({
     "value": {"vectors": len(study.index), "dimensions": study.index.meta["dim"],
               "faiss metric": study.index.metric + " (exact, flat)", "embedder": config.embedder,
               "embedder tokens per document": study.index.meta["embed_max_tokens"],
@@ -205,4 +205,4 @@ display(reproduce("01_corpus_and_index", params_file, {"index (TTT-NN run)": stu
 # ## The configuration that produced these numbers
 
 # %% tags=["hide-input"]
-display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))

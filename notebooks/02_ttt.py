@@ -38,7 +38,7 @@ from ttt_core import paper
 from ttt_core.metrics import documents_at, domain_changes, pile_weights, relative_change
 from ttt_core.models import PACKAGED
 from ttt_core.plots import plot_change_by_domain, use_report_style
-from ttt_core.report import NOT_RESOLVED, glue_finding, glue_not_resolved, glue_text, reproduce, show_finding
+from ttt_core.report import NOT_RESOLVED, glue_finding, glue_not_resolved, glue_text, reproduce, show_finding, show_table
 from ttt_core.results import long_frame
 from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 
@@ -136,7 +136,7 @@ if by_domain is not None:  # the mean of each document's change, with its interv
     summary = summary.join(by_domain[["change %", "low %", "high %", "documents", "sources"]].rename(
         columns={"change %": "doc. change %", "low %": "doc. low %", "high %": "doc. high %", "documents": "docs"}))
     summary[["docs", "sources"]] = summary[["docs", "sources"]].astype("Int64")  # blank on the aggregate row
-display(summary.round(3))
+show_table(summary, 3)
 
 # %% [markdown]
 # ## Intervals
@@ -147,11 +147,11 @@ display(summary.round(3))
 # each domain; a domain of one document has none, shown as empty).
 
 # %% tags=["hide-input"]
-display(pd.DataFrame([change.as_row()], index=[f"k={config.k} vs k=0"]).round(4).T)
+show_table(pd.DataFrame([change.as_row()], index=[f"k={config.k} vs k=0"]).T, 4)
 
 # %% tags=["hide-input"]
 ends = intervals[intervals["k"].isin([0, config.k])].pivot(index="domain", columns="k", values=["low", "high"])
-display(ends.round(4))
+show_table(ends, 4)
 
 # %% [markdown]
 # ## Reproduce this page
@@ -164,4 +164,4 @@ display(reproduce("02_ttt", params_file, {"TTT-NN": study.run_key}, config.work_
 # ## The configuration that produced these numbers
 
 # %% tags=["hide-input"]
-display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))

@@ -43,7 +43,7 @@ from IPython.display import Markdown, display
 
 from ttt_core import paper
 from ttt_core.plots import SERIES_GREYS, plot_change_vs_k, plot_training, use_report_style
-from ttt_core.report import glue_finding, interval_text, reproduce, show_finding
+from ttt_core.report import glue_finding, interval_text, reproduce, show_finding, show_table
 from ttt_core.results import long_frame, training_frame
 from ttt_core.metrics import bootstrap_mean, documents_at, domain_changes, relative_change
 from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
@@ -176,8 +176,8 @@ intervals_by_domain = {d: bootstrap_mean(v, config.bootstrap_samples, config.see
 per_domain_arms["low"] = [intervals_by_domain[d][0] for d in per_domain_arms.index]
 per_domain_arms["high"] = [intervals_by_domain[d][1] for d in per_domain_arms.index]
 per_domain_arms["docs"] = before.groupby("domain").size()
-display(per_domain_arms.round(2))
-display(pd.DataFrame([c.as_row() for c in versus.values()], index=list(versus)).round(3).T)
+show_table(per_domain_arms, 2)
+show_table(pd.DataFrame([c.as_row() for c in versus.values()], index=list(versus)).T, 3)
 
 # %% [markdown]
 # ## Per domain at each k
@@ -187,8 +187,8 @@ display(pd.DataFrame([c.as_row() for c in versus.values()], index=list(versus)).
 # %% tags=["hide-input"]
 relative = relative_change(table[0].to_numpy()[:, None], table).astype(float)
 relative.columns = [f"k={c}" for c in relative.columns]
-display(relative.sort_values(f"k={config.k}").round(2))
-display(pd.DataFrame([c.as_row() for c in changes.values()], index=[f"k={k}" for k in changes]).round(3).T)
+show_table(relative.sort_values(f"k={config.k}"), 2)
+show_table(pd.DataFrame([c.as_row() for c in changes.values()], index=[f"k={k}" for k in changes]).T, 3)
 
 # %% [markdown]
 # ## Training loss per neighbour and cost per neighbour
@@ -199,7 +199,7 @@ plot_training(training);
 # %% tags=["hide-input"]
 cost = training.groupby("domain")["seconds"].describe(percentiles=[0.5])[["mean", "50%", "max"]]
 cost.columns = ["mean s/neighbour", "median s/neighbour", "max s/neighbour"]
-display(cost.round(2))
+show_table(cost, 2)
 
 # %% [markdown]
 # ## The paper's result, for comparison (other models, the full Pile, k up to 50)
@@ -220,7 +220,7 @@ ax.set_xlabel("neighbours trained on, k")
 ax.set_ylabel("Pile bits per byte (paper)")
 ax.set_title("Hardt & Sun (2024): Pile-weighted bits per byte against k (paper's numbers)")
 fig.tight_layout()
-display(paper.gpt2_tasks_frame().round(4))
+show_table(paper.gpt2_tasks_frame(), 4)
 
 # %% [markdown]
 # ## Reproduce this page
@@ -237,4 +237,4 @@ display(reproduce("03_neighbors", params_file,
 # ## The configuration that produced these numbers
 
 # %% tags=["hide-input"]
-display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))

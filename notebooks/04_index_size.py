@@ -64,7 +64,7 @@ from ttt_core.index import exact_duplicates, indexed_mask, load_embeddings, nest
 from ttt_core.metrics import document_changes, documents_at, mean_change, signed
 from ttt_core.models import check_model_name, weights_identity
 from ttt_core.plots import use_report_style
-from ttt_core.report import NOT_RESOLVED, glue_finding, glue_text, interval_text, reproduce, show_finding
+from ttt_core.report import NOT_RESOLVED, glue_finding, glue_text, interval_text, reproduce, show_finding, show_table
 from ttt_core.results import long_frame
 from ttt_core.retrievers import EmbeddingCache, memory_bytes, retrieval_agreement, search_texts
 from ttt_core.study import compare, prepare, run_ttt, ttt_change, vary
@@ -342,8 +342,8 @@ fig.tight_layout()
 # index helps more) and the controls.
 
 # %% tags=["hide-input"]
-display(gains.drop(columns="change").round(4))
-display(pd.DataFrame({f"{share(large)} vs {share(small)} index, k={gain_k}": size_effect.as_row(),
+show_table(gains.drop(columns="change"), 4)
+show_table(pd.DataFrame({f"{share(large)} vs {share(small)} index, k={gain_k}": size_effect.as_row(),
                       **{f"nearest vs random same-domain, {share(f)} index": c.as_row() for f, c in controls.items()},
                       "advantage at the largest minus at the smallest": growth.as_row()}).round(4))
 
@@ -363,7 +363,7 @@ for ax, (name, group) in zip(axes, curves.groupby("queries")):
     ax.set_ylabel("mean squared L2 distance to r-th neighbour")
     ax.legend(title="chunks indexed")
 fig.tight_layout()
-display(pd.DataFrame(duplicates).set_index("fraction").round(4))
+show_table(pd.DataFrame(duplicates).set_index("fraction"), 4)
 
 # %% [markdown]
 # ## Retrievers at equal size
@@ -373,8 +373,8 @@ display(pd.DataFrame(duplicates).set_index("fraction").round(4))
 # reference). Their distances live in different spaces and are not compared.
 
 # %% tags=["hide-input"]
-display(retrievers.drop(columns=["change", f"vs exact {reference_embedder}"]).round(4))
-display(pd.DataFrame({name: c.as_row() for name, c in retrievers[f"vs exact {reference_embedder}"].items()}).round(4))
+show_table(retrievers.drop(columns=["change", f"vs exact {reference_embedder}"]), 4)
+show_table(pd.DataFrame({name: c.as_row() for name, c in retrievers[f"vs exact {reference_embedder}"].items()}), 4)
 
 # %% [markdown]
 # ## Recall at every size, with exact MiniLM on a GPU
@@ -406,7 +406,7 @@ if same_inputs:
         f"{check['min cosine (index rows)']:.6f}"
         + (f"; {at} of the CPU's exact neighbours at {share(cpu['index size'])} ({cpu['queries']} queries): "
            f"{cpu[at]:.3f}." if cpu else ".")))
-    display(pd.DataFrame(measured["rows"]).set_index(["fraction", "indexed chunks", "retriever"]).round(3))
+    show_table(pd.DataFrame(measured["rows"]).set_index(["fraction", "indexed chunks", "retriever"]), 3)
 else:
     glue_text("full_recall", "not measured on this corpus, static embedder and settings")
     why = "missing" if measured is None else "from another corpus, static embedder or settings"
@@ -420,7 +420,7 @@ else:
 # candidates with the reference embedder, as a first query does).
 
 # %% tags=["hide-input"]
-display(costs.round(3))
+show_table(costs, 3)
 
 # %% [markdown]
 # ## A pretrained base model
@@ -429,7 +429,7 @@ display(costs.round(3))
 
 # %% tags=["hide-input"]
 if base:
-    display(pd.DataFrame({f"{base_model}: TTT-NN, k={base_k}": base_gain.as_row(),
+    show_table(pd.DataFrame({f"{base_model}: TTT-NN, k={base_k}": base_gain.as_row(),
                           f"{base_model}: nearest vs random same-domain": base_control.as_row()}).round(4))
 
 # %% [markdown]
@@ -452,4 +452,4 @@ display(reproduce("04_index_size", params_file, run_keys, config.work_dir))
 # ## The configuration that produced these numbers
 
 # %% tags=["hide-input"]
-display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))

@@ -50,7 +50,7 @@ from ttt_core import paper
 from ttt_core.metrics import relative_change
 from ttt_core.models import PACKAGED
 from ttt_core.plots import SERIES_GREYS, use_report_style
-from ttt_core.report import NOT_RESOLVED, glue_finding, glue_not_resolved, glue_text, interval_text, reproduce, show_finding
+from ttt_core.report import NOT_RESOLVED, glue_finding, glue_not_resolved, glue_text, interval_text, reproduce, show_finding, show_table
 from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 
 use_report_style()
@@ -215,8 +215,8 @@ fig.tight_layout()
 # per-document change with its 95 % interval.
 
 # %% tags=["hide-input"]
-display(overall.round(4))
-display(results.pivot(index="domain", columns="model", values=["before", "after"]).round(4))
+show_table(overall, 4)
+show_table(results.pivot(index="domain", columns="model", values=["before", "after"]), 4)
 
 # %% [markdown]
 # ## Does the smaller model after TTT-NN reach the larger one before it?
@@ -226,13 +226,13 @@ display(results.pivot(index="domain", columns="model", values=["before", "after"
 
 # %% tags=["hide-input"]
 display(Markdown("\n".join(f"- {reach_sentence(small, large)}" for small, large in pairs)))
-display(comparison.round(4))
+show_table(comparison, 4)
 
 # %% [markdown]
 # The paper's version of this claim:
 
 # %% tags=["hide-input"]
-display(pd.DataFrame([{"smaller": small, "larger": large, "smaller after (k=50)": paper_k[small][50],
+show_table(pd.DataFrame([{"smaller": small, "larger": large, "smaller after (k=50)": paper_k[small][50],
                        "larger before": paper_k[large][0], "smaller before": paper_k[small][0],
                        "gap closed %": gap_closed(paper_k[small][0], paper_k[small][50], paper_k[large][0]),
                        "reached": paper_k[small][50] <= paper_k[large][0]}
@@ -247,7 +247,7 @@ if bos_effects:
         "such a model starts with BOS (`train_with_bos=True`); `bos_ablation_models` runs the same documents, "
         "neighbours and k with the chunks of method version 1 (no special tokens), so the effect of the fix is "
         "measured, not assumed."))
-    display(pd.DataFrame([{"model": n, "tokenizer adds BOS": b, "without BOS %": w.percent,
+    show_table(pd.DataFrame([{"model": n, "tokenizer adds BOS": b, "without BOS %": w.percent,
                            "low %": w.percent_low, "high %": w.percent_high,
                            "with BOS %": changes[n].percent, "low % ": changes[n].percent_low,
                            "high % ": changes[n].percent_high, "with vs without %": e.percent,
@@ -266,4 +266,4 @@ display(reproduce("05_model_scaling", params_file, run_keys, config.work_dir))
 # The shared configuration; each model's run replaces `model`, `k` (`scaling_k`) and `docs_per_domain`.
 
 # %% tags=["hide-input"]
-display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))

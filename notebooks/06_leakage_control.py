@@ -45,7 +45,7 @@ from IPython.display import Markdown, display
 from ttt_core import paper
 from ttt_core.metrics import document_changes, documents_at, mean_change, relative_change, signed
 from ttt_core.plots import SERIES_GREYS, use_report_style
-from ttt_core.report import glue_finding, reproduce, show_finding
+from ttt_core.report import glue_finding, reproduce, show_finding, show_table
 from ttt_core.results import long_frame
 from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 
@@ -180,8 +180,8 @@ fig.tight_layout()
 # leak accounted for (the part that disappears with the decontaminated index); then the paired comparison.
 
 # %% tags=["hide-input"]
-display(index_table.round(2))
-display(pd.DataFrame([leak_effect.as_row()], index=["decontaminated vs leaky index"]).round(4).T)
+show_table(index_table, 2)
+show_table(pd.DataFrame([leak_effect.as_row()], index=["decontaminated vs leaky index"]).T, 4)
 
 # %% [markdown]
 # ## Both protocols, Pile-weighted and per domain
@@ -189,11 +189,11 @@ display(pd.DataFrame([leak_effect.as_row()], index=["decontaminated vs leaky ind
 # what matters is the relative change from k = 0.
 
 # %% tags=["hide-input"]
-display(curves.pivot(index="k", columns="protocol", values=["bpb", "change %"]).round(4))
+show_table(curves.pivot(index="k", columns="protocol", values=["bpb", "change %"]), 4)
 per_domain = pd.DataFrame({name: relative_change(table[0], table[table.columns.max()]) for name, table in tables.items()})
 per_domain.columns = ["whole document %", "split %"]
-display(per_domain.round(2))
-display(pd.DataFrame([c.as_row() for c in changes.values()], index=["whole document", "split"]).round(4).T)
+show_table(per_domain, 2)
+show_table(pd.DataFrame([c.as_row() for c in changes.values()], index=["whole document", "split"]).T, 4)
 
 # %% [markdown]
 # ## Reproduce this page
@@ -208,4 +208,4 @@ display(reproduce("06_leakage_control", params_file, run_keys, config.work_dir))
 # `leaky_index` and `docs_per_domain`.
 
 # %% tags=["hide-input"]
-display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))

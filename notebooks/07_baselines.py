@@ -48,7 +48,7 @@ from ttt_core.baselines import (baselines_key, choose_alpha, cross_fitted_alphas
                                 interpolated_loglik, interpolation_inputs, run_baselines)
 from ttt_core.metrics import NO_INTERVAL, documents_at, domain_changes, paired_change, signed
 from ttt_core.plots import SERIES_GREYS, use_report_style
-from ttt_core.report import glue_finding, glue_text, reproduce, show_finding
+from ttt_core.report import glue_finding, glue_text, reproduce, show_finding, show_table
 from ttt_core.results import ResultsStore, long_frame
 from ttt_core.study import open_run, prepare, run_ttt
 
@@ -285,8 +285,8 @@ fig.tight_layout()
 # ## All methods against no training
 
 # %% tags=["hide-input"]
-display(ordered.round(2))
-display(pd.DataFrame({name: change.as_row() for name, change in versus.items()}).round(4))
+show_table(ordered, 2)
+show_table(pd.DataFrame({name: change.as_row() for name, change in versus.items()}), 4)
 
 # %% [markdown]
 # ## Is in-context's gain retrieval, or copying?
@@ -295,8 +295,8 @@ display(pd.DataFrame({name: change.as_row() for name, change in versus.items()})
 # in them and the longest text it shares with any one of them.
 
 # %% tags=["hide-input"]
-display(pd.DataFrame({"in-context: nearest vs random same-domain chunks": retrieval_in_context.as_row()}).round(4))
-display(overlap_summary.round(3))
+show_table(pd.DataFrame({"in-context: nearest vs random same-domain chunks": retrieval_in_context.as_row()}), 4)
+show_table(overlap_summary, 3)
 
 # %% [markdown]
 # ## Per domain
@@ -322,7 +322,7 @@ display(Markdown(f"{len(documents)} documents, {span} source(s) per domain: "
                  + ("a single source gives no interval, so these cells are descriptions, not findings; "
                     "the intervals above are over all documents." if sources.max() == 1 else
                     "a domain with a single source shows its mean alone.")))
-display(per_domain.T)
+show_table(per_domain.T)
 
 # %% [markdown]
 # ## Departures from the paper
@@ -330,7 +330,7 @@ display(per_domain.T)
 # %% tags=["hide-input"]
 room = np.mean([e["context_tokens"] for r in baseline_rows for e in r["in_context"]
                 if (e["context"], e["keep"], e["neighbors"]) == (model_context, "nearest", "nearest")])
-display(pd.DataFrame([
+show_table(pd.DataFrame([
     {"method": "in-context", "paper": "GPT-2 Large, 20 neighbours with L2 < 2.3, 1,024-token context, the tail of "
      "the concatenation kept", "here": f"{config.k} neighbours (the TTT-NN ones), the model's {model_context:,} tokens "
      f"and {in_context_tokens:,}; the nearest kept (the official rule shown beside it)"},
@@ -360,4 +360,4 @@ display(reproduce("07_baselines", params_file, run_keys, config.work_dir))
 # `split_query`.
 
 # %% tags=["hide-input"]
-display(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))

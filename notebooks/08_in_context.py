@@ -54,7 +54,7 @@ from ttt_core.context import (CONTEXTS, change_difference, context_key, head_sha
 from ttt_core.metrics import signed
 from ttt_core.models import check_model_name
 from ttt_core.plots import use_report_style
-from ttt_core.report import glue_finding, glue_text, interval_text, reproduce, show_finding
+from ttt_core.report import glue_finding, glue_text, interval_text, reproduce, show_finding, show_table
 from ttt_core.study import prepare, vary
 
 def integers(name, value) -> list[int]:
@@ -323,20 +323,20 @@ grid.figure.suptitle(f"Where the gain is: loss by position, {len(documents)} doc
 # document cannot see what follows it.
 
 # %% tags=["hide-input"]
-display(table(controls).round(3))
+show_table(table(controls), 3)
 
 # %% [markdown]
 # ## The first tokens against the rest
 
 # %% tags=["hide-input"]
-display(table(splits).round(3))
+show_table(table(splits), 3)
 
 # %% [markdown]
 # ## The cold start: TTT-NN against in-context after the first N tokens
 # Negative: TTT-NN lower than in-context.
 
 # %% tags=["hide-input"]
-display(table(cold).round(3))
+show_table(table(cold), 3)
 
 # %% [markdown]
 # ## Longer documents
@@ -345,7 +345,7 @@ display(table(cold).round(3))
 # document fills more of the context, as the paper's whole Pile documents filled GPT-2's.
 
 # %% tags=["hide-input"]
-display(table(longer).round(3))
+show_table(table(longer), 3)
 
 # %% [markdown]
 # ## Reproduce this page

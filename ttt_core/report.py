@@ -67,6 +67,29 @@ def interval_text(change: PairedChange) -> str:
             f"from {change.n_sources_differ} sources")
 
 
+def show_table(frame, digits: int = 3) -> None:
+    """Display `frame` as every chapter shows its tables: floats with `digits` decimals, integers with thousands
+    separators, missing values (NaN, None, <NA>) as '–', booleans as yes/no; long headers wrap rather than the
+    table scrolling sideways (book/_static/report.css)."""
+    import numpy as np
+    import pandas as pd
+    from IPython.display import display
+
+    def cell(value):
+        if value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and value != value):
+            return "–"
+        if isinstance(value, (bool, np.bool_)):
+            return "yes" if value else "no"
+        if isinstance(value, (int, np.integer)):
+            return f"{value:,}"
+        if isinstance(value, (float, np.floating)):
+            return f"{value:,.{digits}f}"
+        return str(value)
+
+    frame = frame.to_frame() if isinstance(frame, pd.Series) else frame
+    display(frame.map(cell))
+
+
 def glue_text(key: str, text: str) -> None:
     """Store `text` in the executed notebook under `key` for `{glue:text}` on another page (nothing displayed)."""
     from myst_nb import glue  # imported here: only the notebooks need it
