@@ -23,7 +23,7 @@ import numpy as np
 
 from .corpus import peak_rss_mb
 from .files import atomic_file, atomic_folder
-from .shards import distance_row_order
+from .search import distance_row_order, recall_at_k
 
 # Tokenisation of BM25, for documents and queries alike: lower-cased runs of 2+ word characters (any script; the
 # regex is scikit-learn's and bm25s's default), no stop words and no stemmer (the corpus mixes languages and code);
@@ -46,7 +46,7 @@ def bm25_tokens(text: str) -> list[str]:
 
 
 def _ordered(distances: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first k places of [queries, n] candidates in (distance, corpus row) order (`shards.distance_row_order`)."""
+    """The first k places of [queries, n] candidates in (distance, corpus row) order (`search.distance_row_order`)."""
     order = distance_row_order(distances, rows, k)
     return np.take_along_axis(distances, order, axis=1), np.take_along_axis(rows, order, axis=1)
 
@@ -315,10 +315,8 @@ def stage_identity(retriever) -> dict:
 def retrieval_agreement(found_rows: np.ndarray, exact_rows: np.ndarray, query_domains, row_domains: dict) -> dict:
     """How a retriever's neighbours compare with exact ones, for the chapter: `recall@k` (mean share of each
     query's exact top-k that `found_rows` holds; arrays [queries, k] of corpus rows, -1 never counts, as
-    `index.recall_at_k`) and `same_domain` (share of found neighbours from the query's own domain;
+    `search.recall_at_k`) and `same_domain` (share of found neighbours from the query's own domain;
     `row_domains` maps corpus row -> domain), with `exact_same_domain` for the exact neighbours."""
-    from .index import recall_at_k
-
     def share(rows):
         hits = [row_domains[int(r)] == d for q, d in zip(rows, query_domains) for r in q if r >= 0]
         return float(np.mean(hits)) if hits else float("nan")
