@@ -13,11 +13,12 @@ import numpy as np
 from .config import StudyConfig
 from .corpus import Corpus, peak_rss_mb
 from .models import Embedder
-from .search import approximate_structure, recall_at_k, tie_stable_search
+from .search import DenseSearch, approximate_structure, recall_at_k, tie_stable_search
 
 
 @dataclass
-class NeighborIndex:
+class NeighborIndex(DenseSearch):
+    """One faiss index of the indexed train chunks: a `search.Retriever` (its text search embeds, then `search`)."""
     index: object  # faiss.Index
     rows: np.ndarray  # corpus row of each vector
     meta: dict

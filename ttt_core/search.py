@@ -1,13 +1,65 @@
-"""The retrieval interface: the one order of neighbours, the tie-stable search that keeps it, the recall of an
-approximate search and the recipe of an approximate faiss index. Every index kind builds on this module, and it
-imports no other module of ttt_core, so the index modules (`index`, `shards`, `retrievers`, `scale`) never
-import each other back.
+"""The retrieval interface: `Retriever`, what every index kind is to its callers; the one order of neighbours
+and the tie-stable search that keeps it; the recall of an approximate search and the recipe of an approximate
+faiss index. It imports no other module of ttt_core: the index modules (`index`, `shards`, `retrievers`,
+`scale`) build on it and never need to import each other back.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """The one search step of a run: the indexed train chunks, and their nearest ones for texts.
+
+    Which kind implements which part:
+    - the dense kinds `index.NeighborIndex` (exact or approximate faiss), `shards.ShardedIndex` and
+      `scale.RayShardedIndex` get `search_texts` from `DenseSearch`: the texts are embedded by `embedder` (the
+      one that made the indexed vectors, up to `max_tokens` tokens) and go to their vector part, `search(vectors
+      float32 [n, dim], k)`, which returns the same (distances, rows) for vectors already embedded;
+      `NeighborIndex.search_ids` alone gives faiss ids instead of rows (SIFT reconstructs the vectors by id);
+    - `retrievers.DenseRetriever` (a dense kind with its embedder), `retrievers.BM25Index` and
+      `retrievers.RerankIndex` hold what they search with and ignore `embedder` and `max_tokens`.
+    (`isinstance(x, Retriever)` checks the names only, and under Python 3.11 reads `rows`: a sharded index then
+    loads every shard's rows file.)
+    """
+    rows: np.ndarray  # int64 [len]: the corpus row of each indexed train chunk, in index order
+    meta: dict  # how the index was built (its identity part goes into run keys: `index.indexed_identity`)
+
+    def __len__(self) -> int:
+        """Indexed train chunks."""
+
+    def search_texts(self, texts: list[str], k: int, embedder=None,
+                     max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, rows), both [len(texts), min(k, len(self))], nearest first, ties broken by the lower corpus
+        row, so the first k of a larger k are these k. rows: int64 corpus rows of train chunks; -1 where fewer
+        than k were found (an approximate index's miss, a text with no vector, no BM25 term in common), last,
+        at distance inf. distances: float32 (float64 from a sharded merge); squared L2 between embeddings (for
+        unit vectors 2 - 2 cos) for the dense kinds and the re-ranker, minus the BM25 score for BM25. Raises
+        ValueError for a dense kind without `embedder` and for a re-ranker asked for more than its candidates."""
+
+
+class DenseSearch:
+    """`Retriever.search_texts` for a dense kind, which has `search(vectors, k)` (see `Retriever`)."""
+
+    def search_texts(self, texts: list[str], k: int, embedder=None,
+                     max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The texts embedded by `embedder`, then `self.search`. A text embedded as the zero vector (a static
+        table's text with no token of its vocabulary, an emoji say) has no direction: every chunk would tie and
+        come in corpus-row order, so it gets no neighbour (row -1, distance inf), as BM25 gives a query that
+        shares no term."""
+        if embedder is None:
+            raise ValueError(f"a dense index ({type(self).__name__}) is searched by text through the embedder "
+                             "that made its vectors: pass embedder")
+        vectors = embedder.encode(list(texts), max_tokens)
+        distances, rows = self.search(vectors, k)
+        empty = ~np.asarray(vectors).any(axis=1)
+        if empty.any():
+            distances, rows = distances.copy(), rows.copy()
+            distances[empty], rows[empty] = np.inf, -1
+        return distances, rows
 
 
 def distance_row_order(distances: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:

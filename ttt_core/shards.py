@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .config import INDEX_TYPES
-from .search import approximate_structure, distance_row_order, recall_at_k, tie_stable_search
+from .search import DenseSearch, approximate_structure, distance_row_order, recall_at_k, tie_stable_search
 
 METRICS = ("l2", "ip")
 
@@ -33,9 +33,10 @@ def merge_top_k(distances: list[np.ndarray], rows: list[np.ndarray], k: int) -> 
     return np.take_along_axis(np.where(r < 0, np.inf, d), order, axis=1), np.take_along_axis(r, order, axis=1)
 
 
-class ShardedIndex:
+class ShardedIndex(DenseSearch):
     """Nearest neighbours over the finished shards in `folder` (squared L2 distances, global rows): exact, or with
-    `index_type` 'ivf' or 'hnsw' each shard's approximate index (`approximate_shards`), merged by the same rule."""
+    `index_type` 'ivf' or 'hnsw' each shard's approximate index (`approximate_shards`), merged by the same rule.
+    A `search.Retriever` (its text search embeds, then `search`)."""
 
     def __init__(self, folder: Path | str, index_type: str = "flat", nprobe: int = 32, ef_search: int = 128):
         if index_type not in INDEX_TYPES:
