@@ -11,8 +11,9 @@ import time
 
 import yaml
 
+from .checks import unknown_parameters_error
 from .config import StudyConfig
-from .params import notebook_parameters, sync_parameters, unknown_parameters_error
+from .params import notebook_parameters, sync_parameters
 from .study import failed_documents, failures_path, prepare
 
 

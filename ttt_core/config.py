@@ -228,9 +228,9 @@ class StudyConfig:
     def from_params(cls, **params) -> "StudyConfig":
         """Build from notebook/papermill/YAML parameters. An unknown name is a ValueError suggesting the nearest
         field; every value's type is checked against its field's annotation before validate() could see it
-        (`params.check_types`: a clearly meant value, such as YAML 1.1's string '2e-5', is converted with a
+        (`checks.check_types`: a clearly meant value, such as YAML 1.1's string '2e-5', is converted with a
         warning; anything else is a ValueError naming the parameter and the valid type)."""
-        from .params import check_types, unknown_parameters_error
+        from .checks import check_types, unknown_parameters_error
 
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(params) - names
