@@ -1,11 +1,54 @@
-"""The retrieval interface (issue 24): every index kind is a `search.Retriever` and answers `search_texts` by its
-rules (shapes, dtypes, order, -1 places)."""
+"""The layout (issue 24): no import circle among ttt_core's modules, and every index kind is a `search.Retriever`
+that answers `search_texts` by its rules (shapes, dtypes, order, -1 places)."""
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
 from test_shards import shard_plan, vectors
 
 from ttt_core.config import StudyConfig
 from ttt_core.search import DenseSearch, Retriever
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ttt_core"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the ttt_core modules it imports, at module level or inside a function (`from .x import`,
+    `from . import x`, `import ttt_core.x`, `from ttt_core.x import`)."""
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    graph = {}
+    for path in PACKAGE.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ttt_core"):
+                found |= {node.module.split(".")[1]} if "." in node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("ttt_core.")}
+        graph[path.stem] = (found & modules) - {path.stem}
+    return graph
+
+
+def test_no_import_circle_among_the_modules():
+    graph, state, circles = import_graph(), {}, []
+
+    def visit(module, path):  # depth first; a module met again on the current path closes a circle
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                circles.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert "config" in graph["index"] and "config" in graph["shards"]  # the graph is read (not empty by a slip)
+    assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles)
 
 
 class Table:
