@@ -272,7 +272,7 @@ def report(args) -> None:
 def _cpu_exact_check(folder: str, manifest: dict, inputs, got, chapter: np.ndarray, k: int) -> dict:
     """recall@k of the CPU's exact fp32 MiniLM neighbours (a dense index the index-size chapter built, with its
     embeddings) by the GPU's, for the chapter's queries on the same rows: what the float16 weights change."""
-    from ttt_core.index import recall_at_k
+    from ttt_core.search import recall_at_k
     from ttt_core.models import load_embedder
     from ttt_core.retrievers import _ordered
 

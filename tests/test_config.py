@@ -144,10 +144,10 @@ def test_a_clearly_meant_value_is_converted_and_the_conversion_is_said(name, val
 
 
 def test_every_field_has_a_type_rule_and_its_default_passes_unchanged(recwarn):
-    from ttt_core.params import check_types
+    from ttt_core.checks import check_types
 
     defaults = StudyConfig().as_dict()
-    assert check_types(defaults) == defaults and not recwarn.list
+    assert check_types(defaults, StudyConfig) == defaults and not recwarn.list
 
 
 def test_a_parameter_file_is_type_checked_in_prepare(tmp_path):

@@ -143,7 +143,7 @@ def test_tied_neighbours_are_ordered_by_row_so_k_is_a_prefix_of_a_larger_k(index
     """faiss returns a tie in another order for another k (IndexFlatIP: k=1 gives id 0, k=4 gives 5, 3, 1, 0), so a
     run with k=1 trained on another neighbour than the first of a k=3 run. Ties are ordered by corpus row, and the
     search looks past the k-th place until the tie is complete, so the first k of any k' > k are the k."""
-    from ttt_core.index import approximate_structure
+    from ttt_core.search import approximate_structure
 
     x, rows = tied_vectors("ip")
     if index_type.startswith("flat"):

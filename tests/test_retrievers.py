@@ -1,5 +1,5 @@
 """Retrievers a CPU can afford (issue 22): the static embedder, BM25 and the two-stage re-ranker behind the one
-`retrievers.search_texts` interface, their caches, run keys and bad parameters."""
+`search.Retriever` interface, their caches, run keys and bad parameters."""
 from __future__ import annotations
 
 import dataclasses

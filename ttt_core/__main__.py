@@ -18,8 +18,9 @@ import time
 
 import yaml
 
+from .checks import unknown_parameters_error
 from .config import StudyConfig
-from .params import notebook_parameters, unknown_parameters_error, write_parameters_page
+from .params import notebook_parameters, write_parameters_page
 from .study import failed_documents, failures_path, prepare
 
 

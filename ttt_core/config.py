@@ -43,6 +43,12 @@ SCORE_PREFIXES = ("lm-eval", "endoftext")
 # The paper's grid of neighbour counts (Hardt & Sun report bpb at these k); cut at `k` for a run.
 DEFAULT_EVAL_KS = (0, 1, 2, 3, 5, 10, 15, 20, 25, 30, 40, 50)
 
+# The mini-Pile's text per domain before the split (domain_bytes=None on corpus='minipile'): above its largest
+# source (31 MB), so every source is read whole but for its own cap (TextSource.max_bytes): the large mini-Pile of
+# issue 22, 121,645 train chunks. 250,000 was the small mini-Pile of 3,200 (the book before issue 22). Any other
+# corpus is read whole unless domain_bytes caps it.
+MINIPILE_DOMAIN_BYTES = 40_000_000
+
 
 @dataclass(frozen=True)
 class Deviation:
@@ -234,9 +240,9 @@ class StudyConfig:
     def from_params(cls, **params) -> "StudyConfig":
         """Build from notebook/papermill/YAML parameters. An unknown name is a ValueError suggesting the nearest
         field; every value's type is checked against its field's annotation before validate() could see it
-        (`params.check_types`: a clearly meant value, such as YAML 1.1's string '2e-5', is converted with a
+        (`checks.check_types`: a clearly meant value, such as YAML 1.1's string '2e-5', is converted with a
         warning; anything else is a ValueError naming the parameter and the valid type)."""
-        from .params import check_types, unknown_parameters_error
+        from .checks import check_types, unknown_parameters_error
 
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(params) - names
@@ -371,8 +377,6 @@ class StudyConfig:
         nor where), with the corpus fingerprint and METHOD_VERSION. `content` adds what the configuration names
         but does not pin: what the index holds, the weights' identities, the library versions
         (`Study.result_inputs` gives it; a results file is named with it, never without)."""
-        from .corpus import domain_budget
-
         d = self.as_dict()
         d["domain_bytes"] = domain_budget(self)  # as resolved: the mini-Pile's None is its 250,000 (keys unchanged)
         # With carried Adam moments (reset_optimizer=False) a document's result depends on the documents before
@@ -406,3 +410,14 @@ class StudyConfig:
         """The deviations table with this run's values beside the paper's."""
         return [{"parameter": d.parameter, "this run": getattr(self, d.parameter), "paper": d.paper_value,
                  "why": d.why} for d in DEVIATIONS]
+
+
+def domain_budget(config: StudyConfig) -> int | None:
+    """UTF-8 bytes read per domain: `domain_bytes` where given (a cap on any corpus); else the mini-Pile's
+    MINIPILE_DOMAIN_BYTES for corpus='minipile' and None (every document) for any other corpus. A mini-Pile source
+    with its own cap (TextSource.max_bytes: math_generated, 2 MB, generated slowly) reads min(budget, cap);
+    domain_bytes=40_000_000 reads every other source whole (the large mini-Pile: 136,563 chunks of <= 1,000 bytes,
+    121,645 of them train, built in ~70 s)."""
+    if config.domain_bytes is not None:
+        return config.domain_bytes
+    return MINIPILE_DOMAIN_BYTES if config.corpus == "minipile" else None

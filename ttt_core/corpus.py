@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .config import StudyConfig
+from .config import StudyConfig, domain_budget
 
 SPLIT_SALT = "tttlm-split"
 # The Pile's `meta.pile_set_name` -> the lm-evaluation-harness task (the key of the Pile weights), as the Pile's
@@ -35,26 +35,10 @@ PILE_TASK_OF_SET = {
     "StackExchange": "stackexchange", "USPTO Backgrounds": "uspto", "Ubuntu IRC": "ubuntu-irc",
     "Wikipedia (en)": "wikipedia", "YoutubeSubtitles": "youtubesubtitles",
 }
-# The mini-Pile's text per domain before the split (domain_bytes=None on corpus='minipile'): above its largest
-# source (31 MB), so every source is read whole but for its own cap (TextSource.max_bytes): the large mini-Pile of
-# issue 22, 121,645 train chunks. 250,000 was the small mini-Pile of 3,200 (the book before issue 22). Any other
-# corpus is read whole unless domain_bytes caps it.
-MINIPILE_DOMAIN_BYTES = 40_000_000
 BUILD_VERSION = 2  # 2: byte-bounded chunks, content groups  # bump when the way a corpus is built changes, to invalidate caches
 
 
 # ---------------------------------------------------------------------------------------------- readers
-def domain_budget(config: StudyConfig) -> int | None:
-    """UTF-8 bytes read per domain: `domain_bytes` where given (a cap on any corpus); else the mini-Pile's
-    MINIPILE_DOMAIN_BYTES for corpus='minipile' and None (every document) for any other corpus. A mini-Pile source
-    with its own cap (TextSource.max_bytes: math_generated, 2 MB, generated slowly) reads min(budget, cap);
-    domain_bytes=40_000_000 reads every other source whole (the large mini-Pile: 136,563 chunks of <= 1,000 bytes,
-    121,645 of them train, built in ~70 s)."""
-    if config.domain_bytes is not None:
-        return config.domain_bytes
-    return MINIPILE_DOMAIN_BYTES if config.corpus == "minipile" else None
-
-
 class _CutShort(Exception):
     """A zstd file that ends inside a frame."""
 

@@ -1,7 +1,8 @@
 """Atomic writes: a file or folder appears whole or not at all, so a kill mid-write never leaves a half artifact
-that a later run would take for a finished one (the study's resume rule)."""
+that a later run would take for a finished one (the study's resume rule); and the sha256 a file is named by."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -48,3 +49,11 @@ def atomic_folder(folder: Path | str) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

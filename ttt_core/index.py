@@ -13,11 +13,12 @@ import numpy as np
 from .config import StudyConfig
 from .corpus import Corpus, peak_rss_mb
 from .models import Embedder
-from .shards import tie_stable_search
+from .search import DenseSearch, approximate_structure, recall_at_k, tie_stable_search
 
 
 @dataclass
-class NeighborIndex:
+class NeighborIndex(DenseSearch):
+    """One faiss index of the indexed train chunks: a `search.Retriever` (its text search embeds, then `search`)."""
     index: object  # faiss.Index
     rows: np.ndarray  # corpus row of each vector
     meta: dict
@@ -42,7 +43,7 @@ class NeighborIndex:
     def search_ids(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(squared L2 distances, faiss ids) of shape [queries, min(k, len)], in (distance, corpus row) order:
         ties are ordered by corpus row whatever k is, so the first k of a larger search are these k
-        (`shards.tie_stable_search`). Missing places (an approximate index may find fewer) are (inf, -1), last."""
+        (`search.tie_stable_search`). Missing places (an approximate index may find fewer) are (inf, -1), last."""
         def raw(q: np.ndarray, n: int):
             scores, ids = self.index.search(q, n)
             return (2.0 - 2.0 * scores if self.metric == "ip" else scores), ids
@@ -116,37 +117,6 @@ def indexed_identity(index) -> dict:
         h.update(np.ascontiguousarray(index.rows, dtype="<i8").tobytes())
     return {"rows_sha256": h.hexdigest(), "rows": len(index),
             **{name: index.meta[name] for name in INDEX_IDENTITY if name in index.meta}}
-
-
-def approximate_structure(x: np.ndarray, metric: str, index_type: str, nprobe: int, ef_search: int, seed: int = 0):
-    """An approximate faiss index of the vectors `x` ('ivf': IVF-Flat with about 4 sqrt(n) cells, `nprobe` of them
-    probed; 'hnsw': HNSW32, `ef_search`) and its settings; the one recipe for one index and for each shard."""
-    import faiss
-
-    n, dim = x.shape
-    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
-    if index_type == "ivf":
-        nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))  # faiss wants >= 39 training points per cell
-        structure = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim),
-                                       dim, nlist, faiss_metric)
-        sample = np.random.default_rng(seed).permutation(n)[:min(n, 256 * nlist)]
-        structure.train(x[sample])
-        structure.add(x)
-        structure.nprobe = min(nprobe, nlist)
-        return structure, {"nlist": nlist, "nprobe": structure.nprobe}
-    if index_type == "hnsw":
-        structure = faiss.IndexHNSWFlat(dim, 32, faiss_metric)
-        structure.hnsw.efConstruction = 64
-        structure.add(x)
-        structure.hnsw.efSearch = ef_search
-        return structure, {"M": 32, "efSearch": ef_search}
-    raise ValueError(f"invalid index_type={index_type!r}: expected 'ivf' or 'hnsw' here")
-
-
-def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
-    """Mean share of each query's exact top-k that the approximate search found (places of -1 never count)."""
-    k = exact.shape[1]
-    return float(np.mean([len((set(f) & set(e)) - {-1}) / k for f, e in zip(found, exact)])) if len(exact) else 1.0
 
 
 def approximate(index: NeighborIndex, config: StudyConfig, queries: np.ndarray) -> NeighborIndex:

@@ -20,6 +20,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .files import sha256_file  # here too: the hash that models, corpus and benchmarks name
+
 # Randomly initialised models built from a config, for tests (no files, no downloads).
 TINY_LMS = ("tiny-llama", "tiny-gpt2", "tiny-llama-bos")  # -bos: a tokenizer that adds BOS, as Gemma's
 TINY_EMBEDDERS = ("tiny-bert", "tiny-bert-large")  # the larger one stands in for mpnet in tests
@@ -31,14 +33,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"invalid device={device!r}: CUDA is not available here; use 'auto' or 'cpu'")
     return torch.device(device)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def package_dir(package: str) -> Path:
@@ -126,7 +120,7 @@ def _mpnet(cache: Path) -> Path:
 def _minilm_static(cache: Path) -> Path:
     from .static import assemble_static  # model2vec is imported only where a static embedder is used
 
-    return assemble_static("minilm-static", cache)
+    return assemble_static("minilm-static", cache, assemble_packaged)
 
 
 PACKAGED = {m.name: m for m in (

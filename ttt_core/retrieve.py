@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from .corpus import Corpus
 from .index import NeighborIndex
 from .models import Embedder
+from .search import Retriever
 from .static import STATIC_EMBEDDERS
 
 
@@ -20,22 +21,20 @@ class Neighbor:
     text: str
 
 
-def retrieve(query: str, k: int, embedder: Embedder | None, index: NeighborIndex, corpus: Corpus,
+def retrieve(query: str, k: int, embedder: Embedder | None, index: Retriever, corpus: Corpus,
              embed_max_tokens: int | None = None, exclude=()) -> list[Neighbor]:
     """The k nearest indexed chunks, nearest first, leaving out the corpus rows in `exclude` (the leaky index
-    holds the test document's own source, which must never be its own neighbour). `index` is a dense index
-    (queried through `embedder`) or any retriever of `ttt_core.retrievers`."""
+    holds the test document's own source, which must never be its own neighbour). `index` is any index kind
+    (`search.Retriever`); a dense one is queried through `embedder`."""
     if k < 0:
         raise ValueError(f"invalid k={k!r}: expected an integer >= 0")
     if k == 0:
         return []
-    from .retrievers import search_texts
-
     exclude = {int(r) for r in exclude}
-    # Ties come in corpus-row order (`retrievers.search_texts`), so leaving out a fixed set keeps the first k of
+    # Ties come in corpus-row order (`Retriever.search_texts`), so leaving out a fixed set keeps the first k of
     # this search the first k of any larger one. An approximate index may find fewer than asked (row -1): never a
     # neighbour.
-    distances, rows = search_texts(index, [query], k + len(exclude), embedder, embed_max_tokens)
+    distances, rows = index.search_texts([query], k + len(exclude), embedder, embed_max_tokens)
     kept = [(int(r), float(d)) for r, d in zip(rows[0], distances[0]) if int(r) >= 0 and int(r) not in exclude][:k]
     if len(kept) < k:  # fewer rows would store a run that is not the k it names
         raise ValueError(f"k={k} neighbours asked, but the index (of {len(index)} chunks, {len(exclude)} rows "
@@ -44,31 +43,31 @@ def retrieve(query: str, k: int, embedder: Embedder | None, index: NeighborIndex
     return [Neighbor(r, rec["id"], rec["domain"], d, rec["text"]) for (r, d), rec in zip(kept, records)]
 
 
-def remedy(index: NeighborIndex, wanted: int) -> str:
+def remedy(index: Retriever, wanted: int) -> str:
     """What to change when a search found fewer than `wanted`: an approximate index that holds enough chunks
     missed some (probe more), an exact one holds too few."""
-    if getattr(index, "meta", {}).get("retriever") == "bm25":
+    if index.meta.get("retriever") == "bm25":
         return ("BM25 returns only chunks that share a term with the query (a text of emoji or punctuation shares "
                 "none); use a smaller k, a dense retriever or retriever='rerank' with a dense first stage")
-    kind = getattr(index, "index_type", None) or getattr(index, "meta", {}).get("index_type", "flat")
+    kind = index.meta.get("index_type", "flat")  # a sharded index says it in its meta too
     if kind != "flat" and len(index) >= wanted:
         return (f"the approximate index (index_type={kind!r}) holds enough chunks but its search missed some; raise "
                 f"index_nprobe (ivf) or index_ef_search (hnsw), or use index_type='flat'")
-    if len(index) >= wanted and getattr(index, "meta", {}).get("embedder") in STATIC_EMBEDDERS:
+    if len(index) >= wanted and index.meta.get("embedder") in STATIC_EMBEDDERS:
         # An exact index that holds enough chunks finds fewer only for a query without a vector.
         return (f"a static embedder ({index.meta['embedder']}) gives a text with no token of its vocabulary (emoji "
                 f"only, say) no vector and so no neighbour; use a transformer embedder ('minilm') or BM25")
     return "use a smaller k or a larger corpus"
 
 
-def indexed_domains(index: NeighborIndex, corpus: Corpus):
+def indexed_domains(index: Retriever, corpus: Corpus):
     """The domain of each indexed chunk, in `index.rows` order (numpy array of str)."""
     import numpy as np
 
     return np.asarray(corpus.dataset.select_columns(["domain"]).select(index.rows.tolist())["domain"])
 
 
-def random_neighbors(document: dict, k: int, rule: str, index: NeighborIndex, corpus: Corpus,
+def random_neighbors(document: dict, k: int, rule: str, index: Retriever, corpus: Corpus,
                      seed: int = 0) -> list[Neighbor]:
     """The controls for retrieval itself: k indexed train chunks drawn at random, from the test document's own
     domain ('random-domain') or from the whole index ('random-any'), seeded by the run's seed and the document, so
@@ -96,7 +95,8 @@ def random_neighbors(document: dict, k: int, rule: str, index: NeighborIndex, co
 def selected_neighbors(query: str, k: int, rule: str, pool: int, embedder: Embedder, index: NeighborIndex,
                        corpus: Corpus, embed_max_tokens: int | None = None, exclude=(), lam: float = 0.01) -> list[Neighbor]:
     """k training steps chosen by `rule` (see `select`) from the `pool` nearest candidates (0: 4 k): the same
-    candidates for every rule, so rules differ only in what they pick. HullFT may repeat a candidate."""
+    candidates for every rule, so rules differ only in what they pick. HullFT may repeat a candidate. Dense and
+    one faiss index only (`NeighborIndex.search_ids`: the candidates' vectors are reconstructed by faiss id)."""
     import numpy as np
 
     from .select import select

@@ -1,6 +1,6 @@
-"""The retrievers a run can use (`StudyConfig.retriever`), behind one interface: every retriever object has
-`search_texts(texts, k) -> (distances [n, k], corpus rows [n, k])`, nearest first, ties by corpus row (so the
-first k of a larger k are these k), and `rows` (the indexed corpus rows), `__len__` and `meta`.
+"""The retrievers a run can use (`StudyConfig.retriever`), each a `search.Retriever` (the one interface of every
+index kind): `search_texts(texts, k) -> (distances [n, k], corpus rows [n, k])`, nearest first, ties by corpus
+row (so the first k of a larger k are these k), and `rows` (the indexed corpus rows), `__len__` and `meta`.
 
 - 'dense' (the paper's): `DenseRetriever`, an embedder and its faiss index (`index.build_index`); distances
   are squared L2 between embeddings.
@@ -23,7 +23,7 @@ import numpy as np
 
 from .corpus import peak_rss_mb
 from .files import atomic_file, atomic_folder
-from .shards import distance_row_order
+from .search import distance_row_order, recall_at_k
 
 # Tokenisation of BM25, for documents and queries alike: lower-cased runs of 2+ word characters (any script; the
 # regex is scikit-learn's and bm25s's default), no stop words and no stemmer (the corpus mixes languages and code);
@@ -46,7 +46,7 @@ def bm25_tokens(text: str) -> list[str]:
 
 
 def _ordered(distances: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first k places of [queries, n] candidates in (distance, corpus row) order (`shards.distance_row_order`)."""
+    """The first k places of [queries, n] candidates in (distance, corpus row) order (`search.distance_row_order`)."""
     order = distance_row_order(distances, rows, k)
     return np.take_along_axis(distances, order, axis=1), np.take_along_axis(rows, order, axis=1)
 
@@ -69,18 +69,11 @@ class DenseRetriever:
     def __len__(self) -> int:
         return len(self.index)
 
-    def search_texts(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(squared L2 distances, corpus rows) [len(texts), min(k, len)], tie-stable (`NeighborIndex.search`).
-        A text embedded as the zero vector (a static table's text with no token of its vocabulary, an emoji
-        say) has no direction: every chunk would tie and come in corpus-row order, so it gets no neighbour
-        (row -1, distance inf), as BM25 gives a query that shares no term."""
-        vectors = self.embedder.encode(list(texts), self.max_tokens)
-        distances, rows = self.index.search(vectors, k)
-        empty = ~np.asarray(vectors).any(axis=1)
-        if empty.any():
-            distances, rows = distances.copy(), rows.copy()
-            distances[empty], rows[empty] = np.inf, -1
-        return distances, rows
+    def search_texts(self, texts: list[str], k: int, embedder=None,
+                     max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The index's `search_texts` through this retriever's own embedder and tokens (the arguments are
+        ignored): (squared L2 distances, corpus rows) [len(texts), min(k, len)], tie-stable."""
+        return self.index.search_texts(texts, k, self.embedder, self.max_tokens)
 
 
 class BM25Index:
@@ -114,10 +107,12 @@ class BM25Index:
             return np.zeros(len(self.rows), dtype=np.float32)
         return np.asarray(self.retriever.get_scores(ids), dtype=np.float32)[:len(self.rows)]
 
-    def search_texts(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search_texts(self, texts: list[str], k: int, embedder=None,
+                     max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(minus BM25 scores, corpus rows) [len(texts), min(k, len)], highest score first, ties by corpus row. A
         chunk that shares no term with the query (score 0) is no match: row -1, distance inf, as a place an
-        approximate index could not fill (taken in row order, they would be the first rows of one domain)."""
+        approximate index could not fill (taken in row order, they would be the first rows of one domain).
+        `embedder` and `max_tokens` are ignored (BM25 reads the whole text)."""
         k = min(k, len(self))
         distances = np.stack([-self.scores(t) for t in texts]) if len(texts) else np.zeros((0, len(self)))
         rows = np.broadcast_to(self.rows, distances.shape)
@@ -224,9 +219,11 @@ class RerankIndex:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def search_texts(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search_texts(self, texts: list[str], k: int, embedder=None,
+                     max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(squared L2 distances, corpus rows) [len(texts), k] over the union of the first stages' candidates.
-        Raises ValueError when k exceeds `rerank_candidates` (the union could be smaller than k)."""
+        Raises ValueError when k exceeds `rerank_candidates` (the union could be smaller than k). `embedder` and
+        `max_tokens` are ignored: the re-ranker embeds with its own."""
         if k > self.candidates:
             raise ValueError(f"k={k} neighbours asked of the re-ranker, but rerank_candidates={self.candidates}: "
                              f"use rerank_candidates >= k")
@@ -247,12 +244,9 @@ class RerankIndex:
 
 
 def search_texts(index, texts: list[str], k: int, embedder=None, max_tokens: int | None = None):
-    """THE retrieval call: (distances [len(texts), min(k, len)], corpus rows), nearest first, ties by corpus row.
-    A retriever of this module searches itself; a dense faiss index (`index.NeighborIndex`, a sharded one) is
-    searched through `embedder` (`DenseRetriever`)."""
-    if hasattr(index, "search_texts"):
-        return index.search_texts(texts, k)
-    return DenseRetriever(index, embedder, max_tokens).search_texts(texts, k)
+    """`index.search_texts(texts, k, embedder, max_tokens)` of any `search.Retriever`, as a function (the
+    index-size chapter and benchmarks/full_recall.py call it so)."""
+    return index.search_texts(texts, k, embedder, max_tokens)
 
 
 def first_stage_names(rerank_from: str) -> list[str]:
@@ -262,8 +256,8 @@ def first_stage_names(rerank_from: str) -> list[str]:
 def build_retriever(config, corpus, embedder, progress: bool = True):
     """The retriever of `config.retriever` over the run's indexed rows, built where missing: 'dense' the faiss
     index of `embedder` (`index.build_index`), 'bm25' `build_bm25` (no corpus embedding), 'rerank' its first
-    stages and an `EmbeddingCache` of `embedder`. The dense one is the `NeighborIndex` itself (`search_texts`
-    queries it through the embedder), so every dense use (SIFT, distance profiles, Ray) works as before."""
+    stages and an `EmbeddingCache` of `embedder`. The dense one is the `NeighborIndex` itself (its `search_texts`
+    is given the embedder by the caller), so every dense use (SIFT, distance profiles, Ray) works as before."""
     import dataclasses
 
     from .index import build_index, index_folder
@@ -315,10 +309,8 @@ def stage_identity(retriever) -> dict:
 def retrieval_agreement(found_rows: np.ndarray, exact_rows: np.ndarray, query_domains, row_domains: dict) -> dict:
     """How a retriever's neighbours compare with exact ones, for the chapter: `recall@k` (mean share of each
     query's exact top-k that `found_rows` holds; arrays [queries, k] of corpus rows, -1 never counts, as
-    `index.recall_at_k`) and `same_domain` (share of found neighbours from the query's own domain;
+    `search.recall_at_k`) and `same_domain` (share of found neighbours from the query's own domain;
     `row_domains` maps corpus row -> domain), with `exact_same_domain` for the exact neighbours."""
-    from .index import recall_at_k
-
     def share(rows):
         hits = [row_domains[int(r)] == d for q, d in zip(rows, query_domains) for r in q if r >= 0]
         return float(np.mean(hits)) if hits else float("nan")

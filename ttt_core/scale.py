@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import StudyConfig
+from .search import DenseSearch
 
 WORKER_NAME = "ttt-worker-{}"  # named actors, so that a person (or a test) can find and stop one
 
@@ -97,9 +98,10 @@ class _ShardSearcher:
         return self.index.search(queries, k, self.names)
 
 
-class RayShardedIndex:
+class RayShardedIndex(DenseSearch):
     """A `shards.ShardedIndex` whose shards are spread over `actors` Ray actors (round robin): the same search
-    answer, since the top-k of each actor's top-k is the top-k over all shards (one merge rule)."""
+    answer, since the top-k of each actor's top-k is the top-k over all shards (one merge rule). A
+    `search.Retriever` (its text search embeds, then `search`)."""
 
     def __init__(self, folder: Path | str, actors: int = 2, handles: list | None = None, settings: dict | None = None):
         ray = _ray()

@@ -18,49 +18,9 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .config import INDEX_TYPES
+from .search import DenseSearch, approximate_structure, distance_row_order, recall_at_k, tie_stable_search
 
 METRICS = ("l2", "ip")
-
-
-def distance_row_order(distances: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the first k places per query (arrays of shape [queries, n]) in (distance, corpus row) order:
-    the one total order of neighbours, so that a tie never depends on the search's k, on faiss ids or on how the
-    corpus was sharded. Distances are compared exactly as given (no tolerance: a band would either chain
-    distinct distances into one "tie" or, as bins, still split near-equal ones at its edges). Missing places
-    (row -1, as an approximate index may leave) sort last."""
-    d = np.where(rows < 0, np.inf, distances)
-    return np.lexsort((np.where(rows < 0, np.iinfo(np.int64).max, rows), d), axis=-1)[:, :k]
-
-
-def tie_stable_search(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]], queries: np.ndarray,
-                      k: int, total: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The k nearest per query in (distance, corpus row) order, so that the first k of any larger k are these k.
-
-    `search(queries, n)` is a faiss-style search returning (distances, ids) of shape [queries, n], nearest first,
-    id -1 where nothing was found; `rows[id]` is the corpus row that breaks ties (default: the id itself). faiss
-    returns an arbitrary member of a tie that straddles the k-th place, and a different one for another k, so the
-    search asks for more than k and doubles until, for every query, the last place is strictly farther than the
-    k-th (the whole tie is in hand), the search ran out of candidates (id -1) or the index is exhausted; the
-    answer is then sorted by (distance, row) and cut at k. Exact indexes and IVF (a fixed set of probed cells)
-    are prefix-stable for every k; HNSW explores max(efSearch, n) candidates, so it is while k plus the extra
-    places stays within efSearch. Returns (distances [queries, k], ids [queries, k]), missing places last."""
-    k = min(k, total)
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    if k <= 0:
-        return np.zeros((len(queries), 0), dtype=np.float32), np.zeros((len(queries), 0), dtype=np.int64)
-    n = min(total, k + max(8, k))
-    while True:
-        distances, ids = search(queries, n)
-        ids = np.asarray(ids, dtype=np.int64)
-        distances = np.where(ids < 0, np.inf, distances)
-        kth = distances[:, min(k, distances.shape[1]) - 1]
-        settled = (distances[:, -1] > kth) | (ids[:, -1] < 0) | (distances.shape[1] < n)
-        if n >= total or settled.all():
-            break
-        n = min(total, 2 * n)
-    keys = ids if rows is None else np.where(ids < 0, -1, np.asarray(rows)[np.maximum(ids, 0)])
-    order = distance_row_order(distances, keys, k)
-    return np.take_along_axis(distances, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
 def merge_top_k(distances: list[np.ndarray], rows: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,9 +34,10 @@ def merge_top_k(distances: list[np.ndarray], rows: list[np.ndarray], k: int) -> 
     return np.take_along_axis(np.where(r < 0, np.inf, d), order, axis=1), np.take_along_axis(r, order, axis=1)
 
 
-class ShardedIndex:
+class ShardedIndex(DenseSearch):
     """Nearest neighbours over the finished shards in `folder` (squared L2 distances, global rows): exact, or with
-    `index_type` 'ivf' or 'hnsw' each shard's approximate index (`approximate_shards`), merged by the same rule."""
+    `index_type` 'ivf' or 'hnsw' each shard's approximate index (`approximate_shards`), merged by the same rule.
+    A `search.Retriever` (its text search embeds, then `search`)."""
 
     def __init__(self, folder: Path | str, index_type: str = "flat", nprobe: int = 32, ef_search: int = 128):
         if index_type not in INDEX_TYPES:
@@ -151,8 +112,6 @@ class ShardedIndex:
     def measure_recall(self, queries: np.ndarray, k: int) -> float:
         """Recall@k of this (approximate) index against the exact shards on `queries`, kept beside the shards and
         in `meta`, so every run that uses the index says what it costs."""
-        from .index import recall_at_k
-
         value = recall_at_k(self.search(queries, k)[1], ShardedIndex(self.folder).search(queries, k)[1])
         record = {f"recall@{k}": value, "recall_queries": int(len(queries))}
         if self.index_type != "flat":
@@ -168,8 +127,6 @@ def approximate_shards(folder: Path | str, index_type: str, nprobe: int = 32, ef
     never rebuilt, and each is moved into place only when complete. Memory: one shard's vectors and its index."""
     import faiss
     from tqdm import tqdm
-
-    from .index import approximate_structure
 
     folder = Path(folder)
     metric = json.loads((folder / "meta.json").read_text())["metric"]

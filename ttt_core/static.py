@@ -39,8 +39,7 @@ def distill_folder(model, tokenizer, folder: Path, teacher: dict) -> dict:
 
     settings = {k: v for k, v in DISTILL_SETTINGS.items() if k != "vocabulary"}
     static = distill_from_model(model, tokenizer, device="cpu", vocabulary=None, **settings)
-    from .files import atomic_folder
-    from .models import sha256_file
+    from .files import atomic_folder, sha256_file
 
     with atomic_folder(folder) as tmp:
         static.save_pretrained(tmp)
@@ -58,7 +57,7 @@ def distill_folder(model, tokenizer, folder: Path, teacher: dict) -> dict:
 def verified_record(folder: Path) -> dict:
     """The distillation record of `folder`, after checking the sha256 of every file it lists (and that no
     listed file is missing). Raises RuntimeError on a mismatch, naming the file and what to do."""
-    from .models import sha256_file
+    from .files import sha256_file
 
     record = json.loads((Path(folder) / RECORD).read_text())
     for name, want in record["files"].items():
@@ -70,12 +69,12 @@ def verified_record(folder: Path) -> dict:
     return record
 
 
-def assemble_static(name: str, cache: Path) -> Path:
+def assemble_static(name: str, cache: Path, assemble_packaged) -> Path:
     """The distilled folder of the static embedder `name` under `cache` (`<work_dir>/models`): distilled from its
-    packaged teacher on first use (minutes for MiniLM on a CPU), verified against its record on every use."""
+    packaged teacher on first use (minutes for MiniLM on a CPU), verified against its record on every use. The
+    teacher comes from `assemble_packaged(teacher name, cache) -> (folder, record)` (`models.assemble_packaged`,
+    passed in: models loads static embedders through this module, so this module does not import models)."""
     from transformers import AutoModel, AutoTokenizer
-
-    from .models import assemble_packaged
 
     folder = Path(cache) / name
     if not (folder / RECORD).exists() or json.loads((folder / RECORD).read_text()).get("format") != FORMAT:

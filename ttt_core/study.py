@@ -17,12 +17,13 @@ import pandas as pd
 from . import metrics
 from .config import StudyConfig
 from .corpus import Corpus, build_corpus, pile_layout
-from .index import NeighborIndex, indexed_identity
+from .index import indexed_identity
 from .models import (PACKAGED, Embedder, LanguageModel, check_installed, check_model_name, load_embedder,
                      load_language_model, weights_identity)
 from .results import ResultsStore, cut_row, evaluated_at, long_frame, reusable_stores, same_neighbor_stores
 from .retrieve import indexed_domains, random_neighbors, retrieve, selected_neighbors
 from .retrievers import build_retriever
+from .search import Retriever
 from .ttt import make_optimizer, split_query_and_scored, test_time_train
 
 
@@ -31,7 +32,7 @@ class Study:
     config: StudyConfig
     corpus: Corpus
     embedder: Embedder | None  # None for retriever='bm25'
-    index: NeighborIndex  # or, with retriever 'bm25'/'rerank', a `retrievers` index (the same rows/meta/len)
+    index: Retriever  # any index kind (`search.Retriever`): a dense index for 'dense', else a `retrievers` one
     lm: LanguageModel | None = None
     # (config, index, content identity) last computed: a key is asked for often, a local folder is hashed once
     _identity: tuple | None = field(default=None, init=False, repr=False, compare=False)

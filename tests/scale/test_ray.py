@@ -16,6 +16,7 @@ from ttt_core import scale
 from ttt_core.config import StudyConfig
 from ttt_core.corpus import build_corpus
 from ttt_core.models import load_embedder
+from ttt_core.search import Retriever
 from ttt_core.study import Study, failed_documents, failures_path, prepare, run_ttt
 
 
@@ -59,6 +60,7 @@ def test_ray_built_shards_and_ray_held_shards_answer_as_one_flat_index(tmp_path)
         np.testing.assert_allclose(a.reconstruct_n(0, a.ntotal), b.reconstruct_n(0, b.ntotal), rtol=1e-5, atol=1e-6)
         assert np.array_equal(np.load(built.folder / f"{name}.rows.npy"), np.load(local.index.folder / f"{name}.rows.npy"))
     held = scale.RayShardedIndex(built.folder, actors=2)
+    assert isinstance(held, Retriever)  # the one retrieval interface of every index kind
     train = corpus.rows("train")
     flat = faiss.IndexFlatL2(embedder.dim)
     flat.add(np.ascontiguousarray(embedder.encode(corpus.texts(train)), dtype=np.float32))
