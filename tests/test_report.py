@@ -235,3 +235,22 @@ def test_the_results_figure_has_one_row_per_claim_of_the_landing_table(tmp_path)
     assert (frame["verdict"] == "not run").sum() == FAMILY_CLAIMS - 1
     figure = results_figure(frame)
     assert f"{FAMILY_CLAIMS} claims: 1 reproduced" in figure.axes[0].get_title()
+
+
+def test_a_chapter_opens_with_one_headline_per_claim_and_folds_the_rest(monkeypatch):
+    """show_finding: the claims glued so far, each as one line (ours with its 95 % interval, the paper's change
+    where it has one, the verdict), then the full text folded; without claims the text alone."""
+    import ttt_core.report as report
+
+    shown = {}
+    monkeypatch.setattr("myst_nb.glue", lambda key, value, display=True: shown.update({key: value.data}))
+    monkeypatch.setattr(report, "_GLUED", {})
+    report.show_finding("The long text.")
+    assert shown[report.FINDING] == "The long text."
+    report._GLUED["ttt_change"] = {"percent": -5.4, "low": -7.4, "high": -3.6, "verdict": report.REPRODUCED,
+                                   "paper_percent": -12.47, "paper_note": "GPT-2 117M, k = 10"}
+    report.show_finding("The long text.")
+    first, rest = shown[report.FINDING].split("\n\n", 1)
+    assert first == ("**TTT-NN lowers bits per byte**: -5.4 % (95 % -7.4 to -3.6); the paper's GPT-2 117M, k = 10: "
+                     f"-12.5 %. {report.VERDICT_MARKS[report.REPRODUCED]} reproduced")
+    assert rest.startswith("<details>") and "The long text." in rest and rest.endswith("</details>")
