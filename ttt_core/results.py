@@ -8,8 +8,34 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TypedDict
 
 import pandas as pd
+
+
+class Eval(TypedDict):
+    """The document's score after `k` neighbours: bits per byte = -loglik / n_bytes / ln 2
+    (`metrics.bits_per_byte`, with the row's n_bytes)."""
+    k: int  # neighbours trained on before this score (0: the model as loaded)
+    loglik: float  # log-likelihood of the document, nats, summed over its scored tokens
+    n_tokens: int  # tokens scored
+
+
+class ResultRow(TypedDict):
+    """One test document of a TTT-NN run, as `ttt.test_time_train` returns it and the results file stores it (one
+    JSON line). Lists over neighbours are in training order, nearest first."""
+    doc_id: str
+    domain: str  # the corpus domain (mini-Pile) or the Pile set
+    pile_set_name: str  # the Pile task the domain stands for: the key of the Pile weights
+    group: str  # content group, the independent unit the bootstrap resamples
+    source_id: str  # the source document the test chunk was cut from
+    n_bytes: int  # UTF-8 bytes of the scored text
+    evals: list[Eval]  # at each k of `config.ks` up to the neighbours there were
+    train_loss: list[float]  # training loss of each neighbour, nats per token (mean over its chunks)
+    train_steps: list[int]  # optimizer steps each neighbour took (its chunks of max_length tokens)
+    train_seconds: list[float]  # wall seconds of each neighbour's training
+    distances: list[float]  # each neighbour's retrieval distance (the index's own metric)
+    neighbors: list[str]  # the neighbours' chunk ids
 
 
 class ResultsStore:
@@ -43,6 +69,7 @@ class ResultsStore:
         return len(self.rows)
 
     def append(self, row: dict) -> None:
+        """Store `row` (a ResultRow, or a baselines/context row: any JSON object with a `doc_id`) durably."""
         if row["doc_id"] in self.rows:
             return
         with open(self.path, "a", encoding="utf-8") as f:
@@ -52,7 +79,7 @@ class ResultsStore:
         self.rows[row["doc_id"]] = row
 
 
-def cut_row(row: dict, k: int) -> dict:
+def cut_row(row: ResultRow, k: int) -> ResultRow:
     """A result row of a run with more neighbours, as the run with `k` would have produced it: neighbours are
     trained nearest first, so the first k steps (and the scores after them) are the same."""
     return dict(row, evals=[e for e in row["evals"] if e["k"] <= k], train_loss=row["train_loss"][:k],
@@ -105,7 +132,7 @@ def same_neighbor_stores(folder: Path, inputs: dict) -> list["ResultsStore"]:
     return found
 
 
-def long_frame(rows: list[dict]) -> pd.DataFrame:
+def long_frame(rows: list[ResultRow]) -> pd.DataFrame:
     """One line per (document, k): the shape every metric and plot takes."""
     records = []
     for row in rows:
@@ -115,7 +142,7 @@ def long_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-def training_frame(rows: list[dict]) -> pd.DataFrame:
+def training_frame(rows: list[ResultRow]) -> pd.DataFrame:
     """One line per (document, neighbour): training loss, distance and seconds of each TTT step."""
     records = []
     for row in rows:

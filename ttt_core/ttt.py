@@ -19,6 +19,7 @@ import torch
 from .config import StudyConfig
 from .metrics import score_text
 from .models import LanguageModel
+from .results import ResultRow
 from .retrieve import Neighbor
 
 
@@ -269,8 +270,9 @@ def weights_file(lm: LanguageModel, config: StudyConfig) -> Path | None:
 
 
 def test_time_train(lm: LanguageModel, document: dict, neighbors: list[Neighbor], config: StudyConfig,
-                    optimizer: torch.optim.Optimizer | None = None) -> dict:
-    """Run TTT-NN on one document and return its result row; the model is unchanged afterwards.
+                    optimizer: torch.optim.Optimizer | None = None) -> ResultRow:
+    """Run TTT-NN on one document and return its result row (`results.ResultRow`: log-likelihoods in nats, bytes
+    as UTF-8); the model is unchanged afterwards, also when a step raises (the error propagates).
 
     `optimizer` may be shared by the documents of a run: with `reset_optimizer` (the default) its state is
     zeroed in place after each document, so every document starts as from a fresh optimizer; without, Adam's
@@ -305,7 +307,7 @@ def test_time_train(lm: LanguageModel, document: dict, neighbors: list[Neighbor]
             seconds.append(time.perf_counter() - start)
             if i in ks:
                 evaluate(i)
-    return {"doc_id": document["id"], "domain": document["domain"], "pile_set_name": document["pile_set_name"],
-            "group": document.get("group", document["id"]), "source_id": document.get("source_id", document["id"]),
-            "n_bytes": n_bytes, "evals": evals, "train_loss": losses, "train_steps": steps, "train_seconds": seconds,
-            "distances": [n.distance for n in neighbors], "neighbors": [n.doc_id for n in neighbors]}
+    return ResultRow(doc_id=document["id"], domain=document["domain"], pile_set_name=document["pile_set_name"],
+                     group=document.get("group", document["id"]), source_id=document.get("source_id", document["id"]),
+                     n_bytes=n_bytes, evals=evals, train_loss=losses, train_steps=steps, train_seconds=seconds,
+                     distances=[n.distance for n in neighbors], neighbors=[n.doc_id for n in neighbors])
