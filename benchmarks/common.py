@@ -16,6 +16,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+RUN = HERE / "run.py"  # the one command; the sections that measure in child processes run it again
 
 
 def machine() -> dict:
