@@ -12,6 +12,7 @@ from ttt_core.ttt import test_time_train as run_ttt_nn
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import run as bench  # noqa: E402
+from sections import flops, protocol, speedups  # noqa: E402
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def test_step_flops_counts_the_output_projection_once_per_use(lm):
     head = cfg.hidden_size // cfg.num_attention_heads
     attention = 12 * cfg.num_hidden_layers * 10 * 10 * cfg.num_attention_heads * head
     expected = 6 * 10 * (params - embedding + (embedding if tied else 0)) + attention
-    assert bench.step_flops(lm.model, 10) == expected
+    assert flops.step_flops(lm.model, 10) == expected
 
 
 def test_the_reference_protocol_scores_what_ours_scores_at_every_shared_k(lm):
@@ -38,7 +39,7 @@ def test_the_reference_protocol_scores_what_ours_scores_at_every_shared_k(lm):
     neighbors = [Neighbor(i, f"n{i}", "prose", 0.1 * i, f"neighbour {i}: the dog sat. " * 2) for i in range(4)]
     config = StudyConfig(k=4, learning_rate=1e-3, max_length=128, eval_ks=(0, 1, 3))
     ours = run_ttt_nn(lm, document, neighbors, config)
-    reference = bench.reference_protocol(lm, document, neighbors, config)
+    reference = protocol.reference_protocol(lm, document, neighbors, config)
     assert len(reference["evals"]) == 5
     for e in ours["evals"]:
         assert reference["evals"][e["k"]] == pytest.approx(e["loglik"], rel=1e-6), e["k"]
@@ -69,7 +70,7 @@ def test_the_code_before_the_speed_changes_gives_exactly_the_same_rows(lm, monke
     for name in ("apply_gradient", "reset_optimizer", "heap_allocation"):
         monkeypatch.setattr(ttt, name, getattr(ttt, name))  # undone after the test
     original = ttt.reset_optimizer
-    bench.emulate_before()
+    speedups.emulate_before()
     assert ttt.reset_optimizer is not original
     before = run()
     for a, b in zip(after, before):
