@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Best-effort, idempotent install of the Debian packages that carry the
-# optional "mini-Pile" text sources (see ttt_core/minipile.py).
+# optional "mini-Pile" text sources (see ttt_core/minipile/debian.py).
 # Never fails the caller: every problem ends in a message and exit 0.
 set -u
 

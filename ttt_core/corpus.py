@@ -2,7 +2,7 @@
 
 Input is the Pile's JSON-lines format, `{"text": ..., "meta": {"pile_set_name": ...}}`, from local
 `.jsonl`/`.jsonl.zst` files, a `datasets` id (the Pile itself where the Hub is reachable), or the offline
-mini-Pile assembled from text inside packages (`minipile.py`). The result is an Arrow table on disk, memory-
+mini-Pile assembled from text inside packages (the `minipile` package). The result is an Arrow table on disk, memory-
 mapped, so a text is fetched by row id without holding the corpus in RAM.
 """
 from __future__ import annotations
