@@ -30,7 +30,7 @@ prepare: setup debian-sources models-all
 run: $(NOTEBOOKS:%=$(EXEC)/%.ipynb)
 
 # A notebook re-runs when its source, the parameters or the library change; finished documents are cached.
-$(EXEC)/%.ipynb: notebooks/%.ipynb $(PARAMS) ttt_core/*.py | prepare
+$(EXEC)/%.ipynb: notebooks/%.ipynb $(PARAMS) ttt_core/*.py ttt_core/*/*.py | prepare
 	@mkdir -p $(EXEC)
 	$(BIN)/python -m ttt_core run $< $@ -f $(PARAMS)
 	$(BIN)/python -m ttt_core mark-for-book $@
