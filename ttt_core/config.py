@@ -52,6 +52,8 @@ MINIPILE_DOMAIN_BYTES = 40_000_000
 
 @dataclass(frozen=True)
 class Deviation:
+    """A parameter whose offline default departs from the paper: the paper's value and why (the methods page
+    lists them)."""
     parameter: str
     paper_value: object
     why: str
@@ -368,6 +370,7 @@ class StudyConfig:
         return REPO_ROOT / path
 
     def as_dict(self) -> dict:
+        """Every field but `extra`, by name."""
         d = dataclasses.asdict(self)
         d.pop("extra")
         return d

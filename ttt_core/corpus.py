@@ -519,6 +519,9 @@ def assign_splits(groups_by_domain: dict[str, list[str]], test_fraction: float,
 # ---------------------------------------------------------------------------------------------- the corpus
 @dataclass
 class Corpus:
+    """A built corpus: one row per chunk (or whole document) with columns id, text, domain, pile_set_name, split
+    ('train' or 'test'), group (content group) and source_id, memory-mapped from `path`/data (an Arrow dataset);
+    `manifest` records how it was built (sources, caps, fingerprint). Rows are integers into `dataset`."""
     path: Path
     dataset: object  # datasets.Dataset, memory-mapped from `path`
     manifest: dict
@@ -532,9 +535,11 @@ class Corpus:
         return len(self.dataset)
 
     def rows(self, split: str) -> np.ndarray:
+        """Row numbers (int64, ascending) of `split` ('train' or 'test')."""
         return np.flatnonzero(np.asarray(self.dataset["split"]) == split)
 
     def texts(self, rows) -> list[str]:
+        """The texts of `rows`, in that order."""
         return self.dataset.select([int(r) for r in rows])["text"]
 
     def record(self, row: int) -> dict:
@@ -675,11 +680,14 @@ def _input_files(corpus: str) -> list | None:
 
 
 def corpus_folder(config: StudyConfig) -> Path:
+    """Where `config`'s corpus is built: work_path/corpus/<name>-<key of everything that changes its rows>."""
     name = "minipile" if config.corpus == "minipile" else Path(config.corpus).name.split(".")[0]
     return config.work_path / "corpus" / f"{name}-{_corpus_key(config)}"
 
 
 def load_corpus(path: Path) -> Corpus:
+    """The corpus built at `path`, its fingerprint checked against its manifest (a built Pile: its row count).
+    RuntimeError, naming the folder, when they differ (delete it to rebuild)."""
     import datasets
 
     manifest = json.loads((path / "manifest.json").read_text())

@@ -32,6 +32,8 @@ class NeighborIndex(DenseSearch):
 
     @classmethod
     def from_embeddings(cls, embeddings: np.ndarray, rows: np.ndarray, meta: dict) -> "NeighborIndex":
+        """An exact faiss index of `embeddings` ([n, dim], cast to float32) standing for corpus `rows` ([n],
+        int64): inner product for meta['metric'] == 'ip' (unit vectors), else L2."""
         import faiss
 
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)

@@ -28,6 +28,7 @@ TINY_EMBEDDERS = ("tiny-bert", "tiny-bert-large")  # the larger one stands in fo
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' is CUDA where torch sees a GPU, else the CPU; a CUDA device without CUDA is a ValueError."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -356,6 +357,9 @@ def check_model_name(name: str, kind: str) -> str:
 # ---------------------------------------------------------------------------------------------- language models
 @dataclass
 class LanguageModel:
+    """A causal language model with its tokenizer (`models.load_language_model`), in fp32 on `device`;
+    `context_length` is the longest window it scores (tokens); `provenance` records what was loaded (package,
+    version, sha256 for packaged models)."""
     model: torch.nn.Module
     tokenizer: object
     name: str
@@ -551,6 +555,8 @@ def declared_embed_limit(name: str, work_dir: Path | str = "artifacts") -> int:
 
 @dataclass
 class Embedder:
+    """A transformer text encoder (`models.load_embedder`) whose `encode` gives mean-pooled [n, dim] float32
+    vectors, unit length when `normalize`."""
     model: torch.nn.Module
     tokenizer: object
     name: str

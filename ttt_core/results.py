@@ -39,6 +39,9 @@ class ResultRow(TypedDict):
 
 
 class ResultsStore:
+    """The rows of one run key, one JSON line each, keyed by doc_id: `append` writes and fsyncs a row before it
+    counts as done; a line cut short by a kill is dropped (with everything after it) when the file is read."""
+
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from .static import STATIC_EMBEDDERS
 
 @dataclass(frozen=True)
 class Neighbor:
+    """One retrieved train chunk: its corpus row and id, domain, distance (smaller is nearer) and text."""
     row: int
     doc_id: str
     domain: str

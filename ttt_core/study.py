@@ -29,6 +29,8 @@ from .ttt import make_optimizer, split_query_and_scored, test_time_train
 
 @dataclass
 class Study:
+    """Everything one configuration runs on, built once by `prepare(config)`: the corpus, the embedder, the index
+    (any `search.Retriever`) and, loaded on first use, the language model. `run_key` names its result rows."""
     config: StudyConfig
     corpus: Corpus
     embedder: Embedder | None  # None for retriever='bm25'

@@ -156,6 +156,7 @@ def heap_allocation():
 
 
 def make_optimizer(model: torch.nn.Module, config: StudyConfig) -> torch.optim.Optimizer:
+    """AdamW (the paper's: lr, eps, weight decay from `config`) or, for `optimizer='adafactor'`, Adafactor."""
     if config.optimizer == "adafactor":  # a named deviation: factored second moment, for models AdamW cannot fit
         return torch.optim.Adafactor(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     # The fused kernel computes the same AdamW update; on a 2-core CPU it is ~5x faster than the default.
@@ -208,6 +209,7 @@ def training_step(model: torch.nn.Module, ids: torch.Tensor, optimizer: torch.op
 
 
 def apply_gradient(model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float) -> None:
+    """Clip the gradient's global norm to `grad_clip`, take the optimizer step, drop the gradient."""
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
