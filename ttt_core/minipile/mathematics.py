@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
-# Modules measured at < 8 kB/s of output on one core (simplify_surd 1.7 kB/s, ...);
-# without them a 400 kB budget takes ~17 s instead of ~30 s.
+# Modules that generate text slowly (under 8 kB/s on one core when this list was made): left out, so that the
+# domain's budget fills in seconds.
 _SLOW_MATH_MODULES = frozenset(
     {
         "arithmetic__simplify_surd",
