@@ -35,10 +35,10 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from ttt_core import paper
-from ttt_core.metrics import documents_at, domain_changes, pile_weights, relative_change
+from ttt_core.metrics import documents_at, domain_changes, pile_weights, relative_change, signed
 from ttt_core.models import PACKAGED
 from ttt_core.plots import plot_change_by_domain, use_report_style
-from ttt_core.report import NOT_RESOLVED, glue_finding, glue_not_resolved, glue_text, reproduce, show_finding, show_table
+from ttt_core.report import glue_finding, glue_not_resolved, glue_text, reproduce, show_finding, show_table
 from ttt_core.results import long_frame
 from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 
@@ -60,6 +60,11 @@ lower = int((table[config.k] < table[0]).drop("Pile-weighted").sum())
 glue_finding("ttt_change", change, note=f"k = {config.k}",
              paper_percent=paper.relative_change("GPT-2 117M", config.k), paper_note=f"GPT-2 117M, k = {config.k}")
 glue_text("ttt_domains_lower", f"lower on {lower} of {len(table) - 1} domains")
+# The landing page's abstract: our mean change beside the paper's GPT-2 at the same k, in words.
+paper_at_k = paper.relative_change("GPT-2 117M", config.k)
+glue_text("ttt_vs_paper", "the paper reports no k = {config.k}" if paper_at_k is None else
+          f"{'less' if abs(change.percent) < abs(paper_at_k) else 'more'} than the paper's GPT-2 117M at the same "
+          f"k ({signed(paper_at_k)} %)")
 # The quantities the paper-scale page sets beside the paper's (book/paper_scale.md).
 seconds = [s for row in rows for s in row["train_seconds"]]
 best = relative_change(table[0], table[config.k]).drop("Pile-weighted").idxmin()

@@ -64,7 +64,7 @@ from ttt_core.index import exact_duplicates, indexed_mask, load_embeddings, nest
 from ttt_core.metrics import document_changes, documents_at, mean_change, signed
 from ttt_core.models import check_model_name, weights_identity
 from ttt_core.plots import use_report_style
-from ttt_core.report import NOT_RESOLVED, glue_finding, glue_text, interval_text, reproduce, show_finding, show_table
+from ttt_core.report import glue_finding, glue_text, interval_text, reproduce, show_finding, show_table
 from ttt_core.results import long_frame
 from ttt_core.retrievers import EmbeddingCache, memory_bytes, retrieval_agreement, search_texts
 from ttt_core.study import compare, prepare, run_ttt, ttt_change, vary

@@ -50,7 +50,7 @@ from ttt_core import paper
 from ttt_core.metrics import relative_change
 from ttt_core.models import PACKAGED
 from ttt_core.plots import SERIES_GREYS, use_report_style
-from ttt_core.report import NOT_RESOLVED, glue_finding, glue_not_resolved, glue_text, interval_text, reproduce, show_finding, show_table
+from ttt_core.report import glue_finding, glue_not_resolved, glue_text, interval_text, reproduce, show_finding, show_table
 from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 
 use_report_style()

@@ -114,18 +114,18 @@ models = [config.model] + ([second_model] if second_model and second_model != co
 # source's adjacent test chunks) with the same neighbours in the model's context and in `longer_context` tokens;
 # TTT-NN trained once on the chunk's neighbours and scored on both.
 runs, run_keys, short, long_rows = {}, {}, {}, {}
-for model in models:
-    main_model = model == config.model
+for model_name in models:
+    main_model = model_name == config.model
     windows = (None, longer_context) if main_model or second_model_longer_context else (None,)
     options = dict(contexts=kinds["contexts" if main_model else "second_model_contexts"], windows=(None,), ttt=True,
                    longer_bytes=longer_bytes, longer_contexts=("nearest",), longer_windows=windows)
-    runs[model] = study if main_model else vary(study, model=model)
-    rows = run_contexts(runs[model], documents, **options)
-    short[model] = rows_at(rows)
+    runs[model_name] = study if main_model else vary(study, model=model_name)
+    rows = run_contexts(runs[model_name], documents, **options)
+    short[model_name] = rows_at(rows)
     for context in windows:
-        long_rows[(model, context)] = rows_at(rows, context, "longer")
-    run_keys[f"{model}: contexts and TTT-NN, {config.chunk_bytes}- and {longer_bytes}-byte documents"] = context_key(
-        runs[model], **options)
+        long_rows[(model_name, context)] = rows_at(rows, context, "longer")
+    run_keys[f"{model_name}: contexts and TTT-NN, {config.chunk_bytes}- and {longer_bytes}-byte documents"] = context_key(
+        runs[model_name], **options)
 
 
 def change(rows, a, b, start=0, stop=None):
@@ -134,21 +134,21 @@ def change(rows, a, b, start=0, stop=None):
 
 # Every context and TTT-NN against no context; then TTT-NN against in-context on the tokens after the first N.
 controls, splits, cold, longer = [], [], [], []
-for model, rows in short.items():
+for model_name, rows in short.items():
     for method in [*(c for c in CONTEXTS if c in rows[0]["logprobs"]), "ttt"]:
-        controls.append({"model": model, "method": method, "change": change(rows, "none", method)})
+        controls.append({"model": model_name, "method": method, "change": change(rows, "none", method)})
     for method in [m for m in ("nearest", "random-any", "ttt") if m in rows[0]["logprobs"]]:
         for span, (start, stop) in {f"first {first_tokens} tokens": (0, first_tokens),
                                     f"after the first {first_tokens}": (first_tokens, None)}.items():
-            splits.append({"model": model, "method": method, "tokens": span, "change": change(rows, "none", method,
+            splits.append({"model": model_name, "method": method, "tokens": span, "change": change(rows, "none", method,
                                                                                               start, stop)})
     for cut in cuts:
-        cold.append({"model": model, "scored": f"tokens after the first {cut}" if cut else "every token",
+        cold.append({"model": model_name, "scored": f"tokens after the first {cut}" if cut else "every token",
                      "change": change(rows, "nearest", "ttt", cut)})
-for (model, context), rows in long_rows.items():
-    window = context or runs[model].language_model().context_length
+for (model_name, context), rows in long_rows.items():
+    window = context or runs[model_name].language_model().context_length
     for a, b in (("none", "nearest"), ("none", "ttt"), ("nearest", "ttt")):
-        longer.append({"model": model, "context tokens": window, "documents grown": sum(
+        longer.append({"model": model_name, "context tokens": window, "documents grown": sum(
             len(r["chunks"]) > 1 for r in rows), "document tokens": round(
             sum(len(r["token_bytes"]) for r in rows) / len(rows)), "documents with neighbours placed": sum(
             r["context_tokens"]["nearest"] > 0 for r in rows), "neighbour tokens placed": round(
@@ -160,7 +160,7 @@ after_drift = max((abs(x - y) for r in checked for x, y in zip(r["logprobs"]["af
 if after_drift > 1e-3:  # a causal model cannot see what follows: anything more is a bug in the scoring
     raise RuntimeError(f"the neighbours placed after the document changed a token's log-probability by "
                        f"{after_drift:.2e} nats: the scoring sees text it should not")
-positions = pd.concat([position_frame(rows, edges).assign(model=model) for model, rows in short.items()])
+positions = pd.concat([position_frame(rows, edges).assign(model=model_name) for model_name, rows in short.items()])
 
 
 def table(entries: list[dict]) -> pd.DataFrame:

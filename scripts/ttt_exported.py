@@ -66,7 +66,7 @@ def run(args) -> None:
         digest = models.sha256_file(Path(args.gguf))
         if digest != spec.sha256:
             raise RuntimeError(f"sha256 of {args.gguf} is {digest}, expected {spec.sha256} for {args.model}")
-        cache = Path(args.work_dir) / "models"
+        cache = StudyConfig(work_dir=args.work_dir).work_path / "models"  # where load_language_model looks
         cache.mkdir(parents=True, exist_ok=True)
         Path(args.gguf).replace(cache / args.gguf_name)
         models.check_installed = lambda spec: None  # hash verified above; assemble_packaged verifies it again

@@ -327,3 +327,31 @@ def test_a_parameter_file_of_fields_alone_needs_no_notebook(monkeypatch):
 
     monkeypatch.setattr(cli, "notebook_parameters", lambda: pytest.fail("read the notebooks"))
     assert cli.study_parameters({"k": 5, "model": "gpt2"}) == {"k": 5, "model": "gpt2"}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (__import__("conftest").ROOT / "notebooks").glob("*.py")))
+def test_no_notebook_binds_a_shared_parameter_at_module_level(name):
+    """A shared parameter is read from `config`, never rebound: `for model in models:` left a global `model`
+    behind, which a second "Run All" in the same kernel would have taken for the parameter."""
+    import nbformat
+
+    from conftest import ROOT
+    from ttt_core.params import study_fields
+
+    fields, bound = study_fields(), []
+
+    class Bindings(ast.NodeVisitor):  # module-level names only: functions and comprehensions have their own scope
+        def visit_FunctionDef(self, node):
+            pass
+
+        visit_AsyncFunctionDef = visit_Lambda = visit_ListComp = visit_SetComp = visit_DictComp = visit_FunctionDef
+        visit_GeneratorExp = visit_FunctionDef
+
+        def visit_Name(self, node):
+            if isinstance(node.ctx, ast.Store) and node.id in fields:
+                bound.append(node.id)
+
+    for cell in nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells:
+        if cell.cell_type == "code" and "parameters" not in cell.metadata.get("tags", []):
+            Bindings().visit(ast.parse(cell.source))
+    assert not bound, f"{name} binds shared parameters at module level: {bound}"

@@ -190,8 +190,9 @@ class StudyConfig:
     seed: int = 0  # seeds the random controls and the tiny models
     #: Corpus, embedding and scoring
     chunk_bytes: int | None = 1000  # UTF-8 bytes per chunk: at most 1,002 tokens, one step at max_length 1024
-    # UTF-8 bytes read per domain before the split. None: 250,000 for the mini-Pile, every document of any other
-    # corpus; a number caps any corpus (what the cap dropped is kept in the manifest and warned about)
+    # UTF-8 bytes read per domain before the split. None: MINIPILE_DOMAIN_BYTES (40 MB, every source whole) for
+    # the mini-Pile, every document of any other corpus; a number caps any corpus (what the cap dropped is kept in
+    # the manifest and warned about)
     domain_bytes: int | None = None
     test_fraction: float = 0.1  # share of content groups (else source documents) held out for testing
     split_by: str = "group"  # 'group' (content group: a message or page in every language) or 'source' (file)
@@ -226,7 +227,7 @@ class StudyConfig:
     retriever: str = "dense"
     rerank_from: str = "bm25+minilm-static"  # the re-ranker's first stages, joined by '+'
     rerank_candidates: int = 100  # candidates from each first stage
-    eval_context: int | None = None  # tokens of a scoring window (None: max_length)
+    eval_context: int | None = None  # tokens of a scoring window (None: the model's own context length)
     max_eval_tokens: int | None = None  # score only a document's first N tokens (None: all)
     split_query: bool = False  # leakage control (paper's GPT-2 "split" run): query with the first part, score the rest
     score_prefix: str = "lm-eval"  # first-window prefix: 'lm-eval' (BOS, else EOS), 'endoftext', or a vocabulary token
@@ -296,7 +297,7 @@ class StudyConfig:
         need(not (self.leaky_index and self.index_fraction < 1), "leaky_index",
              "False when index_fraction < 1 (the leaky control indexes every chunk of another source)")
         need(self.domain_bytes is None or (type(self.domain_bytes) is int and self.domain_bytes > 0), "domain_bytes",
-             "None (a user's corpus whole, the mini-Pile's 250,000) or a positive integer (UTF-8 bytes per domain)")
+             "None (a user's corpus whole, the mini-Pile's MINIPILE_DOMAIN_BYTES) or a positive integer (UTF-8 bytes per domain)")
         need(0 < self.test_fraction < 1, "test_fraction", "a float strictly between 0 and 1")
         need(self.test_portion is None or 0 < self.test_portion <= 1, "test_portion",
              "None (docs_per_domain documents per domain) or a share in (0, 1] of each domain's test documents "
@@ -381,7 +382,7 @@ class StudyConfig:
         but does not pin: what the index holds, the weights' identities, the library versions
         (`Study.result_inputs` gives it; a results file is named with it, never without)."""
         d = self.as_dict()
-        d["domain_bytes"] = domain_budget(self)  # as resolved: the mini-Pile's None is its 250,000 (keys unchanged)
+        d["domain_bytes"] = domain_budget(self)  # as resolved: the mini-Pile's None is MINIPILE_DOMAIN_BYTES
         # With carried Adam moments (reset_optimizer=False) a document's result depends on the documents before
         # it, so the sampled documents are part of what changes a result.
         scale = ("docs_per_domain", "test_portion", "domains") if self.reset_optimizer else ()

@@ -11,7 +11,7 @@ The same code as one process, spread over workers, with the same results:
   and retried once (a dead worker is replaced); what still fails is reported, never dropped silently.
 
 `ray.init()` with no address runs all of it on this machine; `ray.init(address=...)` (or RAY_ADDRESS) on a
-cluster whose nodes share the work directory (README, "Paper scale").
+cluster whose nodes share the work directory (the book's appendix, book/scale_out.md).
 """
 from __future__ import annotations
 
