@@ -219,7 +219,8 @@ def test_the_results_figure_has_one_row_per_claim_of_the_landing_table(tmp_path)
     from ttt_core.report import CLAIMS, claims_frame, results_figure
 
     assert len(CLAIMS) == FAMILY_CLAIMS
-    table = re.findall(r"executed/(\w+)\.ipynb::(\w+)_verdict:s", LANDING.read_text())
+    rows = LANDING.read_text().split("```{list-table}", 1)[1].split("```", 1)[0]
+    table = re.findall(r"executed/(\w+)\.ipynb::(\w+)_verdict:s", rows)
     assert table == [(notebook, key) for notebook, key, _ in CLAIMS]
     data = {"percent": -3.0, "low": -4.0, "high": -2.0, "verdict": "reproduced", "note": "k = 3",
             "paper_percent": -12.5, "paper_note": "GPT-2 117M, k = 10"}
@@ -254,3 +255,14 @@ def test_a_chapter_opens_with_one_headline_per_claim_and_folds_the_rest(monkeypa
     assert first == ("**TTT-NN lowers bits per byte**: -5.4 % (95 % -7.4 to -3.6); the paper's GPT-2 117M, k = 10: "
                      f"-12.5 %. {report.VERDICT_MARKS[report.REPRODUCED]} reproduced")
     assert rest.startswith("<details>") and "The long text." in rest and rest.endswith("</details>")
+
+
+def test_the_readme_is_a_front_door_whose_links_resolve():
+    """README.md stays short (the history and the references live in the book) and every file it links or shows
+    exists in the repository."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 130
+    targets = re.findall(r"\]\(([^)#]+)\)", text)
+    assert targets, "the README links the paper"
+    local = [t for t in targets if not t.startswith(("http://", "https://"))]
+    assert not [t for t in local if not (ROOT / t).exists()], local
