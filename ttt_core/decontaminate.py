@@ -53,6 +53,7 @@ def overlap_share(grams: set[str], reference: set[str]) -> float:
 
 
 def ngram_union(texts, n: int) -> set[str]:
+    """Every `n`-character n-gram of any of `texts` (`char_ngrams`), as one set."""
     union: set[str] = set()
     for text in texts:
         union |= char_ngrams(text, n)

@@ -52,6 +52,7 @@ def atomic_folder(folder: Path | str) -> Iterator[Path]:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """The sha256 of a file's bytes, hex, read in `chunk`-byte blocks (a multi-GB model never held whole)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -263,6 +263,7 @@ def _exact_index(config: StudyConfig, corpus: Corpus, embedder: Embedder, progre
 
 
 def sharded_index_folder(config: StudyConfig, corpus: Corpus) -> Path:
+    """Where the per-shard indexes of a corpus in the Pile layout live: the single index's folder + '-shards'."""
     folder = index_folder(config, corpus)
     return folder.with_name(folder.name + "-shards")
 

@@ -483,6 +483,7 @@ class PairedChange:
                 f"over domains {self.plain_before:.4f} to {self.plain_after:.4f} ({signed(self.plain)} %)")
 
     def as_row(self) -> dict:
+        """The fields a chapter's table shows, by column name (a missing interval as NO_INTERVAL)."""
         def bound(x):
             return NO_INTERVAL if math.isnan(x) else x
 

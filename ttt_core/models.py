@@ -168,6 +168,7 @@ def _hash_target(path: Path) -> Path:
 
 
 def check_installed(spec: PackagedModel) -> None:
+    """ModuleNotFoundError, naming the pip command, unless every distribution carrying `spec`'s weights is installed."""
     missing = [d for d, v in spec.versions().items() if v == "not installed"]
     if missing:
         raise ModuleNotFoundError(

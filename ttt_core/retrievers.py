@@ -135,6 +135,7 @@ class BM25Index:
 
 
 def rows_key(rows: np.ndarray) -> str:
+    """16 hex characters of the sha256 of `rows` as little-endian int64: names what an index holds."""
     return hashlib.sha256(np.ascontiguousarray(rows, dtype="<i8").tobytes()).hexdigest()[:16]
 
 
@@ -250,6 +251,7 @@ def search_texts(index, texts: list[str], k: int, embedder=None, max_tokens: int
 
 
 def first_stage_names(rerank_from: str) -> list[str]:
+    """The re-ranker's first stages: `rerank_from` split at '+' ('bm25' or a dense embedder's name)."""
     return [s for s in rerank_from.split("+")]
 
 

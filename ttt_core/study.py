@@ -41,9 +41,11 @@ class Study:
 
     @property
     def pile_set_names(self) -> dict[str, str]:
+        """Corpus domain -> the Pile task it stands for (the key of the Pile weights)."""
         return self.corpus.manifest["pile_set_name"]
 
     def language_model(self) -> LanguageModel:
+        """The configuration's language model, loaded (and for a packaged one assembled) on first use."""
         if self.lm is None:
             self.lm = load_language_model(self.config.model, self.config.work_path, self.config.device,
                                           self.config.seed, self.config.score_prefix)
@@ -111,7 +113,8 @@ class Study:
         return self.config.run_key(self.corpus.fingerprint, self.content_identity())
 
     @property
-    def results_path(self):
+    def results_path(self) -> Path:
+        """work_path/results/<run key>.jsonl: this run's rows (`results.ResultsStore`)."""
         return self.config.work_path / "results" / f"{self.run_key}.jsonl"
 
 
@@ -371,6 +374,7 @@ def finished_rows(study: Study, store: ResultsStore, docs: list[dict], retries: 
 
 
 def failures_path(study: Study) -> Path:
+    """Beside the results: <run key>.failures.jsonl, one line per failed attempt with its reason."""
     return study.results_path.with_name(study.results_path.stem + ".failures.jsonl")
 
 
