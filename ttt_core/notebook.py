@@ -47,15 +47,9 @@ def check_parameters(notebook: Path, params: dict) -> StudyConfig:
 def glued_finding(executed: Path) -> str | None:
     """The Markdown a chapter glued as its finding (`report.FINDING`), read from an executed notebook; None if it
     glued none (a chapter that stopped early)."""
-    import nbformat
+    from .report import FINDING, glued_outputs
 
-    from .report import FINDING
-
-    for cell in nbformat.read(executed, as_version=4).cells:
-        for output in cell.get("outputs", []):
-            if output.get("metadata", {}).get("scrapbook", {}).get("name") == FINDING:
-                return output.get("data", {}).get("text/markdown")
-    return None
+    return glued_outputs(executed).get(FINDING, {}).get("text/markdown")
 
 
 def run_notebook(notebook: str | Path, output: str | Path | None = None, params: dict | None = None,

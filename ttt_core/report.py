@@ -171,6 +171,18 @@ def _glue_verdict(key, said, change, note, paper_percent, paper_note) -> None:
         _GLUED[key] = data
 
 
+def glued_outputs(notebook: str | Path) -> dict[str, dict]:
+    """Every myst-nb glue output of an executed notebook: glue name -> its mime bundle (a hidden glue's types carry
+    myst-nb's prefix)."""
+    found = {}
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                found[name] = output.get("data", {})
+    return found
+
+
 def claims_frame(executed: str | Path) -> "pd.DataFrame":
     """One row per landing-page claim (CLAIMS order): label, ours (percent, low, high: the 95 % interval), verdict,
     the paper's percent where it has one; read from the `<key>_data` glued by the executed chapters in `executed`.
@@ -184,12 +196,10 @@ def claims_frame(executed: str | Path) -> "pd.DataFrame":
         path = Path(executed) / f"{notebook}.ipynb"
         if not path.exists():
             continue
-        for cell in nbformat.read(path, as_version=4).cells:
-            for output in cell.get("outputs", []):
-                name = output.get("metadata", {}).get("scrapbook", {}).get("name", "")
-                plain = [v for m, v in output.get("data", {}).items() if m.endswith("text/plain")]
-                if name.endswith("_data") and plain:
-                    glued[(notebook, name[:-5])] = ast.literal_eval("".join(plain[0]))
+        for name, data in glued_outputs(path).items():
+            plain = [v for m, v in data.items() if m.endswith("text/plain")]
+            if name.endswith("_data") and plain:
+                glued[(notebook, name[:-5])] = ast.literal_eval("".join(plain[0]))
     rows = []
     for notebook, key, label in CLAIMS:
         empty = {"percent": None, "low": None, "high": None, "verdict": "not run", "note": "", "paper_percent": None,
