@@ -69,7 +69,7 @@ def test_parameter_files_name_only_known_parameters():
     import yaml
 
     from conftest import ROOT
-    from ttt_core.__main__ import study_parameters
+    from ttt_core.params import study_parameters
 
     for path in (ROOT / "params").glob("*.yml"):
         StudyConfig.from_params(**study_parameters(yaml.safe_load(path.read_text()))).validate()
@@ -152,7 +152,8 @@ def test_every_field_has_a_type_rule_and_its_default_passes_unchanged(recwarn):
 
 def test_a_parameter_file_is_type_checked_in_prepare(tmp_path):
     """`python -m ttt_core prepare -f` reads YAML 1.1: 2e-5 is a string there; device: 0 is an int."""
-    from ttt_core.__main__ import main, study_parameters
+    from ttt_core.__main__ import main
+    from ttt_core.params import study_parameters
 
     assert StudyConfig.from_params(**study_parameters(yaml_load("learning_rate: 2e-5"))).learning_rate == 2e-5
     path = tmp_path / "p.yml"
@@ -169,7 +170,7 @@ def yaml_load(text):
 
 # A misspelt parameter is an error that suggests the nearest name, wherever parameters come in.
 def test_a_misspelt_parameter_is_an_error_that_suggests_the_nearest_one():
-    from ttt_core.__main__ import study_parameters
+    from ttt_core.params import study_parameters
 
     with pytest.raises(ValueError, match=r"unknown parameter 'neighbours'.*did you mean 'neighbors'\?"):
         StudyConfig.from_params(neighbours="random-domain")
@@ -323,10 +324,10 @@ def test_a_kernel_that_ran_the_notebook_before_is_not_taken_for_injected_names()
 def test_a_parameter_file_of_fields_alone_needs_no_notebook(monkeypatch):
     """`ray-run -f params/paper-gpt2.yml` on a node with only the scale extra (no papermill): the notebooks are
     read only for names that are no StudyConfig field."""
-    import ttt_core.__main__ as cli
+    import ttt_core.params as params
 
-    monkeypatch.setattr(cli, "notebook_parameters", lambda: pytest.fail("read the notebooks"))
-    assert cli.study_parameters({"k": 5, "model": "gpt2"}) == {"k": 5, "model": "gpt2"}
+    monkeypatch.setattr(params, "notebook_parameters", lambda folder: pytest.fail("read the notebooks"))
+    assert params.study_parameters({"k": 5, "model": "gpt2"}) == {"k": 5, "model": "gpt2"}
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (__import__("conftest").ROOT / "notebooks").glob("*.py")))

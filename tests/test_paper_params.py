@@ -16,7 +16,7 @@ import yaml
 
 from conftest import ROOT
 from ttt_core import paper
-from ttt_core.__main__ import study_parameters
+from ttt_core.params import study_parameters
 from ttt_core.config import StudyConfig
 from ttt_core.paper import (BASELINES_GPT2_LARGE, GPT2_TASKS_K50, KS, PAPER_MODELS, PAPER_SCALE, PAPER_SETUP,
                             PILE_ALL_BY_K)

@@ -13,28 +13,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 import yaml
 
-from .checks import unknown_parameters_error
 from .config import StudyConfig
-from .params import notebook_parameters, write_parameters_page
+from .params import study_parameters, write_parameters_page
 from .study import failed_documents, failures_path, prepare
-
-
-def study_parameters(params: dict) -> dict:
-    """The StudyConfig fields of a parameter file; a name no notebook declares either is a typo: a ValueError that
-    suggests the nearest valid name."""
-    fields = {f.name for f in dataclasses.fields(StudyConfig)} - {"extra"}
-    # The notebooks are read (with papermill, the notebooks extra) only for names that are no StudyConfig field:
-    # the paper's parameter files hold fields alone, so `ray-run` needs only the scale extra.
-    declared = notebook_parameters() if set(params) - fields else set()
-    unknown = set(params) - fields - declared
-    if unknown:
-        raise unknown_parameters_error(unknown, fields | declared, " in the parameter file")
-    return {k: v for k, v in params.items() if k in fields}
 
 
 def main(argv=None) -> None:

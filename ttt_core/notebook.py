@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .config import REPO_ROOT, StudyConfig
-from .params import declared_parameters, notebook_parameters, study_fields, unknown_parameters_error
+from .params import notebook_parameters, study_fields, study_parameters
 
 RUNS = REPO_ROOT / "runs"  # where `run` writes an executed notebook unless told (git-ignored)
 
@@ -32,16 +32,11 @@ class _SharedParameterFilter(logging.Filter):
 
 
 def check_parameters(notebook: Path, params: dict) -> StudyConfig:
-    """The configuration `params` give `notebook`, checked before any kernel starts: a name that is neither a
-    shared parameter nor declared by some notebook is a ValueError naming the nearest valid one; types and values
-    as `StudyConfig.from_params(...).validate()`."""
-    folder = notebook.parent
-    fields = study_fields()
-    known = fields | set(declared_parameters(notebook.stem, folder)) | notebook_parameters(folder)
-    unknown = set(params) - known
-    if unknown:
-        raise unknown_parameters_error(unknown, known, f" for notebook {notebook.stem}")
-    return StudyConfig.from_params(**{k: v for k, v in params.items() if k in fields}).validate()
+    """The configuration `params` give `notebook`, checked before any kernel starts: names as
+    `params.study_parameters` (a ValueError naming the nearest valid one), types and values as
+    `StudyConfig.from_params(...).validate()`."""
+    fields = study_parameters(params, notebook.parent, f" for notebook {notebook.stem}")
+    return StudyConfig.from_params(**fields).validate()
 
 
 def glued_finding(executed: Path) -> str | None:

@@ -92,6 +92,19 @@ def study_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(StudyConfig)} - {"extra"}
 
 
+def study_parameters(params: dict, folder: Path = NOTEBOOKS, where: str = " in the parameter file") -> dict:
+    """The StudyConfig fields of `params` (a parameter file, or the `-p` values of one run). A name that is no field
+    and that no notebook in `folder` declares is a typo: a ValueError naming it and the nearest valid name."""
+    fields = study_fields()
+    # The notebooks are read (with papermill, the notebooks extra) only for names that are no StudyConfig field:
+    # the paper's parameter files hold fields alone, so `ray-run` needs only the scale extra.
+    declared = notebook_parameters(folder) if set(params) - fields else set()
+    unknown = set(params) - fields - declared
+    if unknown:
+        raise unknown_parameters_error(unknown, fields | declared, where)
+    return {k: v for k, v in params.items() if k in fields}
+
+
 # ---- the parameter reference, generated from the dataclass -------------------------------------------------------
 def _literal(value) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' if isinstance(value, str) else repr(value)
