@@ -128,7 +128,7 @@ def test_scored_positions_only_give_the_same_log_probabilities_as_every_position
         logits = lm.model(input_ids=torch.tensor([context + tokens[:-1]])).logits[0, len(context) - 1:]
     every = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(tokens)[:, None])[:, 0].numpy()
     np.testing.assert_allclose(sliced, every, rtol=1e-5, atol=1e-6)
-    monkeypatch.setattr(metrics, "_accepts_logits_to_keep", lambda model: False)  # a model without logits_to_keep
+    monkeypatch.setattr(metrics, "_accepts_logits_to_keep", lambda model_class: False)  # a model without logits_to_keep
     np.testing.assert_allclose(token_logprobs(lm.model, tokens, lm.prefix_token_id, 64, context), sliced,
                                rtol=1e-5, atol=1e-6)
 

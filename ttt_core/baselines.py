@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from .metrics import bits_per_byte, loglikelihood_rolling, scored_tokens, token_logprobs
 from .retrieve import random_neighbors
@@ -259,11 +258,9 @@ def baselines_key(study, contexts=(None, 1024), keeps=IN_CONTEXT_KEEP, full: boo
                   joins=IN_CONTEXT_JOIN[:1]) -> str:
     """The results file's name: 'baselines-' and a hash of the run's inputs, the baseline settings and the
     version of the baselines' code."""
-    import hashlib
-    import json
+    from .files import content_key
 
-    text = json.dumps(baseline_settings(study, contexts, keeps, full, joins), sort_keys=True)
-    return "baselines-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return "baselines-" + content_key(baseline_settings(study, contexts, keeps, full, joins))
 
 
 def documents_frame(rows: list[dict], logliks, n_bytes=None):

@@ -6,10 +6,11 @@ metrics) receives it explicitly. `validate()` checks cheap things before any exp
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .files import content_key
 
 # The checkout this package runs from: a relative `work_dir` is taken from here (StudyConfig.work_path).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -407,8 +408,7 @@ class StudyConfig:
 
     def run_key(self, corpus_fingerprint: str, content: dict | None = None) -> str:
         """16 hex digits of a sha256 over `result_inputs` (`Study.run_key` passes the content identities)."""
-        text = json.dumps(self.result_inputs(corpus_fingerprint, content), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return content_key(self.result_inputs(corpus_fingerprint, content))
 
     def deviations(self) -> list[dict]:
         """The deviations table with this run's values beside the paper's."""

@@ -117,6 +117,15 @@ def _resolved(lm, windows) -> list[int]:
     return list(dict.fromkeys(min(w or lm.context_length, lm.context_length) for w in windows))
 
 
+def _alone(lm, tokens: list[int], window: int, cache: dict) -> list[float]:
+    """`tokens`' log-probabilities (nats) without context in `window` tokens. Every window the tokens fit in scores
+    them alike, so `cache` (one dict per document and weights) keeps one score per min(window, len(tokens))."""
+    key = min(window, len(tokens))
+    if key not in cache:
+        cache[key] = token_logprobs(lm.model, tokens, lm.prefix_token_id, window).tolist()
+    return cache[key]
+
+
 def _scored_version(lm, text: str, sources: dict, contexts, windows: list[int]) -> dict:
     """One document's tokens, their bytes and, in each window, their log-probabilities under no context and each
     context (cut to the tokens the nearest neighbours take there)."""
@@ -124,16 +133,13 @@ def _scored_version(lm, text: str, sources: dict, contexts, windows: list[int]) 
     prefix, eos = lm.prefix_token_id, lm.tokenizer.eos_token_id
     out = {"n_bytes": n_bytes, "n_tokens": len(tokens), "token_bytes": token_byte_counts(lm.tokenizer, text, tokens),
            "windows": {}}
-    alone = {}  # without context a window the document fits in scores it as any other such window
+    alone = {}  # scores without context, by the tokens a window holds (`_alone`)
     for window in windows:
         nearest = context_tokens(lm, "nearest", sources["nearest"], window - 1 - len(tokens))
         budget = len(nearest)  # every other context is cut to the tokens the nearest neighbours take
         entry = out["windows"][str(window)] = {"context_tokens": {}, "logprobs": {}, "seconds": {}}
         start = time.perf_counter()
-        key = min(window, len(tokens))
-        if key not in alone:
-            alone[key] = token_logprobs(lm.model, tokens, prefix, window).tolist()
-        entry["logprobs"]["none"] = alone[key]
+        entry["logprobs"]["none"] = _alone(lm, tokens, window, alone)
         entry["seconds"]["none"] = time.perf_counter() - start
         for kind in contexts:
             start = time.perf_counter()
@@ -171,10 +177,7 @@ def ttt_logprobs(study, neighbors: list, scored: dict[str, tuple[str, list[int]]
             tokens, _ = scored_tokens(lm.tokenizer, text, config.max_eval_tokens)
             alone = {}
             for window in windows:
-                key = min(window, len(tokens))
-                if key not in alone:
-                    alone[key] = token_logprobs(lm.model, tokens, lm.prefix_token_id, window).tolist()
-                out.setdefault(name, {})[window] = alone[key]
+                out.setdefault(name, {})[window] = _alone(lm, tokens, window, alone)
         return out
 
 
@@ -255,11 +258,9 @@ def context_settings(study, contexts=CONTEXTS, windows=(None,), ttt: bool = True
 
 def context_key(study, *args, **kwargs) -> str:
     """The results file's name: 'context-' and a hash of `context_settings` (same arguments)."""
-    import hashlib
-    import json
+    from .files import content_key
 
-    text = json.dumps(context_settings(study, *args, **kwargs), sort_keys=True)
-    return "context-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return "context-" + content_key(context_settings(study, *args, **kwargs))
 
 
 def run_contexts(study, documents: list[dict], contexts=CONTEXTS, windows=(None,), ttt: bool = True,

@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from .config import StudyConfig, domain_budget
+from .files import content_key
 
 SPLIT_SALT = "tttlm-split"
 # The Pile's `meta.pile_set_name` -> the lm-evaluation-harness task (the key of the Pile weights), as the Pile's
@@ -529,6 +530,7 @@ class Corpus:
 
     @property
     def fingerprint(self) -> str:
+        """The content hash of this corpus (its manifest's `fingerprint`, 16 hex digits): part of every run key."""
         return self.manifest["fingerprint"]
 
     def __len__(self) -> int:
@@ -543,10 +545,13 @@ class Corpus:
         return self.dataset.select([int(r) for r in rows])["text"]
 
     def record(self, row: int) -> dict:
+        """Chunk `row` as stored: text, domain, doc_id, split and the dataset's other columns; IndexError past the
+        end."""
         return self.dataset[int(row)]
 
     @property
     def domains(self) -> list[str]:
+        """The corpus's domain names, sorted (every domain with documents, in any split)."""
         return sorted(self.manifest["documents per domain"])
 
     def check_domains(self, domains) -> None:
@@ -655,7 +660,7 @@ def _corpus_key(config: StudyConfig) -> str:
         inputs["pile_tasks"] = "lm-eval task names"  # domains renamed by PILE_TASK_OF_SET: older caches are stale
         inputs["reader"] = 2  # 2: a meta stored as a JSON string is parsed, read counts kept: older caches are stale
         inputs["files"] = _input_files(config.corpus)
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
+    return content_key(inputs, 12)
 
 
 def _input_files(corpus: str) -> list | None:

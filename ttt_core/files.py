@@ -1,14 +1,24 @@
 """Atomic writes: a file or folder appears whole or not at all, so a kill mid-write never leaves a half artifact
-that a later run would take for a finished one (the study's resume rule); and the sha256 a file is named by."""
+that a later run would take for a finished one (the study's resume rule); the sha256 a file is named by; the content
+key every result and cache is named by."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+
+def content_key(value, digits: int = 16) -> str:
+    """The first `digits` hex digits of the sha256 of `value` as JSON with sorted keys: how every run key, results
+    file, cache folder and fingerprint here is named by everything that went into it (as `datasets` fingerprints
+    its caches), so equal inputs find the same name and any changed input a new one. TypeError for a value JSON
+    cannot hold."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:digits]
 
 
 @contextmanager

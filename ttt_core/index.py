@@ -12,6 +12,7 @@ import numpy as np
 
 from .config import StudyConfig
 from .corpus import Corpus, peak_rss_mb
+from .files import content_key
 from .models import Embedder
 from .search import DenseSearch, approximate_structure, recall_at_k, tie_stable_search
 
@@ -25,6 +26,7 @@ class NeighborIndex(DenseSearch):
 
     @property
     def metric(self) -> str:
+        """'ip' (inner product of L2-normalised vectors: cosine) or 'l2', as the index was built."""
         return self.meta["metric"]
 
     def __len__(self) -> int:
@@ -61,6 +63,8 @@ class NeighborIndex(DenseSearch):
         return distances, np.where(ids < 0, -1, self.rows[np.maximum(ids, 0)])
 
     def save(self, folder: Path, embeddings: np.ndarray | None = None) -> None:
+        """Write the faiss index, its rows and meta (and `embeddings`, (n, dim) float32, when given) to `folder` in one
+        atomic step: a kill leaves the old folder or the new one, never half of either."""
         import faiss
 
         from .files import atomic_folder
@@ -178,8 +182,7 @@ def index_folder(config: StudyConfig, corpus: Corpus) -> Path:
         safe += "--tokenizer-" + hashlib.sha256(config.embedder_tokenizer.encode()).hexdigest()[:8]
     # A static table is distilled here, not pinned by a package: named by its files' hashes too.
     if (config.embedder not in PACKAGED and config.embedder not in TINY_EMBEDDERS) or config.embedder in STATIC_EMBEDDERS:
-        identity = json.dumps(weights_identity(config.embedder, "embedder", config.work_path), sort_keys=True)
-        safe += "--weights-" + hashlib.sha256(identity.encode()).hexdigest()[:8]
+        safe += "--weights-" + content_key(weights_identity(config.embedder, "embedder", config.work_path), 8)
     return corpus.path / "index" / f"{safe}-{embed_tokens(config)}"
 
 

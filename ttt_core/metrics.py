@@ -19,6 +19,7 @@ bootstrap p-value below ALPHA after Bonferroni's correction for the FAMILY_CLAIM
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -84,10 +85,12 @@ def rolling_windows(tokens: list[int], prefix_token: int, max_len: int) -> list[
     return [(ctx[:len(ctx) - (len(tgt) - 1)], tgt) for ctx, tgt in windows]
 
 
-def _accepts_logits_to_keep(model) -> bool:
+@functools.lru_cache(maxsize=None)
+def _accepts_logits_to_keep(model_class: type) -> bool:
+    """Whether a model class's forward takes `logits_to_keep` (transformers' causal LMs do; read once per class)."""
     import inspect
 
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 @torch.no_grad()
@@ -108,7 +111,7 @@ def token_logprobs(model, tokens: list[int], prefix_token: int, max_len: int, co
         windows = [(context, tokens)]
     else:
         windows, after = rolling_windows(tokens, prefix_token, max_len), ()
-    sliced = _accepts_logits_to_keep(model)
+    sliced = _accepts_logits_to_keep(type(model))
     out = []
     for ctx, targets in windows:
         inputs = (ctx + targets)[:-1]

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .corpus import peak_rss_mb
-from .files import atomic_file, atomic_folder
+from .files import atomic_file, atomic_folder, content_key
 from .search import distance_row_order, recall_at_k
 
 # Tokenisation of BM25, for documents and queries alike: lower-cased runs of 2+ word characters (any script; the
@@ -88,6 +88,8 @@ class BM25Index:
 
     @classmethod
     def build(cls, texts: list[str], rows: np.ndarray, meta: dict) -> "BM25Index":
+        """Index `texts` (one chunk each, aligned with `rows`, the corpus rows) with bm25s at `BM25_SETTINGS` (Lucene's
+        k1, b); `meta` is stored beside it. An empty text keeps its place."""
         import bm25s
 
         start = time.perf_counter()
@@ -121,6 +123,7 @@ class BM25Index:
         return np.where(unmatched, np.inf, distances), np.where(unmatched, -1, rows)
 
     def save(self, folder: Path) -> None:
+        """Write the BM25 index, its rows and meta to `folder` in one atomic step."""
         with atomic_folder(folder) as tmp:
             self.retriever.save(str(tmp))
             np.save(tmp / "rows.npy", self.rows)
@@ -128,6 +131,7 @@ class BM25Index:
 
     @classmethod
     def load(cls, folder: Path) -> "BM25Index":
+        """The BM25 index `save` wrote to `folder`; FileNotFoundError when it holds none."""
         import bm25s
 
         return cls(bm25s.BM25.load(str(folder)), np.load(folder / "rows.npy"),
@@ -148,7 +152,7 @@ def build_bm25(config, corpus, progress: bool = True) -> BM25Index:
     if len(train_rows) == 0:
         raise ValueError(f"corpus={config.corpus!r} has no train documents to index")
     rows = train_rows[indexed_mask(config, corpus)]
-    settings = hashlib.sha256(json.dumps(BM25_SETTINGS, sort_keys=True).encode()).hexdigest()[:8]
+    settings = content_key(BM25_SETTINGS, 8)
     folder = corpus.path / "index" / f"bm25-{settings}-{rows_key(rows)}"
     if (folder / "meta.json").exists():
         index = BM25Index.load(folder)
@@ -282,10 +286,10 @@ def build_retriever(config, corpus, embedder, progress: bool = True):
         stages[name] = DenseRetriever(build_index(stage_config, corpus, stage_embedder, progress), stage_embedder,
                                       None)
     max_tokens = embedder.max_tokens(config.embed_max_tokens)
-    identity = json.dumps({"embedder": weights_identity(config.embedder, "embedder", config.work_path),
-                           "tokenizer": config.embedder_tokenizer, "max_tokens": max_tokens,
-                           "corpus": corpus.fingerprint}, sort_keys=True)
-    folder = corpus.path / "index" / f"rerank-vectors-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+    identity = content_key({"embedder": weights_identity(config.embedder, "embedder", config.work_path),
+                            "tokenizer": config.embedder_tokenizer, "max_tokens": max_tokens,
+                            "corpus": corpus.fingerprint})
+    folder = corpus.path / "index" / f"rerank-vectors-{identity}"
     meta = {"retriever": "rerank", "corpus_fingerprint": corpus.fingerprint, "embedder": config.embedder,
             "embed_max_tokens": max_tokens, "rerank_candidates": config.rerank_candidates,
             # a dense stage by its weights too: a table distilled again under the same name is another stage

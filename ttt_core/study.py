@@ -5,7 +5,6 @@ expensive work so that a typo fails in a second, not after an hour of embedding.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import pandas as pd
 from . import metrics
 from .config import StudyConfig
 from .corpus import Corpus, build_corpus, pile_layout
+from .files import content_key
 from .index import indexed_identity
 from .models import (PACKAGED, Embedder, LanguageModel, check_installed, check_model_name, load_embedder,
                      load_language_model, weights_identity)
@@ -94,9 +94,8 @@ class Study:
                                                                                config.work_path)
             if config.embedder_tokenizer and embedder is not None:
                 embedder["tokenizer"] = weights_identity(config.embedder_tokenizer, "tokenizer", config.work_path)
-            indexed = json.dumps({"index": indexed_identity(self.index), "embedder": embedder}, sort_keys=True)
             self._identity = (config, self.index, {
-                "index_fingerprint": hashlib.sha256(indexed.encode()).hexdigest()[:16],
+                "index_fingerprint": content_key({"index": indexed_identity(self.index), "embedder": embedder}),
                 "lm_weights": weights_identity(config.model, "lm", config.work_path),
                 "embedder_weights": embedder,
                 "libraries": library_versions()})
