@@ -37,7 +37,7 @@ from IPython.display import display
 
 from ttt_core.metrics import PILE_WEIGHTS, bits_per_byte, pile_weights, relative_change, score_text
 from ttt_core.models import PACKAGED, assemble_packaged, scoring_prefix_token
-from ttt_core.report import reproduce, show_table
+from ttt_core.report import reproduce, show_configuration, show_table
 from ttt_core.study import prepare
 
 study = prepare(config)  # cached: loads the corpus and index the results chapters use
@@ -46,7 +46,7 @@ study = prepare(config)  # cached: loads the corpus and index the results chapte
 # ## Configuration
 
 # %% tags=["hide-input"]
-show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_configuration(config)
 
 # %% [markdown]
 # ## Deviations from the paper

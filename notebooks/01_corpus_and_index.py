@@ -42,7 +42,7 @@ from IPython.display import Markdown, display
 from ttt_core import decontaminate
 from ttt_core.index import index_folder, indexed_mask
 from ttt_core.plots import plot_domain_sizes, use_report_style
-from ttt_core.report import reproduce, show_finding, show_table
+from ttt_core.report import reproduce, show_configuration, show_finding, show_table
 from ttt_core.retrieve import retrieve
 from ttt_core.corpus import build_record
 from ttt_core.study import prepare
@@ -130,8 +130,8 @@ show_table(summary)
 sources = pd.DataFrame(study.corpus.manifest["sources"])
 if not sources.empty:
     with pd.option_context("display.max_colwidth", None):
-        display(sources[["domain", "pile analogue", "origin", "package", "version", "license", "what it is"]]
-                .set_index("domain"))
+        show_table(sources[["domain", "pile analogue", "origin", "package", "version", "license", "what it is"]]
+                   .set_index("domain"))
 
 # %% [markdown]
 # ## How much text, and what building it cost
@@ -205,4 +205,4 @@ display(reproduce("01_corpus_and_index", params_file, {"index (TTT-NN run)": stu
 # ## The configuration that produced these numbers
 
 # %% tags=["hide-input"]
-show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_configuration(config)

@@ -38,7 +38,8 @@ from ttt_core import paper
 from ttt_core.metrics import documents_at, domain_changes, pile_weights, relative_change, signed
 from ttt_core.models import PACKAGED
 from ttt_core.plots import plot_change_by_domain, use_report_style
-from ttt_core.report import glue_finding, glue_not_resolved, glue_text, reproduce, show_finding, show_table
+from ttt_core.report import (glue_finding, glue_not_resolved, glue_text, reproduce, show_configuration, show_finding,
+                             show_table)
 from ttt_core.results import long_frame
 from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 
@@ -169,4 +170,4 @@ display(reproduce("02_ttt", params_file, {"TTT-NN": study.run_key}, config.work_
 # ## The configuration that produced these numbers
 
 # %% tags=["hide-input"]
-show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_configuration(config)

@@ -43,7 +43,8 @@ from IPython.display import Markdown, display
 
 from ttt_core import paper
 from ttt_core.plots import SERIES_GREYS, plot_change_vs_k, plot_training, use_report_style
-from ttt_core.report import glue_finding, glue_text, interval_text, reproduce, show_finding, show_table
+from ttt_core.report import (glue_finding, glue_text, interval_text, reproduce, show_configuration, show_finding,
+                             show_table)
 from ttt_core.results import long_frame, training_frame
 from ttt_core.metrics import bootstrap_mean, documents_at, domain_changes, relative_change, signed
 from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
@@ -242,4 +243,4 @@ display(reproduce("03_neighbors", params_file,
 # ## The configuration that produced these numbers
 
 # %% tags=["hide-input"]
-show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_configuration(config)

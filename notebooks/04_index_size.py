@@ -64,7 +64,8 @@ from ttt_core.index import exact_duplicates, indexed_mask, load_embeddings, nest
 from ttt_core.metrics import document_changes, documents_at, mean_change, signed
 from ttt_core.models import check_model_name, weights_identity
 from ttt_core.plots import use_report_style
-from ttt_core.report import glue_finding, glue_text, interval_text, reproduce, show_finding, show_table
+from ttt_core.report import (glue_finding, glue_text, interval_text, reproduce, show_configuration, show_finding,
+                             show_table)
 from ttt_core.results import long_frame
 from ttt_core.retrievers import EmbeddingCache, memory_bytes, retrieval_agreement, search_texts
 from ttt_core.study import compare, prepare, run_ttt, ttt_change, vary
@@ -452,4 +453,4 @@ display(reproduce("04_index_size", params_file, run_keys, config.work_dir))
 # ## The configuration that produced these numbers
 
 # %% tags=["hide-input"]
-show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_configuration(config)

@@ -50,7 +50,8 @@ from ttt_core import paper
 from ttt_core.metrics import relative_change
 from ttt_core.models import PACKAGED
 from ttt_core.plots import SERIES_GREYS, use_report_style
-from ttt_core.report import glue_finding, glue_not_resolved, glue_text, interval_text, reproduce, show_finding, show_table
+from ttt_core.report import (glue_finding, glue_not_resolved, glue_text, interval_text, reproduce, show_configuration,
+                             show_finding, show_table)
 from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 
 use_report_style()
@@ -266,4 +267,4 @@ display(reproduce("05_model_scaling", params_file, run_keys, config.work_dir))
 # The shared configuration; each model's run replaces `model`, `k` (`scaling_k`) and `docs_per_domain`.
 
 # %% tags=["hide-input"]
-show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_configuration(config)

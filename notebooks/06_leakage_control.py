@@ -45,7 +45,7 @@ from IPython.display import Markdown, display
 from ttt_core import paper
 from ttt_core.metrics import document_changes, documents_at, mean_change, relative_change, signed
 from ttt_core.plots import SERIES_GREYS, use_report_style
-from ttt_core.report import glue_finding, reproduce, show_finding, show_table
+from ttt_core.report import glue_finding, reproduce, show_configuration, show_finding, show_table
 from ttt_core.results import long_frame
 from ttt_core.study import compare, prepare, run_ttt, summarize, ttt_change
 
@@ -208,4 +208,4 @@ display(reproduce("06_leakage_control", params_file, run_keys, config.work_dir))
 # `leaky_index` and `docs_per_domain`.
 
 # %% tags=["hide-input"]
-show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_configuration(config)

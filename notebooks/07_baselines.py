@@ -48,7 +48,7 @@ from ttt_core.baselines import (baselines_key, choose_alpha, cross_fitted_alphas
                                 interpolated_loglik, interpolation_inputs, run_baselines)
 from ttt_core.metrics import NO_INTERVAL, documents_at, domain_changes, paired_change, signed
 from ttt_core.plots import SERIES_GREYS, use_report_style
-from ttt_core.report import glue_finding, glue_text, reproduce, show_finding, show_table
+from ttt_core.report import glue_finding, glue_text, reproduce, show_configuration, show_finding, show_table
 from ttt_core.results import ResultsStore, long_frame
 from ttt_core.study import open_run, prepare, run_ttt
 
@@ -360,4 +360,4 @@ display(reproduce("07_baselines", params_file, run_keys, config.work_dir))
 # `split_query`.
 
 # %% tags=["hide-input"]
-show_table(pd.DataFrame({"value": {k: str(v) for k, v in config.as_dict().items()}}))
+show_configuration(config)

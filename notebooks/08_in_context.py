@@ -54,7 +54,8 @@ from ttt_core.context import (CONTEXTS, change_difference, context_key, head_sha
 from ttt_core.metrics import signed
 from ttt_core.models import check_model_name
 from ttt_core.plots import use_report_style
-from ttt_core.report import glue_finding, glue_text, interval_text, reproduce, show_finding, show_table
+from ttt_core.report import (glue_finding, glue_text, interval_text, reproduce, show_configuration, show_finding,
+                             show_table)
 from ttt_core.study import prepare, vary
 
 def integers(name, value) -> list[int]:
@@ -352,3 +353,11 @@ show_table(table(longer), 3)
 
 # %% tags=["remove-input"]
 display(reproduce("08_in_context", params_file, run_keys, config.work_dir))
+
+# %% [markdown]
+# ## The configuration that produced these numbers
+# The shared configuration; each arm replaces some of it (its own `context_k`, `eval_context`, `selection`), and its
+# run key above names every value it ran with.
+
+# %% tags=["hide-input"]
+show_configuration(config)

@@ -23,6 +23,8 @@ from .study import failed_documents, failures_path, prepare
 
 
 def main(argv=None) -> None:
+    """The command line (`python -m ttt_core --help`); `argv` None reads sys.argv. Errors in the arguments exit with
+    argparse's message (status 2)."""
     parser = argparse.ArgumentParser(prog="python -m ttt_core")
     parser.add_argument("command", choices=["run", "prepare", "mark-for-book", "results-figure", "ray-run", "parameters-page"])
     parser.add_argument("-f", "--params", help="papermill-style YAML parameter file (run, prepare, ray-run)")

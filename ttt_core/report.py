@@ -90,6 +90,16 @@ def show_table(frame, digits: int = 3) -> None:
     display(frame.map(cell))
 
 
+def show_configuration(config) -> None:
+    """Display every field of a StudyConfig as one table ("The configuration that produced these numbers"): lists
+    and tuples as text, None as '–', as `show_table` shows any value."""
+    import pandas as pd
+
+    values = {name: value if isinstance(value, (bool, int, float, str, type(None))) else str(value)
+              for name, value in config.as_dict().items()}
+    show_table(pd.DataFrame({"value": pd.Series(values, dtype=object)}))
+
+
 def glue_text(key: str, text: str) -> None:
     """Store `text` in the executed notebook under `key` for `{glue:text}` on another page (nothing displayed)."""
     from myst_nb import glue  # imported here: only the notebooks need it

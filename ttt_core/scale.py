@@ -95,6 +95,8 @@ class _ShardSearcher:
         self.index, self.names = ShardedIndex(folder, **settings), names
 
     def search(self, queries: np.ndarray, k: int):
+        """The exact top-`k` of `queries` ((n, dim) float32) over this actor's shards: (squared L2 distances, corpus
+        rows), each (n, k), as `ShardedIndex.search`."""
         return self.index.search(queries, k, self.names)
 
 
@@ -124,6 +126,9 @@ class RayShardedIndex(DenseSearch):
         return len(self.local)
 
     def search(self, queries: np.ndarray, k: int):
+        """The exact top-`k` of `queries` ((n, dim) float32) over every actor's shards: (squared L2 distances, corpus
+        rows), each (n, k), merged as one search over all shards would rank them (`shards.merge_top_k`: ties by
+        row)."""
         ray = _ray()
         from .shards import merge_top_k
 
@@ -147,6 +152,7 @@ class _TTTWorker:
         self.optimizer = None
 
     def run(self, doc: dict) -> dict:
+        """TTT-NN on one test document with this worker's model (`study.ttt_document`); returns its result row."""
         from .study import ttt_document
 
         row, self.optimizer = ttt_document(self.study, doc, self.optimizer)

@@ -68,6 +68,7 @@ class ShardedIndex(DenseSearch):
 
     @property
     def metric(self) -> str:
+        """'ip' (cosine on L2-normalised vectors) or 'l2', as every shard was built."""
         return self.meta["metric"]
 
     @property

@@ -100,6 +100,7 @@ class StaticEmbedder:
 
     @property
     def dim(self) -> int:
+        """The embedding width (vectors are (n, dim) float32)."""
         return int(self.model.dim)
 
     @property

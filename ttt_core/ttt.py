@@ -49,6 +49,7 @@ class FileSnapshot:
 
     @torch.no_grad()
     def restore(self, model: torch.nn.Module) -> None:
+        """Copy the snapshot's weights back into `model` in place (the reset after each test document)."""
         from safetensors import safe_open
 
         with safe_open(self.path, "pt") as f:

@@ -32,6 +32,8 @@ Stream = Callable[[int, Path], Iterator[tuple[str, str]]]
 
 @dataclass(frozen=True)
 class TextSource:
+    """One text source of the mini-Pile: where its text comes from (a package inside a PyPI wheel, CPython or Debian),
+    what it really is, its license and how it is cut into documents; `iter_documents` yields (doc_id, text)."""
     domain: str  # our short domain name, snake_case
     pile_set_name: str  # the Pile task it stands in for (one of PILE_SET_NAMES)
     description: str  # one sentence: what the text really is
@@ -54,6 +56,8 @@ class TextSource:
         return domain_bytes if self.max_bytes is None else min(domain_bytes, self.max_bytes)
 
     def group(self, doc_id: str) -> str:
+        """The content group of document `doc_id` (documents of one group never straddle the train/test split); the
+        document itself when the source has no groups."""
         return self.content_group(doc_id) if self.content_group else doc_id
 
     def available(self) -> bool:
