@@ -117,16 +117,20 @@ FINDING_DIRECTIVE = "```{glue:md} finding\n:format: myst\n```"
 _GLUED: dict[str, dict] = {}
 
 
+def short_text(data: dict) -> str:
+    """A claim's mean change with its 95 % interval, short: '-5.4 % (95 % -7.4 to -3.6)' (`data` as `key_data`)."""
+    if data.get("percent") is None:
+        return "no result"
+    if data.get("low") is None:
+        return f"{signed(data['percent'])} % (no interval)"
+    return f"{signed(data['percent'])} % (95 % {signed(data['low'])} to {signed(data['high'])})"
+
+
 def headline(key: str, data: dict) -> str:
     """One line for a landing-page claim: 'TTT-NN lowers bits per byte: -5.4 % (95 % -7.4 to -3.6); the paper's
     GPT-2 117M, k = 10: -12.5 %. ✅ reproduced'."""
     label = {k: text for _, k, text in CLAIMS}[key]
-    if data.get("percent") is None:
-        ours = "no result"
-    elif data.get("low") is None:
-        ours = f"{signed(data['percent'])} % (no interval)"
-    else:
-        ours = f"{signed(data['percent'])} % (95 % {signed(data['low'])} to {signed(data['high'])})"
+    ours = short_text(data)
     paper = (f"; the paper's {data['paper_note']}: {signed(data['paper_percent'])} %"
              if data.get("paper_percent") is not None else "")
     return f"**{label[0].upper() + label[1:]}**: {ours}{paper}. {VERDICT_MARKS[data['verdict']]} {data['verdict']}"
@@ -149,13 +153,15 @@ def show_finding(*paragraphs: str) -> None:
 
 def glue_finding(key: str, change: PairedChange, lower_is_claimed: bool = True, paper_claim: bool = True,
                  note: str = "", paper_percent: float | None = None, paper_note: str = "") -> None:
-    """Glue `key` (the interval text, with `note` after it), `key_verdict` (the verdict after its colour mark)
-    and `key_data` (the numbers, JSON, for the landing page's figure: `claims_frame`). `paper_percent`: the
+    """Glue `key` (the interval text, with `note` after it), `key_verdict` (the verdict after its colour mark),
+    `key_short` (mean and 95 % interval, then `note`: the landing page's abstract) and `key_data` (the numbers, for
+    the landing page's figure: `claims_frame`). `paper_percent`: the
     paper's own relative change for the same comparison (`paper.relative_change`), where it reports one, with
     `paper_note` saying at which setting (its k, its model)."""
     said = verdict(change, lower_is_claimed, paper_claim)
     glue_text(key, interval_text(change) + (f", {note}" if note else ""))
-    _glue_verdict(key, said, change, note, paper_percent, paper_note)
+    data = _glue_verdict(key, said, change, note, paper_percent, paper_note)
+    glue_text(f"{key}_short", short_text(data) + (f", {note}" if note else ""))
 
 
 def glue_not_resolved(key: str, text: str, change: PairedChange | None = None, paper_percent: float | None = None,
@@ -165,7 +171,7 @@ def glue_not_resolved(key: str, text: str, change: PairedChange | None = None, p
     _glue_verdict(key, NOT_RESOLVED, change, text, paper_percent, paper_note)
 
 
-def _glue_verdict(key, said, change, note, paper_percent, paper_note) -> None:
+def _glue_verdict(key, said, change, note, paper_percent, paper_note) -> dict:
     from myst_nb import glue
 
     glue_text(f"{key}_verdict", f"{VERDICT_MARKS[said]} {said}")
@@ -179,6 +185,7 @@ def _glue_verdict(key, said, change, note, paper_percent, paper_note) -> None:
     glue(f"{key}_data", data, display=False)
     if key in {k for _, k, _ in CLAIMS}:
         _GLUED[key] = data
+    return data
 
 
 def glued_outputs(notebook: str | Path) -> dict[str, dict]:
