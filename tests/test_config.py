@@ -315,10 +315,24 @@ def test_a_kernel_that_ran_the_notebook_before_is_not_taken_for_injected_names()
     from ttt_core.params import assigned_names, notebook_config
 
     assert {"rows", "table", "study"} <= assigned_names("02_ttt")
-    leftovers = {"k": 3, "model": "tiny-llama", "rows": [{"doc_id": "a"}], "table": {}, "first_k": 1}
+    history = [""] * 40  # IPython's `In`: this kernel has run more cells than lead to notebook_config
+    leftovers = {"k": 3, "model": "tiny-llama", "rows": [{"doc_id": "a"}], "table": {}, "first_k": 1, "In": history}
     assert notebook_config(dict(leftovers), "02_ttt").k == 3
     with pytest.raises(ValueError, match=r"unknown parameter 'neighbours'"):
         notebook_config({**leftovers, "neighbours": "random-domain"}, "02_ttt")
+
+
+def test_a_name_the_notebook_binds_later_is_refused_in_a_fresh_kernel():
+    """papermill's kernel is fresh: `-p kk 2` (02 binds `kk` in a loop) or `-p rows 1` is a misspelling there, not a
+    left-over, so it is refused with the nearest valid name."""
+    from ttt_core.params import assigned_names, notebook_config
+
+    assert {"kk", "rows"} <= assigned_names("02_ttt")
+    fresh = {"k": 3, "model": "tiny-llama", "In": ["", "params", "injected", "config"]}
+    with pytest.raises(ValueError, match=r"unknown parameter 'kk'.*'k'"):
+        notebook_config({**fresh, "kk": 2}, "02_ttt")
+    with pytest.raises(ValueError, match=r"unknown parameter 'rows'"):
+        notebook_config({**fresh, "rows": 1}, "02_ttt")
 
 
 def test_a_parameter_file_of_fields_alone_needs_no_notebook(monkeypatch):
@@ -356,3 +370,34 @@ def test_no_notebook_binds_a_shared_parameter_at_module_level(name):
         if cell.cell_type == "code" and "parameters" not in cell.metadata.get("tags", []):
             Bindings().visit(ast.parse(cell.source))
     assert not bound, f"{name} binds shared parameters at module level: {bound}"
+
+
+def test_command_line_refusals_are_messages_not_tracebacks(tmp_path, capsys):
+    """A missing parameter file, a misspelt name for `run`, `mark-for-book` without notebooks and `results-figure` on
+    a folder without executed chapters: argparse's message (exit 2), before any kernel or model."""
+    from ttt_core.__main__ import main
+
+    for argv, said in [(["run", "notebooks/02_ttt.ipynb", "-f", str(tmp_path / "none.yml")], "no such parameter file"),
+                       (["run", "notebooks/02_ttt.ipynb", "-p", "kk", "2"], "unknown parameter 'kk'"),
+                       (["prepare", "-f", str(tmp_path / "none.yml")], "no such parameter file"),
+                       (["mark-for-book"], "mark-for-book needs executed notebooks"),
+                       (["results-figure", str(tmp_path)], "no executed chapters")]:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert said in capsys.readouterr().err, argv
+
+
+def test_prepare_reads_p_after_f(tmp_path, monkeypatch):
+    """`prepare -f study.yml -p k 3` is not silently the file's k: -p is read as `run` reads it, names checked."""
+    import ttt_core.__main__ as cli
+
+    path = tmp_path / "p.yml"
+    path.write_text("k: 5\n")
+    seen = {}
+    monkeypatch.setattr(cli, "prepare", lambda config: seen.setdefault("k", config.k) and pytest.skip("stopped"))
+    with pytest.raises(BaseException):
+        cli.main(["prepare", "-f", str(path), "-p", "k", "3"])
+    assert seen["k"] == 3
+    with pytest.raises(ValueError, match="unknown parameter 'kk'"):
+        cli.main(["prepare", "-f", str(path), "-p", "kk", "3"])

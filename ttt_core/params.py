@@ -67,19 +67,34 @@ def assigned_names(notebook: str, folder: Path = NOTEBOOKS) -> frozenset[str]:
     return frozenset(names)
 
 
+@functools.lru_cache(maxsize=None)
+def _cells_through_config(notebook: str, folder: Path = NOTEBOOKS) -> int:
+    """Code cells of notebooks/<notebook>.ipynb up to and including the one that calls `notebook_config`."""
+    import nbformat
+
+    cells = [c for c in nbformat.read(Path(folder) / f"{notebook}.ipynb", as_version=4).cells if c.cell_type == "code"]
+    return next((i + 1 for i, c in enumerate(cells) if "notebook_config(" in c.source), len(cells))
+
+
 def notebook_config(namespace: dict, notebook: str, folder: Path = NOTEBOOKS):
     """The StudyConfig of a notebook run by papermill, from its globals right after the parameters cell.
 
     Call it before the cell binds any other name. A value in `namespace` that is no StudyConfig field and that
     `notebook`'s parameters cell does not declare was injected: a name another notebook declares is accepted (one
-    parameter file feeds every chapter), any other raises ValueError naming it and the nearest valid name. Types
-    as `checks.check_types`."""
+    parameter file feeds every chapter), any other raises ValueError naming it and the nearest valid name; a name the
+    notebook itself binds later is taken for a left-over only in a kernel that has run more cells than lead here
+    (Jupyter's "Run All" again), never in papermill's fresh kernel. Types as `checks.check_types`."""
     from .config import StudyConfig
 
     known = set(declared_parameters(notebook, Path(folder))) | study_fields()
     given = {name for name, value in namespace.items()
              if not name.startswith("_") and name not in _IPYTHON_NAMES and isinstance(value, _PARAMETER_TYPES)}
-    unknown = given - known - notebook_parameters(folder) - assigned_names(notebook, Path(folder))
+    # A kernel that has run no more cells than lead to this one (papermill's: parameters, injected parameters, this
+    # cell) holds no left-overs, so a name the notebook assigns later (`kk`, `rows`) was injected: refused.
+    executed = len(namespace.get("In", ())) - 1
+    ran_before = executed > _cells_through_config(notebook, Path(folder)) + 1
+    unknown = (given - known - notebook_parameters(folder)
+               - (assigned_names(notebook, Path(folder)) if ran_before else frozenset()))
     if unknown:
         raise unknown_parameters_error(unknown, known, f" for notebook {notebook}")
     return StudyConfig.from_namespace(namespace)
