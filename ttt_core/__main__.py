@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import yaml
 
@@ -29,9 +30,10 @@ def main(argv=None) -> None:
     parser.add_argument("command", choices=["run", "prepare", "mark-for-book", "results-figure", "ray-run", "parameters-page"])
     parser.add_argument("-f", "--params", help="papermill-style YAML parameter file (run, prepare, ray-run)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="run: one parameter, read as papermill's -p reads it (after -f)")
+                        help="one parameter, read as papermill's -p reads it (after -f)")
     parser.add_argument("notebooks", nargs="*", help="run: the notebook and where to write it; mark-for-book: "
-                                                     "executed notebooks")
+                                                     "executed notebooks; results-figure: the folder of executed "
+                                                     "chapters (book/executed) and where to write the figure")
     scale = parser.add_argument_group("ray-run: the corpus here, then the index and TTT-NN on a Ray cluster")
     scale.add_argument("--address", default=None, help="a Ray cluster's address ('auto' on a node of it); "
                                                        "none: a local Ray instance on this machine")
@@ -42,13 +44,21 @@ def main(argv=None) -> None:
     if args.command == "mark-for-book":
         from .report import mark_for_book  # needs nbformat and IPython (the notebooks extra)
 
+        if not args.notebooks:
+            parser.error("mark-for-book needs executed notebooks: mark-for-book book/executed/02_ttt.ipynb")
         for path in args.notebooks:
             mark_for_book(path)
         return
     if args.command == "results-figure":
         from .report import write_results_figure
 
-        print(f"wrote {write_results_figure(args.notebooks[0] if args.notebooks else 'book/executed')}")
+        if len(args.notebooks) > 2:
+            parser.error("results-figure takes the executed chapters' folder and where to write: [EXECUTED [OUT]]")
+        try:
+            path = write_results_figure(*(args.notebooks or ["book/executed"]))
+        except FileNotFoundError as error:
+            parser.error(str(error))
+        print(f"wrote {path}")
         return
     if args.command == "parameters-page":
         print(f"{'updated' if write_parameters_page() else 'unchanged'}: book/parameters.md")
@@ -58,14 +68,19 @@ def main(argv=None) -> None:
 
         if len(args.notebooks) not in (1, 2):
             parser.error("run needs a notebook and optionally where to write it: run notebooks/02_ttt.ipynb [OUT]")
-        params = {}
-        if args.params:
-            params = _read_params(parser, args.params)
-        return run_notebook(args.notebooks[0], args.notebooks[1] if len(args.notebooks) == 2 else None, params,
-                            args.parameter, params_file=args.params or "")
+        params = _read_params(parser, args.params) if args.params else {}
+        try:  # a bad name, value or path is refused before any kernel starts: a message, not a traceback
+            return run_notebook(args.notebooks[0], args.notebooks[1] if len(args.notebooks) == 2 else None, params,
+                                args.parameter, params_file=args.params or "")
+        except (ValueError, FileNotFoundError) as error:
+            parser.error(str(error))
     if not args.params:
         parser.error(f"{args.command} needs -f/--params, a papermill-style YAML parameter file")
     params = _read_params(parser, args.params)
+    if args.parameter:
+        from papermill.cli import _resolve_type  # -p read as papermill reads it, as `run` does
+
+        params.update({name: _resolve_type(text) for name, text in args.parameter})
     if args.command == "ray-run":
         return ray_run(StudyConfig.from_params(**study_parameters(params)), args)
     started = time.perf_counter()
@@ -76,6 +91,8 @@ def main(argv=None) -> None:
 
 
 def _read_params(parser, path: str) -> dict:
+    if not Path(path).is_file():
+        parser.error(f"-f {path}: no such parameter file (the study's are params/*.yml)")
     with open(path) as f:
         params = yaml.safe_load(f) or {}
     if not isinstance(params, dict):

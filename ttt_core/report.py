@@ -257,13 +257,16 @@ def results_figure(claims: "pd.DataFrame"):
     return fig
 
 
-def write_results_figure(executed: str | Path) -> Path:
-    """Draw `results_figure` from the chapters executed in `executed` into `executed`/results.png (the landing
-    page shows it); returns the path."""
+def write_results_figure(executed: str | Path, output: str | Path | None = None) -> Path:
+    """Draw `results_figure` from the chapters executed in `executed` into `output` (default `executed`/results.png,
+    which the landing page shows); returns the path. FileNotFoundError when `executed` holds no executed chapter."""
     import matplotlib
 
     matplotlib.use("Agg")
-    path = Path(executed) / "results.png"
+    if not any(Path(executed).glob("0*.ipynb")):
+        raise FileNotFoundError(f"no executed chapters (0*.ipynb) in {executed}: run `make` or `python -m ttt_core "
+                                f"run` first")
+    path = Path(output) if output else Path(executed) / "results.png"
     fig = results_figure(claims_frame(executed))
     fig.savefig(path, dpi=150, bbox_inches="tight")
     return path
