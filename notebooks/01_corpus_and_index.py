@@ -162,7 +162,7 @@ show_table(pd.DataFrame({"value": {
 # sources (content groups) before chunks. Domains with one test source rest on one text, however many chunks.
 
 # %% tags=["hide-input"]
-behind = study.corpus.sources_per_domain("test").join(study.corpus.sources_per_domain("train"), rsuffix=" (train)")
+behind = study.corpus.sources_per_domain("test").join(study.corpus.sources_per_domain("train").add_suffix(" (train)"))
 show_table(behind)
 
 # %% [markdown]
