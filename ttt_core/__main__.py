@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from .config import StudyConfig
-from .params import study_parameters, write_parameters_page
+from .params import study_parameters, with_overrides, write_parameters_page
 from .study import failed_documents, failures_path, prepare
 
 
@@ -76,11 +76,7 @@ def main(argv=None) -> None:
             parser.error(str(error))
     if not args.params:
         parser.error(f"{args.command} needs -f/--params, a papermill-style YAML parameter file")
-    params = _read_params(parser, args.params)
-    if args.parameter:
-        from papermill.cli import _resolve_type  # -p read as papermill reads it, as `run` does
-
-        params.update({name: _resolve_type(text) for name, text in args.parameter})
+    params = with_overrides(_read_params(parser, args.params), args.parameter)  # -p after -f, as `run` reads them
     if args.command == "ray-run":
         return ray_run(StudyConfig.from_params(**study_parameters(params)), args)
     started = time.perf_counter()

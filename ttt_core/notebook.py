@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .config import REPO_ROOT, StudyConfig
-from .params import notebook_parameters, study_fields, study_parameters
+from .params import notebook_parameters, study_fields, study_parameters, with_overrides
 
 RUNS = REPO_ROOT / "runs"  # where `run` writes an executed notebook unless told (git-ignored)
 
@@ -55,7 +55,6 @@ def run_notebook(notebook: str | Path, output: str | Path | None = None, params:
     ValueError for a .py (papermill reads the .ipynb of a jupytext pair) or a bad parameter; papermill's
     PapermillExecutionError when a cell fails (the partial notebook is written to `output` first)."""
     import papermill
-    from papermill.cli import _resolve_type
 
     notebook = Path(notebook)
     if notebook.suffix != ".ipynb":
@@ -63,9 +62,7 @@ def run_notebook(notebook: str | Path, output: str | Path | None = None, params:
                          f"({notebook.with_suffix('.ipynb')})")
     if not notebook.exists():
         raise FileNotFoundError(f"no notebook {notebook}; the chapters are notebooks/*.ipynb")
-    params = dict(params or {})
-    for name, text in overrides:
-        params[name] = _resolve_type(text)
+    params = with_overrides(params, overrides)
     if params_file:
         params.setdefault("params_file", params_file)
     check_parameters(notebook, params)

@@ -107,6 +107,17 @@ def study_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(StudyConfig)} - {"extra"}
 
 
+def with_overrides(params: dict, overrides=()) -> dict:
+    """`params` (a parameter file's) updated by `overrides`, (name, text) pairs read as papermill's `-p` reads them
+    (int, float, bool, None, else text); papermill is imported only when there are overrides."""
+    params = dict(params or {})
+    if overrides:
+        from papermill.cli import _resolve_type
+
+        params.update({name: _resolve_type(text) for name, text in overrides})
+    return params
+
+
 def study_parameters(params: dict, folder: Path = NOTEBOOKS, where: str = " in the parameter file") -> dict:
     """The StudyConfig fields of `params` (a parameter file, or the `-p` values of one run). A name that is no field
     and that no notebook in `folder` declares is a typo: a ValueError naming it and the nearest valid name."""
